@@ -1,0 +1,124 @@
+"""The ``replikit`` command line. Errors from any command are printed here, in one place."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from replication.cluster import DEFAULT_DATA_DIR, Cluster, cluster_down, cluster_up, env_lines
+from replication.errors import ReplikitError
+from replication.probe import NodeStatus
+from replication.topology import SyncMode, require_state
+
+app = typer.Typer(
+    help="Run and experiment with a replicated PostgreSQL service.", no_args_is_help=True
+)
+cluster_app = typer.Typer(
+    help="Local primary-replica cluster of plain PostgreSQL processes.", no_args_is_help=True
+)
+app.add_typer(cluster_app, name="cluster")
+
+# Wide enough for the status table when output goes to a pipe or a file.
+console = Console(width=None if Console().is_terminal else 140)
+error_console = Console(stderr=True)
+
+DataDirOption = Annotated[
+    Path,
+    typer.Option("--data-dir", envvar="REPLIKIT_DATA_DIR", help="Where the cluster lives."),
+]
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def print_status(rows: list[NodeStatus]) -> None:
+    table = Table(title="replikit cluster")
+    columns = [
+        "name",
+        "port",
+        "role",
+        "timeline",
+        "state",
+        "sync_state",
+        "lag_bytes",
+        "lag_seconds",
+        "slot",
+    ]
+    for column in columns:
+        table.add_column(column, justify="right" if column.startswith(("lag", "port")) else "left")
+    for row in rows:
+        values = row.to_json()
+        table.add_row(*(_fmt(values[column]) for column in columns))
+    console.print(table)
+
+
+@cluster_app.command("up")
+def up(
+    replicas: Annotated[
+        int | None, typer.Option(help="Number of streaming replicas, 0-8 (default 2).")
+    ] = None,
+    sync: Annotated[
+        SyncMode | None,
+        typer.Option(help="Synchronous replication: off, on (FIRST 1) or quorum (ANY 1)."),
+    ] = None,
+    base_port: Annotated[
+        int | None, typer.Option(help="Port of pg0; pgN gets base+N (default 6432).")
+    ] = None,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    pg_bin: Annotated[
+        str | None, typer.Option(help="Directory of the PostgreSQL server programs.")
+    ] = None,
+) -> None:
+    """Create (or restart) the primary and its replicas and wait until every one streams."""
+    _, rows = cluster_up(data_dir, replicas=replicas, sync=sync, base_port=base_port, pg_bin=pg_bin)
+    print_status(rows)
+
+
+@cluster_app.command("status")
+def status(
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Each node's discovered role, timeline, replication state and lag."""
+    rows = Cluster.open(data_dir).status()
+    if as_json:
+        print(json.dumps({"nodes": [row.to_json() for row in rows]}, indent=2))
+    else:
+        print_status(rows)
+
+
+@cluster_app.command("down")
+def down(
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    purge: Annotated[bool, typer.Option(help="Also delete the data directory.")] = False,
+) -> None:
+    """Stop every node with a fast shutdown."""
+    if not cluster_down(data_dir, purge=purge):
+        console.print(f"No cluster in {data_dir}; nothing to stop.")
+        return
+    console.print(f"Cluster in {data_dir} stopped{' and deleted' if purge else ''}.")
+
+
+@cluster_app.command("env")
+def env(data_dir: DataDirOption = DEFAULT_DATA_DIR) -> None:
+    """Shell export lines for the service: eval "$(replikit cluster env)"."""
+    print("\n".join(env_lines(require_state(data_dir.absolute()))))
+
+
+def main() -> None:
+    try:
+        app()
+    except ReplikitError as error:
+        error_console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)

@@ -1,0 +1,246 @@
+"""Cluster operations behind ``replikit cluster``: up, down, status, env.
+
+These functions are what the CLI, the tests and the experiments call, so a test cluster is
+built by exactly the code a user runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from replication.drivers.base import StopMode
+from replication.drivers.local import LocalDriver
+from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
+from replication.pgbin import find_pg_binaries
+from replication.ports import require_free_ports
+from replication.probe import NodeStatus, cluster_status
+from replication.server_user import ServerUser
+from replication.topology import (
+    ClusterState,
+    SyncMode,
+    build_state,
+    load_state,
+    require_state,
+    save_state,
+    validate_shape,
+)
+
+DEFAULT_DATA_DIR = Path(".replikit/cluster")
+DEFAULT_REPLICAS = 2
+DEFAULT_BASE_PORT = 6432
+STREAMING_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass
+class Cluster:
+    """A cluster's state file and the driver that runs its nodes."""
+
+    data_dir: Path
+    state: ClusterState
+    driver: LocalDriver
+
+    @classmethod
+    def open(cls, data_dir: Path, pg_bin: str | None = None) -> Cluster:
+        """An existing cluster; fails with the command to create one if there is none."""
+        data_dir = data_dir.absolute()
+        state = require_state(data_dir)
+        return cls._with_driver(data_dir, state, pg_bin)
+
+    @classmethod
+    def _with_driver(cls, data_dir: Path, state: ClusterState, pg_bin: str | None) -> Cluster:
+        binaries = find_pg_binaries(pg_bin or state.pg_bin)
+        if binaries.major_version != state.pg_major:
+            raise BadInputError(
+                f"The cluster in {data_dir} was made with PostgreSQL {state.pg_major} but "
+                f"{binaries.directory} holds PostgreSQL {binaries.major_version}; pass --pg-bin "
+                f"pointing at PostgreSQL {state.pg_major} programs."
+            )
+        driver = LocalDriver(
+            data_dir=data_dir, state=state, binaries=binaries, user=ServerUser.detect()
+        )
+        return cls(data_dir, state, driver)
+
+    def status(self) -> list[NodeStatus]:
+        rows = asyncio.run(cluster_status(self.state))
+        for row in rows:
+            if row.role == "down" and not self.driver.is_running(self.state.node(row.name)):
+                row.state = "stopped"
+        return rows
+
+    def start_all(self) -> None:
+        """Start what is not running: the primary first, then each replica."""
+        primary = self.state.primary_node
+        stopped = [node for node in self.state.nodes if not self.driver.is_running(node)]
+        require_free_ports(node.port for node in stopped)
+        if primary in stopped:
+            self.driver.start(primary)
+        for node in self.state.replicas:
+            if not self.driver.has_data(node):
+                self.driver.bootstrap_replica(node, primary)
+            if node in stopped or not self.driver.is_running(node):
+                self.driver.start(node)
+
+    def stop_all(self, mode: StopMode = StopMode.FAST) -> None:
+        # The primary first: a fast shutdown sends every replica the WAL it has not yet
+        # received, so replicas stopped afterwards hold everything the primary committed.
+        nodes = [self.state.primary_node, *self.state.replicas]
+        errors: list[str] = []
+        for node in nodes:
+            try:
+                self.driver.stop(node, mode)
+            except ReplikitError as error:
+                errors.append(str(error))
+        if errors:
+            raise ClusterTimeoutError(" ".join(errors))
+
+    def _settled(self, row: NodeStatus) -> bool:
+        if row.name == self.state.primary:
+            return row.role == "primary"
+        synchronous = self.state.sync is not SyncMode.OFF
+        return row.state == "streaming" and (not synchronous or row.sync_state != "async")
+
+    def wait_streaming(self, timeout: float = STREAMING_TIMEOUT_SECONDS) -> list[NodeStatus]:
+        """Poll until every replica streams from the primary; fail naming the laggards."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = asyncio.run(cluster_status(self.state))
+            waiting = [row.name for row in rows if not self._settled(row)]
+            if not waiting:
+                return rows
+            if time.monotonic() > deadline:
+                raise ClusterTimeoutError(
+                    f"Replicas {', '.join(waiting)} were not streaming after {timeout:.0f} s; "
+                    f"see their logs in {self.data_dir / 'logs'}."
+                )
+            time.sleep(0.1)
+
+
+def env_lines(state: ClusterState) -> list[str]:
+    """``export`` lines with the app role's URLs; the primary is the one the tools recorded."""
+    primary_url = state.app_url(state.primary_node)
+    replica_urls = ",".join(state.app_url(node) for node in state.replicas)
+    return [
+        f"export REPLIKIT_PRIMARY_URL={shlex.quote(primary_url)}",
+        f"export REPLIKIT_REPLICA_URLS={shlex.quote(replica_urls)}",
+    ]
+
+
+def _check_matches(
+    state: ClusterState,
+    data_dir: Path,
+    *,
+    replicas: int | None,
+    sync: SyncMode | None,
+    base_port: int | None,
+) -> None:
+    existing_replicas = len(state.nodes) - 1
+    if replicas is not None and replicas != existing_replicas:
+        raise BadInputError(
+            f"The cluster in {data_dir} has {existing_replicas} replicas, not {replicas}; "
+            f"run 'replikit cluster down --purge' first to build a different shape."
+        )
+    if sync is not None and sync != state.sync:
+        raise BadInputError(
+            f"The cluster in {data_dir} was built with --sync {state.sync.value}; "
+            f"run 'replikit cluster down --purge' first to change it."
+        )
+    if base_port is not None and base_port != state.base_port:
+        raise BadInputError(
+            f"The cluster in {data_dir} uses base port {state.base_port}; "
+            f"run 'replikit cluster down --purge' first to move it."
+        )
+
+
+def cluster_up(
+    data_dir: Path = DEFAULT_DATA_DIR,
+    *,
+    replicas: int | None = None,
+    sync: SyncMode | None = None,
+    base_port: int | None = None,
+    pg_bin: str | None = None,
+) -> tuple[Cluster, list[NodeStatus]]:
+    """Create, restart or just report the cluster in ``data_dir``; idempotent.
+
+    All checks run before anything is written. A new cluster that fails half-way is stopped
+    and removed, so the next ``up`` starts clean.
+    """
+    data_dir = data_dir.absolute()
+    state = load_state(data_dir)
+    if state is not None:
+        _check_matches(state, data_dir, replicas=replicas, sync=sync, base_port=base_port)
+        cluster = Cluster._with_driver(data_dir, state, pg_bin)
+        cluster.driver.prepare()
+        cluster.start_all()
+        return cluster, cluster.wait_streaming()
+
+    replica_count = DEFAULT_REPLICAS if replicas is None else replicas
+    first_port = DEFAULT_BASE_PORT if base_port is None else base_port
+    validate_shape(replicas=replica_count, base_port=first_port)
+    binaries = find_pg_binaries(pg_bin)
+    user = ServerUser.detect()
+    user.require_reachable(data_dir)
+    require_free_ports(range(first_port, first_port + replica_count + 1))
+    state = build_state(
+        replicas=replica_count,
+        sync=sync or SyncMode.OFF,
+        base_port=first_port,
+        pg_bin=binaries.directory,
+        pg_major=binaries.major_version,
+    )
+    created_dir = not data_dir.exists()
+    cluster = Cluster(
+        data_dir, state, LocalDriver(data_dir=data_dir, state=state, binaries=binaries, user=user)
+    )
+    try:
+        cluster.driver.prepare()
+        save_state(data_dir, state)
+        _build_nodes(cluster)
+        return cluster, cluster.wait_streaming()
+    except BaseException:
+        _discard_new_cluster(cluster, remove_dir=created_dir)
+        raise
+
+
+def _build_nodes(cluster: Cluster) -> None:
+    driver, state = cluster.driver, cluster.state
+    driver.init_primary(state.primary_node)
+    driver.start(state.primary_node)
+    for node in state.replicas:
+        driver.bootstrap_replica(node, state.primary_node)
+        driver.start(node)
+
+
+def _discard_new_cluster(cluster: Cluster, *, remove_dir: bool) -> None:
+    for node in cluster.state.nodes:
+        with contextlib.suppress(ReplikitError):
+            cluster.driver.stop(node, StopMode.IMMEDIATE)
+    if remove_dir:
+        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    else:
+        for child in cluster.data_dir.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+
+def cluster_down(data_dir: Path = DEFAULT_DATA_DIR, *, purge: bool = False) -> bool:
+    """Stop every node (fast shutdown); with ``purge`` also delete the data dir.
+
+    Returns False when there was no cluster to stop. A directory that holds something other
+    than a cluster is never deleted.
+    """
+    data_dir = data_dir.absolute()
+    if load_state(data_dir) is None:
+        return False
+    cluster = Cluster.open(data_dir)
+    cluster.stop_all()
+    if purge:
+        shutil.rmtree(data_dir)
+    return True

@@ -1,0 +1,40 @@
+"""What the cluster commands need from whatever runs the nodes.
+
+Drivers own process control and node construction only; everything that can be said in SQL
+(roles, lag, replication state) goes through :mod:`replication.probe` for every driver alike.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol
+
+from replication.topology import NodeSpec
+
+
+class StopMode(StrEnum):
+    FAST = "fast"
+    IMMEDIATE = "immediate"
+
+
+class NodeDriver(Protocol):
+    def prepare(self) -> None:
+        """Create what every node needs before the first one is built."""
+
+    def has_data(self, node: NodeSpec) -> bool:
+        """True when the node's data directory has been initialised."""
+
+    def init_primary(self, node: NodeSpec) -> None:
+        """Build an empty node as the first primary (runs init-primary.sh)."""
+
+    def bootstrap_replica(self, node: NodeSpec, primary: NodeSpec) -> None:
+        """Build an empty node as a streaming replica (runs bootstrap-replica.sh)."""
+
+    def start(self, node: NodeSpec) -> None:
+        """Start the node and return once it accepts connections."""
+
+    def stop(self, node: NodeSpec, mode: StopMode = StopMode.FAST) -> None:
+        """Stop the node; a node that is not running is left alone."""
+
+    def is_running(self, node: NodeSpec) -> bool:
+        """True while the node's server process runs."""

@@ -1,0 +1,151 @@
+"""Nodes as plain PostgreSQL processes on this machine, one data directory each.
+
+Layout under the cluster's data directory::
+
+    state.json        cluster state (0600, owned by the invoking user)
+    scripts/          copies of replication/scripts, reachable by the server account
+    logs/<node>.log   server log of each node
+    <node>/           PGDATA of each node
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from replication.drivers.base import StopMode
+from replication.errors import ClusterTimeoutError, NodeCommandError
+from replication.pgbin import PgBinaries
+from replication.server_user import ServerUser
+from replication.topology import ClusterState, NodeSpec
+
+SCRIPTS_SOURCE = Path(__file__).resolve().parent.parent / "scripts"
+START_TIMEOUT_SECONDS = 60
+
+
+class LocalDriver:
+    def __init__(
+        self, *, data_dir: Path, state: ClusterState, binaries: PgBinaries, user: ServerUser
+    ) -> None:
+        self.data_dir = data_dir
+        self.state = state
+        self.binaries = binaries
+        self.user = user
+
+    # paths -------------------------------------------------------------------------------
+    def pgdata(self, node: NodeSpec) -> Path:
+        return self.data_dir / node.name
+
+    def log_file(self, node: NodeSpec) -> Path:
+        return self.data_dir / "logs" / f"{node.name}.log"
+
+    @property
+    def scripts_dir(self) -> Path:
+        return self.data_dir / "scripts"
+
+    # lifecycle ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Create the shared directories and refresh the script copies.
+
+        The scripts are copied rather than run in place because the checkout may sit under a
+        directory the server account cannot enter (a root home, a 0700 temp dir).
+        """
+        self.user.require_reachable(self.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o755)
+        self.user.make_dir(self.data_dir / "logs")
+        shutil.copytree(SCRIPTS_SOURCE, self.scripts_dir, dirs_exist_ok=True)
+        self.scripts_dir.chmod(0o755)
+        for script in self.scripts_dir.iterdir():
+            script.chmod(0o755 if script.suffix == ".sh" and script.name != "lib.sh" else 0o644)
+
+    def has_data(self, node: NodeSpec) -> bool:
+        return (self.pgdata(node) / "PG_VERSION").is_file()
+
+    def _script_env(self, node: NodeSpec) -> dict[str, str]:
+        state = self.state
+        return {
+            "PGDATA": str(self.pgdata(node)),
+            "PGPORT": str(node.port),
+            "PGBIN": str(self.binaries.directory),
+            "REPLIKIT_NODE_NAME": node.name,
+            "REPLIKIT_LISTEN_ADDRESSES": state.host,
+            "REPLIKIT_HBA_ADDRESS": f"{state.host}/32",
+            "REPLIKIT_SUPERUSER": state.superuser,
+            "REPLIKIT_REPLICATION_USER": state.replication_user,
+            "REPLIKIT_APP_USER": state.app_user,
+            "REPLIKIT_DATABASE": state.database,
+            "REPLIKIT_SUPERUSER_PASSWORD": state.passwords.superuser,
+            "REPLIKIT_REPLICATION_PASSWORD": state.passwords.replication,
+            "REPLIKIT_APP_PASSWORD": state.passwords.app,
+            "REPLIKIT_SYNC_MODE": state.sync.value,
+            "REPLIKIT_STANDBY_NAMES": ",".join(n.name for n in state.replicas),
+        }
+
+    def _run_script(self, script: str, node: NodeSpec, extra: dict[str, str]) -> None:
+        self.user.make_dir(self.pgdata(node), mode=0o700)
+        self.user.run(
+            ["bash", str(self.scripts_dir / script)],
+            env={**self._script_env(node), **extra},
+            cwd=self.data_dir,
+            what=f"{script} for {node.name}",
+        )
+
+    def init_primary(self, node: NodeSpec) -> None:
+        self._run_script("init-primary.sh", node, {})
+
+    def bootstrap_replica(self, node: NodeSpec, primary: NodeSpec) -> None:
+        self._run_script(
+            "bootstrap-replica.sh",
+            node,
+            {"REPLIKIT_PRIMARY_HOST": self.state.host, "REPLIKIT_PRIMARY_PORT": str(primary.port)},
+        )
+
+    def _pg_ctl(self, node: NodeSpec, *args: str, what: str, timeout: float = 120.0) -> None:
+        self.user.run(
+            [self.binaries.program("pg_ctl"), "--pgdata", str(self.pgdata(node)), *args],
+            cwd=self.data_dir,
+            what=what,
+            timeout=timeout,
+        )
+
+    def start(self, node: NodeSpec) -> None:
+        try:
+            self._pg_ctl(
+                node,
+                "--wait",
+                f"--timeout={START_TIMEOUT_SECONDS}",
+                f"--log={self.log_file(node)}",
+                "start",
+                what=f"starting {node.name}",
+                timeout=START_TIMEOUT_SECONDS + 10,
+            )
+        except NodeCommandError as error:
+            raise NodeCommandError(
+                f"{error} (server log: {self.log_file(node)}:\n{self._log_tail(node)})"
+            ) from None
+
+    def stop(self, node: NodeSpec, mode: StopMode = StopMode.FAST) -> None:
+        if not self.is_running(node):
+            return
+        try:
+            self._pg_ctl(node, "--wait", "--mode", mode.value, "stop", what=f"stopping {node.name}")
+        except NodeCommandError as error:
+            if self.is_running(node):
+                raise ClusterTimeoutError(f"{node.name} did not stop: {error}") from None
+
+    def is_running(self, node: NodeSpec) -> bool:
+        if not self.has_data(node):
+            return False
+        try:
+            self._pg_ctl(node, "status", what=f"status of {node.name}", timeout=10)
+        except NodeCommandError:
+            return False
+        return True
+
+    def _log_tail(self, node: NodeSpec, lines: int = 15) -> str:
+        try:
+            text = self.log_file(node).read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])

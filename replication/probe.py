@@ -1,0 +1,197 @@
+"""Discover each node's role, timeline, replication state and lag over SQL.
+
+Nothing here trusts configuration for roles: a node is a primary because it answers
+``pg_is_in_recovery() = false``. Lag is measured, per replica, as bytes the replica has not
+replayed relative to the primary's current WAL position, and as seconds since the commit it
+last replayed, which is reported as 0 once it has replayed everything (so an idle cluster
+shows no lag instead of an ever-growing "time since the last commit").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from replication.lsn import parse_lsn
+from replication.topology import ClusterState, NodeSpec
+
+CONNECT_TIMEOUT_SECONDS = 2.0
+
+NODE_QUERY = """
+SELECT pg_is_in_recovery() AS in_recovery,
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END
+           AS current_lsn,
+       pg_last_wal_replay_lsn()::text AS replay_lsn,
+       pg_last_wal_receive_lsn()::text AS receive_lsn,
+       pg_last_xact_replay_timestamp() AS replay_timestamp,
+       clock_timestamp() AS now,
+       CASE WHEN pg_is_in_recovery() THEN NULL
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+       END AS current_timeline,
+       (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_timeline,
+       (SELECT received_tli FROM pg_stat_wal_receiver) AS received_timeline,
+       (SELECT status FROM pg_stat_wal_receiver) AS receiver_status,
+       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END AS pause_state,
+       current_setting('primary_slot_name') AS primary_slot_name
+"""
+
+REPLICATION_QUERY = """
+SELECT r.application_name, r.state, r.sync_state, s.slot_name
+FROM pg_stat_replication r
+LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid
+"""
+
+SLOTS_QUERY = "SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'"
+
+
+@dataclass
+class NodeReading:
+    """What one node says about itself (None when it could not be reached)."""
+
+    in_recovery: bool
+    current_lsn: int | None
+    replay_lsn: int | None
+    replay_timestamp: datetime | None
+    now: datetime
+    timeline: int | None
+    receiver_status: str | None
+    pause_state: str | None
+    primary_slot_name: str
+    replication: dict[str, dict[str, Any]] = field(default_factory=dict)
+    slots: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass
+class NodeStatus:
+    """One row of ``cluster status``; ``to_json`` gives the documented keys."""
+
+    name: str
+    port: int
+    role: str
+    timeline: int | None = None
+    state: str | None = None
+    sync_state: str | None = None
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    slot: str | None = None
+    replay_paused: bool | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _lsn(value: str | None) -> int | None:
+    return parse_lsn(value) if value else None
+
+
+async def read_node(state: ClusterState, node: NodeSpec) -> NodeReading:
+    connection = await asyncpg.connect(
+        host=state.host,
+        port=node.port,
+        user=state.superuser,
+        password=state.passwords.superuser,
+        database="postgres",
+        timeout=CONNECT_TIMEOUT_SECONDS,
+    )
+    try:
+        row = await connection.fetchrow(NODE_QUERY)
+        reading = NodeReading(
+            in_recovery=row["in_recovery"],
+            current_lsn=_lsn(row["current_lsn"]),
+            replay_lsn=_lsn(row["replay_lsn"]),
+            replay_timestamp=row["replay_timestamp"],
+            now=row["now"],
+            timeline=row["current_timeline"]
+            or row["received_timeline"]
+            or row["checkpoint_timeline"],
+            receiver_status=row["receiver_status"],
+            pause_state=row["pause_state"],
+            primary_slot_name=row["primary_slot_name"],
+        )
+        if not reading.in_recovery:
+            for rep in await connection.fetch(REPLICATION_QUERY):
+                # A base backup's own WAL stream carries the node's name too; the row that
+                # holds a slot is the replica itself.
+                name = rep["application_name"]
+                if name not in reading.replication or rep["slot_name"] is not None:
+                    reading.replication[name] = dict(rep)
+            for slot in await connection.fetch(SLOTS_QUERY):
+                reading.slots[slot["slot_name"]] = slot["active"]
+        return reading
+    finally:
+        await connection.close()
+
+
+async def read_all(state: ClusterState) -> dict[str, NodeReading | BaseException]:
+    results = await asyncio.gather(
+        *(asyncio.wait_for(read_node(state, n), CONNECT_TIMEOUT_SECONDS * 2) for n in state.nodes),
+        return_exceptions=True,
+    )
+    return {node.name: result for node, result in zip(state.nodes, results, strict=True)}
+
+
+def choose_primary(readings: Mapping[str, NodeReading | BaseException]) -> str | None:
+    """The reachable node out of recovery on the highest timeline, if any."""
+    primaries = [
+        (reading.timeline or 0, name)
+        for name, reading in readings.items()
+        if isinstance(reading, NodeReading) and not reading.in_recovery
+    ]
+    return max(primaries)[1] if primaries else None
+
+
+def _replica_status(
+    base: NodeStatus, reading: NodeReading, primary: NodeReading | None
+) -> NodeStatus:
+    base.role = "replica"
+    base.timeline = reading.timeline
+    base.replay_paused = reading.pause_state not in (None, "not paused")
+    base.slot = reading.primary_slot_name or None
+    sender = primary.replication.get(base.name) if primary else None
+    if sender is not None:
+        base.state = sender["state"]
+        base.sync_state = sender["sync_state"]
+        base.slot = sender["slot_name"] or base.slot
+    else:
+        base.state = reading.receiver_status or "disconnected"
+    if primary is not None and primary.current_lsn is not None and reading.replay_lsn is not None:
+        base.lag_bytes = max(0, primary.current_lsn - reading.replay_lsn)
+        if base.lag_bytes == 0:
+            base.lag_seconds = 0.0
+        elif reading.replay_timestamp is not None:
+            age = (reading.now - reading.replay_timestamp).total_seconds()
+            base.lag_seconds = round(max(0.0, age), 3)
+    return base
+
+
+def summarise(
+    state: ClusterState, readings: Mapping[str, NodeReading | BaseException]
+) -> list[NodeStatus]:
+    primary_name = choose_primary(readings)
+    primary = readings.get(primary_name) if primary_name else None
+    primary_reading = primary if isinstance(primary, NodeReading) else None
+    rows: list[NodeStatus] = []
+    for node in state.nodes:
+        reading = readings[node.name]
+        row = NodeStatus(name=node.name, port=node.port, role="down")
+        if not isinstance(reading, NodeReading):
+            row.state = "unreachable"
+            row.error = str(reading) or type(reading).__name__
+        elif reading.in_recovery:
+            row = _replica_status(row, reading, primary_reading)
+        else:
+            row.role = "primary"
+            row.timeline = reading.timeline
+            row.state = "writable" if node.name == primary_name else "stale primary"
+        rows.append(row)
+    return rows
+
+
+async def cluster_status(state: ClusterState) -> list[NodeStatus]:
+    return summarise(state, await read_all(state))

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Initialise a PostgreSQL data directory as a replikit primary: checksums, replication
+# settings, SCRAM-only pg_hba, and the replicator / app roles with the app's database.
+#
+# Environment:
+#   PGDATA, PGPORT, REPLIKIT_NODE_NAME                   required
+#   REPLIKIT_SUPERUSER_PASSWORD, REPLIKIT_REPLICATION_PASSWORD, REPLIKIT_APP_PASSWORD   required
+#   PGBIN                     directory of the server binaries (else PATH)
+#   REPLIKIT_SYNC_MODE        off | on | quorum (default off)
+#   REPLIKIT_STANDBY_NAMES    comma-separated replica names, needed when sync is on/quorum
+#   REPLIKIT_HBA_ADDRESS      address range allowed to connect (default 127.0.0.1/32)
+#   REPLIKIT_LISTEN_ADDRESSES (default 127.0.0.1), REPLIKIT_SOCKET_DIR (default: no socket)
+#   REPLIKIT_WAL_KEEP_SIZE    (default 256MB), REPLIKIT_MAX_CONNECTIONS (default 200)
+#
+# Safe to run twice: an already initialised directory only gets its node settings rewritten.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=replication/scripts/lib.sh
+. "$here/lib.sh"
+
+require_env PGDATA PGPORT REPLIKIT_NODE_NAME REPLIKIT_SUPERUSER_PASSWORD \
+    REPLIKIT_REPLICATION_PASSWORD REPLIKIT_APP_PASSWORD
+
+sync_mode=${REPLIKIT_SYNC_MODE:-off}
+hba_address=${REPLIKIT_HBA_ADDRESS:-127.0.0.1/32}
+marker="$PGDATA/replikit.initialized"
+
+if [ -s "$PGDATA/PG_VERSION" ]; then
+    if [ -f "$marker" ]; then
+        log "already initialised; node settings rewritten"
+        write_node_conf
+        exit 0
+    fi
+    fail "$PGDATA holds a PostgreSQL cluster that replikit did not finish initialising; remove it and run again"
+fi
+
+standby_names() {
+    local names=() name quoted=""
+    IFS=',' read -r -a names <<<"${REPLIKIT_STANDBY_NAMES:-}"
+    for name in "${names[@]}"; do
+        [ -n "$name" ] || continue
+        quoted+="${quoted:+, }\"$name\""
+    done
+    [ -n "$quoted" ] || fail "REPLIKIT_SYNC_MODE=$sync_mode needs REPLIKIT_STANDBY_NAMES"
+    printf '%s' "$quoted"
+}
+
+case "$sync_mode" in
+    off) sync_names="" ;;
+    on) sync_names="FIRST 1 ($(standby_names))" ;;
+    quorum) sync_names="ANY 1 ($(standby_names))" ;;
+    *) fail "REPLIKIT_SYNC_MODE must be off, on or quorum, not '$sync_mode'" ;;
+esac
+
+mkdir -p "$PGDATA"
+chmod 700 "$PGDATA"
+workdir=$(mktemp -d)
+trap 'rm -rf "$workdir"' EXIT
+printf '%s\n' "$REPLIKIT_SUPERUSER_PASSWORD" >"$workdir/pwfile"
+
+log "initdb"
+initdb --pgdata="$PGDATA" --data-checksums --username="$superuser" \
+    --pwfile="$workdir/pwfile" --auth-local=peer --auth-host=scram-sha-256 \
+    --encoding=UTF8 --no-locale >"$workdir/initdb.log" 2>&1 ||
+    { cat "$workdir/initdb.log" >&2; fail "initdb failed"; }
+
+cat >"$PGDATA/replikit.conf" <<CONF
+# Written by replikit init-primary.sh: replication settings shared by every node.
+wal_level = replica
+max_wal_senders = 20
+max_replication_slots = 20
+wal_keep_size = $(conf_quote "${REPLIKIT_WAL_KEEP_SIZE:-256MB}")
+hot_standby = on
+hot_standby_feedback = on
+wal_log_hints = on
+wal_receiver_status_interval = 1s
+password_encryption = 'scram-sha-256'
+max_connections = ${REPLIKIT_MAX_CONNECTIONS:-200}
+synchronous_standby_names = $(conf_quote "$sync_names")
+log_line_prefix = '%m [%p] %q%u@%d '
+CONF
+{
+    echo ""
+    echo "include = 'replikit.conf'"
+    echo "include_if_exists = 'replikit-node.conf'"
+} >>"$PGDATA/postgresql.conf"
+
+cat >"$PGDATA/pg_hba.conf" <<HBA
+# Written by replikit: SCRAM passwords from $hba_address only; replication only for $replication_user.
+# TYPE  DATABASE     USER                 ADDRESS          METHOD
+local   all          $superuser                            peer
+host    replication  $replication_user    $hba_address     scram-sha-256
+host    all          $replication_user    $hba_address     reject
+host    all          all                  $hba_address     scram-sha-256
+HBA
+write_node_conf
+
+log "creating roles and database"
+pg_ctl --pgdata="$PGDATA" --wait --timeout=60 --log="$workdir/server.log" \
+    -o "-c listen_addresses='' -c unix_socket_directories='$workdir' -c synchronous_standby_names=''" \
+    start >/dev/null || { cat "$workdir/server.log" >&2; fail "temporary server did not start"; }
+psql --host="$workdir" --port="$PGPORT" --username="$superuser" --dbname=postgres \
+    --no-psqlrc --quiet --set=ON_ERROR_STOP=1 \
+    --set=replication_user="$replication_user" --set=app_user="$app_user" \
+    --set=database="$database" <<'SQL' || { pg_ctl --pgdata="$PGDATA" -m fast stop >/dev/null; fail "creating roles failed"; }
+\getenv replication_password REPLIKIT_REPLICATION_PASSWORD
+\getenv app_password REPLIKIT_APP_PASSWORD
+CREATE ROLE :"replication_user" WITH LOGIN REPLICATION PASSWORD :'replication_password';
+CREATE ROLE :"app_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+    PASSWORD :'app_password';
+CREATE DATABASE :"database" OWNER :"app_user";
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+\connect :"database"
+ALTER SCHEMA public OWNER TO :"app_user";
+SQL
+pg_ctl --pgdata="$PGDATA" --wait --mode=fast stop >/dev/null
+touch "$marker"
+log "initialised (sync=$sync_mode)"

@@ -1,0 +1,61 @@
+# shellcheck shell=bash
+# Helpers shared by the node scripts. Sourced, never run: the scripts that source it set -euo pipefail.
+#
+# Every script is configured only by environment variables so that the local launcher
+# (replication/drivers/local.py) and the container entrypoints run the very same steps.
+
+if [ -n "${PGBIN:-}" ]; then
+    PATH="$PGBIN:$PATH"
+fi
+
+log() {
+    printf 'replikit node=%s step=%s %s\n' "${REPLIKIT_NODE_NAME:-?}" "${0##*/}" "$*" >&2
+}
+
+fail() {
+    log "error: $*"
+    exit 1
+}
+
+require_env() {
+    local name
+    for name in "$@"; do
+        if [ -z "${!name:-}" ]; then
+            fail "environment variable $name must be set"
+        fi
+    done
+}
+
+# Quote a value for a postgresql.conf line: single quotes doubled.
+conf_quote() {
+    local value=${1//\'/\'\'}
+    printf "'%s'" "$value"
+}
+
+# Quote a value for a libpq conninfo string: backslashes and single quotes escaped.
+conninfo_quote() {
+    local value=${1//\\/\\\\}
+    value=${value//\'/\\\'}
+    printf "'%s'" "$value"
+}
+
+# Settings that differ per node (port, listen address, name) live in their own file, so a
+# base backup of the primary does not carry the primary's port into a replica.
+write_node_conf() {
+    local listen=${REPLIKIT_LISTEN_ADDRESSES:-127.0.0.1}
+    local sockets=${REPLIKIT_SOCKET_DIR:-}
+    {
+        echo "# Written by replikit for node ${REPLIKIT_NODE_NAME}; rewritten on every bootstrap."
+        echo "cluster_name = $(conf_quote "$REPLIKIT_NODE_NAME")"
+        echo "port = ${PGPORT}"
+        echo "listen_addresses = $(conf_quote "$listen")"
+        echo "unix_socket_directories = $(conf_quote "$sockets")"
+    } >"$PGDATA/replikit-node.conf"
+}
+
+# The user names every node agrees on.
+superuser=${REPLIKIT_SUPERUSER:-postgres}
+replication_user=${REPLIKIT_REPLICATION_USER:-replicator}
+app_user=${REPLIKIT_APP_USER:-app}
+database=${REPLIKIT_DATABASE:-replikit}
+export superuser replication_user app_user database

@@ -1,0 +1,151 @@
+"""The cluster's shape and its state file.
+
+The state file (``<data-dir>/state.json``, mode 0600) is the one record of what ``cluster up``
+built: node names and ports, generated passwords, the binaries used, and which node the tools
+currently treat as primary. Roles are never taken from it for status; they are discovered.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import quote
+
+from pydantic import BaseModel, Field
+
+from replication.errors import BadInputError, DataDirConflictError
+
+STATE_FILE_NAME = "state.json"
+MAX_REPLICAS = 8
+LOOPBACK = "127.0.0.1"
+
+
+class SyncMode(StrEnum):
+    OFF = "off"
+    ON = "on"
+    QUORUM = "quorum"
+
+
+class Passwords(BaseModel):
+    superuser: str
+    replication: str
+    app: str
+
+    @classmethod
+    def generate(cls) -> Passwords:
+        # token_urlsafe is safe unquoted in URLs, conninfo strings and config files alike.
+        return cls(
+            superuser=secrets.token_urlsafe(24),
+            replication=secrets.token_urlsafe(24),
+            app=secrets.token_urlsafe(24),
+        )
+
+
+class NodeSpec(BaseModel):
+    name: str
+    port: int
+
+
+class ClusterState(BaseModel):
+    version: int = 1
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    host: str = LOOPBACK
+    database: str = "replikit"
+    app_user: str = "app"
+    replication_user: str = "replicator"
+    superuser: str = "postgres"
+    pg_bin: str
+    pg_major: int
+    sync: SyncMode
+    base_port: int
+    nodes: list[NodeSpec]
+    primary: str
+    passwords: Passwords
+
+    @property
+    def replicas(self) -> list[NodeSpec]:
+        return [node for node in self.nodes if node.name != self.primary]
+
+    @property
+    def primary_node(self) -> NodeSpec:
+        return self.node(self.primary)
+
+    def node(self, name: str) -> NodeSpec:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        known = ", ".join(node.name for node in self.nodes)
+        raise BadInputError(f"There is no node named '{name}'; the nodes are {known}.")
+
+    def app_url(self, node: NodeSpec) -> str:
+        """SQLAlchemy asyncpg URL for the app role on one node."""
+        password = quote(self.passwords.app, safe="")
+        return (
+            f"postgresql+asyncpg://{self.app_user}:{password}@{self.host}:{node.port}/"
+            f"{self.database}"
+        )
+
+
+def build_state(
+    *, replicas: int, sync: SyncMode, base_port: int, pg_bin: Path, pg_major: int
+) -> ClusterState:
+    validate_shape(replicas=replicas, base_port=base_port)
+    nodes = [NodeSpec(name=f"pg{i}", port=base_port + i) for i in range(replicas + 1)]
+    return ClusterState(
+        pg_bin=str(pg_bin),
+        pg_major=pg_major,
+        sync=sync,
+        base_port=base_port,
+        nodes=nodes,
+        primary="pg0",
+        passwords=Passwords.generate(),
+    )
+
+
+def validate_shape(*, replicas: int, base_port: int) -> None:
+    if not 0 <= replicas <= MAX_REPLICAS:
+        raise BadInputError(f"--replicas must be between 0 and {MAX_REPLICAS}, not {replicas}.")
+    if not 1024 <= base_port <= 65535 - replicas:
+        raise BadInputError(
+            f"--base-port must leave room for {replicas + 1} ports between 1024 and 65535, "
+            f"not {base_port}."
+        )
+
+
+def state_path(data_dir: Path) -> Path:
+    return data_dir / STATE_FILE_NAME
+
+
+def load_state(data_dir: Path) -> ClusterState | None:
+    """The saved state, None for a missing or empty directory, or an error for anything else."""
+    path = state_path(data_dir)
+    if path.is_file():
+        return ClusterState.model_validate_json(path.read_text())
+    if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
+        raise DataDirConflictError(
+            f"{data_dir} already holds files that are not a replikit cluster; "
+            f"choose another --data-dir or empty it."
+        )
+    return None
+
+
+def require_state(data_dir: Path) -> ClusterState:
+    state = load_state(data_dir)
+    if state is None:
+        raise BadInputError(
+            f"There is no cluster in {data_dir}; create one with 'replikit cluster up'."
+        )
+    return state
+
+
+def save_state(data_dir: Path, state: ClusterState) -> None:
+    """Write atomically with mode 0600: the file holds passwords."""
+    path = state_path(data_dir)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(state.model_dump_json(indent=2))
+    os.replace(tmp, path)

@@ -1,0 +1,91 @@
+"""Build and always tear down real clusters for tests, through the same code as the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from replication.cluster import Cluster, cluster_down, cluster_up
+from replication.drivers.base import StopMode
+from replication.ports import find_free_port_range
+from replication.topology import SyncMode
+
+REPLIKIT = str(Path(sys.executable).parent / "replikit")
+
+
+def reachable_temp_dir(prefix: str) -> Path:
+    """A temp dir the postgres account can enter (mkdtemp makes 0700 dirs as root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+def free_base_port(nodes: int) -> int:
+    # A random start keeps parallel runs on one machine from racing for the same ports.
+    return find_free_port_range(nodes, start=random.randrange(20000, 50000, 100))
+
+
+@contextlib.contextmanager
+def running_cluster(
+    *, replicas: int = 2, sync: SyncMode = SyncMode.OFF, name: str = "cluster"
+) -> Iterator[Cluster]:
+    """A fresh cluster that is stopped and deleted afterwards, also when the test fails."""
+    root = reachable_temp_dir(f"replikit-{name}-")
+    data_dir = root / "cluster"
+    try:
+        cluster, _ = cluster_up(
+            data_dir, replicas=replicas, sync=sync, base_port=free_base_port(replicas + 1)
+        )
+        yield cluster
+    finally:
+        try:
+            cluster_down(data_dir, purge=False)
+        finally:
+            force_stop(data_dir)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def force_stop(data_dir: Path) -> None:
+    """Last line of defence: stop any node still running under ``data_dir``."""
+    with contextlib.suppress(Exception):
+        cluster = Cluster.open(data_dir)
+        for node in cluster.state.nodes:
+            with contextlib.suppress(Exception):
+                cluster.driver.stop(node, StopMode.IMMEDIATE)
+
+
+def replikit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real console script, as a user would."""
+    return subprocess.run(
+        [REPLIKIT, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=180,
+        check=False,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_cluster_async(
+    *, replicas: int = 2, sync: SyncMode = SyncMode.OFF, name: str = "cluster"
+) -> AsyncIterator[Cluster]:
+    """:func:`running_cluster` for async tests: building and stopping run in a worker thread,
+    because the cluster API drives its own event loop."""
+    manager = running_cluster(replicas=replicas, sync=sync, name=name)
+    cluster = await asyncio.to_thread(manager.__enter__)
+    try:
+        yield cluster
+    except BaseException as error:
+        if not await asyncio.to_thread(manager.__exit__, type(error), error, error.__traceback__):
+            raise
+    else:
+        await asyncio.to_thread(manager.__exit__, None, None, None)

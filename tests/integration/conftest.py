@@ -1,0 +1,46 @@
+"""One shared 1+2 cluster for every test that does not break it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+import asyncpg
+import pytest
+
+from replication.cluster import Cluster
+from replication.topology import NodeSpec
+from tests.integration.clusters import running_cluster
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    with running_cluster(replicas=2, name="shared") as shared:
+        yield shared
+
+
+async def connect(
+    cluster: Cluster, node: NodeSpec, *, superuser: bool = False
+) -> asyncpg.Connection:
+    state = cluster.state
+    return await asyncpg.connect(
+        host=state.host,
+        port=node.port,
+        user=state.superuser if superuser else state.app_user,
+        password=state.passwords.superuser if superuser else state.passwords.app,
+        database="postgres" if superuser else state.database,
+        timeout=5,
+    )
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]], *, within: float, what: str
+) -> float:
+    """Poll ``condition`` until true; return the seconds it took, fail after ``within`` seconds."""
+    started = time.monotonic()
+    while not await condition():
+        if time.monotonic() - started > within:
+            pytest.fail(f"{what} did not happen within {within} s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
