@@ -121,14 +121,17 @@ class Cluster:
             time.sleep(0.1)
 
 
+def service_urls(state: ClusterState) -> dict[str, str]:
+    """The service's database settings for this cluster; the primary is the recorded one."""
+    return {
+        "REPLIKIT_PRIMARY_URL": state.app_url(state.primary_node),
+        "REPLIKIT_REPLICA_URLS": ",".join(state.app_url(node) for node in state.replicas),
+    }
+
+
 def env_lines(state: ClusterState) -> list[str]:
-    """``export`` lines with the app role's URLs; the primary is the one the tools recorded."""
-    primary_url = state.app_url(state.primary_node)
-    replica_urls = ",".join(state.app_url(node) for node in state.replicas)
-    return [
-        f"export REPLIKIT_PRIMARY_URL={shlex.quote(primary_url)}",
-        f"export REPLIKIT_REPLICA_URLS={shlex.quote(replica_urls)}",
-    ]
+    """``export`` lines of :func:`service_urls`, for ``eval "$(replikit cluster env)"``."""
+    return [f"export {name}={shlex.quote(value)}" for name, value in service_urls(state).items()]
 
 
 def _check_matches(
