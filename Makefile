@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint up down status clean
+.PHONY: setup test lint up serve down status clean
 
 setup:
 	@bash deploy/setup-host.sh
@@ -20,8 +20,14 @@ lint: setup
 
 up: setup
 	$(BIN)/replikit cluster up
+	$(BIN)/replikit migrate
+	$(BIN)/replikit serve --detach
+
+serve: setup
+	$(BIN)/replikit serve
 
 down: setup
+	$(BIN)/replikit serve --stop
 	$(BIN)/replikit cluster down
 
 status: setup

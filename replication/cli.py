@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,10 @@ from rich.table import Table
 
 from replication.cluster import DEFAULT_DATA_DIR, Cluster, cluster_down, cluster_up, env_lines
 from replication.errors import ReplikitError
+from replication.ports import require_free_ports
 from replication.probe import NodeStatus
+from replication.service_env import resolve_settings
+from replication.service_process import running_service, start_service, stop_service
 from replication.topology import SyncMode, require_state
 
 app = typer.Typer(
@@ -114,6 +118,73 @@ def down(
 def env(data_dir: DataDirOption = DEFAULT_DATA_DIR) -> None:
     """Shell export lines for the service: eval "$(replikit cluster env)"."""
     print("\n".join(env_lines(require_state(data_dir.absolute()))))
+
+
+@app.command("migrate")
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    down: Annotated[
+        bool, typer.Option("--down", help="Downgrade to REVISION (e.g. base) instead.")
+    ] = False,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+) -> None:
+    """Apply the database migrations on the primary (upgrade to head by default)."""
+    from service import migrate as migrations
+
+    settings, _ = resolve_settings(data_dir)
+    if down:
+        migrations.downgrade(settings.primary_url, revision)
+    else:
+        migrations.upgrade(settings.primary_url, revision)
+    console.print(f"Database {'downgraded' if down else 'upgraded'} to {revision}.")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(help="Proxies whose X-Forwarded-For is trusted (comma-separated)."),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option(help="Run in the background; stop with 'replikit serve --stop'.")
+    ] = False,
+    stop: Annotated[bool, typer.Option(help="Stop the service started with --detach.")] = False,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+) -> None:
+    """Run the image service with uvicorn (URLs from the environment or the local cluster)."""
+    data_dir = data_dir.absolute()
+    if stop:
+        stopped = stop_service(data_dir)
+        console.print(f"Service on {stopped.url} stopped." if stopped else "No service running.")
+        return
+    running = running_service(data_dir)
+    if running is not None:
+        console.print(f"The service already runs on {running.url} (pid {running.pid}).")
+        return
+    _, filled = resolve_settings(data_dir)
+    require_free_ports([port], host)
+    urls = f"API: http://{host}:{port}/api/v1/images   docs: http://{host}:{port}/docs"
+    if detach:
+        record = start_service(data_dir, host=host, port=port, workers=workers, env=filled)
+        console.print(f"Service running (pid {record.pid}). {urls}")
+        return
+    import uvicorn
+
+    os.environ.update(filled)  # worker processes read their settings from the environment
+    console.print(urls)
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=forwarded_allow_ips is not None,
+        forwarded_allow_ips=forwarded_allow_ips,
+        access_log=False,
+    )
 
 
 def main() -> None:

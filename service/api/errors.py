@@ -1,0 +1,105 @@
+"""Every error response, 4xx and 5xx, has the body ``{"error": {code, message, details}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import ServiceError
+
+logger = logging.getLogger("replikit.service")
+
+HTTP_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    413: "REQUEST_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "details": details or {}}},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _is_connection_problem(error: DBAPIError) -> bool:
+    return bool(error.connection_invalidated) or isinstance(
+        error, OperationalError | InterfaceError
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, error: ServiceError) -> JSONResponse:
+        return error_response(
+            error.status_code, error.code, error.message, error.details, error.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"location": ".".join(str(part) for part in item["loc"]), "problem": item["msg"]}
+            for item in error.errors()
+        ]
+        return error_response(
+            422, "VALIDATION_ERROR", "The request is not valid.", {"errors": problems}
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(error.status_code, f"HTTP_{error.status_code}")
+        return error_response(
+            error.status_code, code, str(error.detail), headers=getattr(error, "headers", None)
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, error: DBAPIError) -> JSONResponse:
+        if _is_connection_problem(error):
+            logger.warning(
+                "event=database_unavailable path=%s error=%s",
+                request.url.path,
+                type(error.orig).__name__,
+            )
+            return error_response(
+                503,
+                "DATABASE_UNAVAILABLE",
+                "The database is not reachable right now.",
+                headers={"Retry-After": "1"},
+            )
+        logger.exception("event=database_error path=%s", request.url.path)
+        return error_response(500, "INTERNAL_ERROR", "The request failed unexpectedly.")
+
+    @app.exception_handler(ConnectionError)
+    @app.exception_handler(TimeoutError)
+    async def connection_error(request: Request, error: Exception) -> JSONResponse:
+        logger.warning(
+            "event=database_unavailable path=%s error=%s", request.url.path, type(error).__name__
+        )
+        return error_response(
+            503,
+            "DATABASE_UNAVAILABLE",
+            "The database is not reachable right now.",
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        # Starlette re-raises after this response, so the server logs the traceback once.
+        return error_response(500, "INTERNAL_ERROR", "The request failed unexpectedly.")

@@ -1,0 +1,81 @@
+"""The service's exception hierarchy; service/api/errors.py maps it to JSON responses.
+
+Each error carries its HTTP status and a stable machine-readable code, so clients (and the
+Locust scenarios) can branch on ``error.code`` rather than on message text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status_code = 500
+    code = "INTERNAL_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+class ImageNotFoundError(ServiceError):
+    status_code = 404
+    code = "IMAGE_NOT_FOUND"
+
+
+class InvalidUploadError(ServiceError):
+    status_code = 400
+    code = "INVALID_UPLOAD"
+
+
+class EmptyFileError(ServiceError):
+    status_code = 400
+    code = "EMPTY_FILE"
+
+
+class InvalidCursorError(ServiceError):
+    status_code = 400
+    code = "INVALID_CURSOR"
+
+
+class DeleteTokenRequiredError(ServiceError):
+    status_code = 401
+    code = "DELETE_TOKEN_REQUIRED"
+
+
+class InvalidDeleteTokenError(ServiceError):
+    status_code = 403
+    code = "INVALID_DELETE_TOKEN"
+
+
+class FileTooLargeError(ServiceError):
+    status_code = 413
+    code = "FILE_TOO_LARGE"
+
+
+class ImageTooLargeError(ServiceError):
+    status_code = 413
+    code = "IMAGE_TOO_LARGE"
+
+
+class UnsupportedImageError(ServiceError):
+    status_code = 415
+    code = "UNSUPPORTED_IMAGE"
+
+
+class RateLimitExceededError(ServiceError):
+    status_code = 429
+    code = "RATE_LIMIT_EXCEEDED"
+
+
+class DatabaseUnavailableError(ServiceError):
+    status_code = 503
+    code = "DATABASE_UNAVAILABLE"

@@ -1,0 +1,112 @@
+"""Image operations, written against a session and a blob store handed in by the caller.
+
+Keyword-only arguments keep call sites readable; nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db.models import Image
+from service.errors import ImageNotFoundError, InvalidDeleteTokenError
+from service.images.pagination import Cursor
+from service.images.storage import BlobStore
+from service.images.validation import ImageFacts
+
+
+@dataclass(frozen=True)
+class CreatedImage:
+    image: Image
+    delete_token: str
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_image_id(raw: str) -> uuid.UUID:
+    """A malformed id is simply an id that names no image: 404, never 422 or 500."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ImageNotFoundError(f"No image has the id {raw!r}.") from None
+
+
+async def create_image(
+    *,
+    session: AsyncSession,
+    store: BlobStore,
+    facts: ImageFacts,
+    data: bytes,
+    filename: str,
+    upload_ip: str | None,
+) -> CreatedImage:
+    """Insert metadata and bytes in one transaction; on failure, nothing stays behind."""
+    token = secrets.token_urlsafe(32)
+    image = Image(
+        id=uuid.uuid4(),
+        filename=filename,
+        content_type=facts.content_type,
+        file_size=facts.file_size,
+        width=facts.width,
+        height=facts.height,
+        sha256=facts.sha256,
+        delete_token_hash=hash_token(token),
+        upload_ip=upload_ip,
+    )
+    try:
+        async with session.begin():
+            session.add(image)
+            await session.flush()
+            await store.put(session=session, image=image, data=data)
+    except BaseException:
+        await store.release(sha256=facts.sha256)
+        raise
+    return CreatedImage(image=image, delete_token=token)
+
+
+async def get_image(*, session: AsyncSession, image_id: uuid.UUID) -> Image:
+    image = await session.get(Image, image_id)
+    if image is None:
+        raise ImageNotFoundError(f"No image has the id {image_id}.")
+    return image
+
+
+async def list_images(
+    *, session: AsyncSession, limit: int, cursor: Cursor | None
+) -> tuple[list[Image], Cursor | None]:
+    query = select(Image).order_by(Image.created_at.desc(), Image.id.desc()).limit(limit + 1)
+    if cursor is not None:
+        query = query.where(
+            tuple_(Image.created_at, Image.id) < tuple_(cursor.created_at, cursor.id)
+        )
+    rows = list((await session.scalars(query)).all())
+    page = rows[:limit]
+    more = len(rows) > limit
+    next_cursor = Cursor(created_at=page[-1].created_at, id=page[-1].id) if more else None
+    return page, next_cursor
+
+
+async def read_image_bytes(*, session: AsyncSession, store: BlobStore, image: Image) -> bytes:
+    return await store.get(session=session, image=image)
+
+
+async def delete_image(
+    *, session: AsyncSession, store: BlobStore, image_id: uuid.UUID, token: str
+) -> None:
+    """Check the token in constant time, then delete metadata and bytes together."""
+    async with session.begin():
+        image = await session.get(Image, image_id, with_for_update=True)
+        if image is None:
+            raise ImageNotFoundError(f"No image has the id {image_id}.")
+        if not hmac.compare_digest(hash_token(token), image.delete_token_hash):
+            raise InvalidDeleteTokenError("The delete token does not match this image.")
+        await session.execute(delete(Image).where(Image.id == image_id))
+    await store.release(sha256=image.sha256)

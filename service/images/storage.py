@@ -1,0 +1,99 @@
+"""Where image bytes live: in PostgreSQL (default) or in a content-addressed directory.
+
+Both backends keep the rule "metadata and bytes are committed together or not at all":
+
+* ``postgres`` writes the bytes as a row of ``image_blobs`` in the upload's own transaction,
+  so every piece of state is replicated and any replica can serve a file.
+* ``filesystem`` (a shared volume) writes ``<dir>/ab/cd/<sha256>`` by temp file + rename
+  while the upload's transaction holds an advisory lock on that digest, and removes a file only
+  under the same lock once no row references it. A failed upload or a delete therefore never
+  leaves an orphan, and two uploads of the same bytes share one file safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.db.models import Image, ImageBlob
+from service.errors import ImageNotFoundError
+
+
+class BlobStore(Protocol):
+    async def put(self, *, session: AsyncSession, image: Image, data: bytes) -> None:
+        """Store ``data`` for ``image`` inside the session's open transaction."""
+
+    async def get(self, *, session: AsyncSession, image: Image) -> bytes:
+        """The bytes of ``image``."""
+
+    async def release(self, *, sha256: str) -> None:
+        """Called after a failed upload or a committed delete of an image with ``sha256``."""
+
+
+class PostgresBlobStore:
+    async def put(self, *, session: AsyncSession, image: Image, data: bytes) -> None:
+        session.add(ImageBlob(image_id=image.id, data=data))
+
+    async def get(self, *, session: AsyncSession, image: Image) -> bytes:
+        data = await session.scalar(select(ImageBlob.data).where(ImageBlob.image_id == image.id))
+        if data is None:
+            raise ImageNotFoundError(f"Image {image.id} has no stored bytes.")
+        return data
+
+    async def release(self, *, sha256: str) -> None:
+        # Rows of image_blobs go with their image (ON DELETE CASCADE, or the rolled-back
+        # transaction); nothing outside the database to clean up.
+        return None
+
+
+async def lock_digest(session: AsyncSession, sha256: str) -> None:
+    """Transaction-scoped advisory lock serialising file writes and removals per digest."""
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(sha256, 0))))
+
+
+class FilesystemBlobStore:
+    def __init__(self, root: Path, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.root = root
+        self.sessions = sessions  # on the primary: locks and reference checks
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    async def put(self, *, session: AsyncSession, image: Image, data: bytes) -> None:
+        await lock_digest(session, image.sha256)
+        await asyncio.to_thread(self._write, self.path(image.sha256), data)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    async def get(self, *, session: AsyncSession, image: Image) -> bytes:
+        try:
+            return await asyncio.to_thread(self.path(image.sha256).read_bytes)
+        except FileNotFoundError:
+            raise ImageNotFoundError(f"Image {image.id} has no stored bytes.") from None
+
+    async def release(self, *, sha256: str) -> None:
+        async with self.sessions() as session, session.begin():
+            await lock_digest(session, sha256)
+            referenced = await session.scalar(select(exists().where(Image.sha256 == sha256)))
+            if not referenced:
+                self.path(sha256).unlink(missing_ok=True)

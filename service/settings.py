@@ -1,0 +1,85 @@
+"""Service configuration: one pydantic-settings class, every knob prefixed ``REPLIKIT_``.
+
+Values come from the environment or a ``.env`` file; ``.env.example`` lists them all and
+docs/configuration.md explains each. Database URLs carry secrets, so they are never defaulted:
+``replikit serve`` fills them from the local cluster's state when they are unset.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class BlobBackend(StrEnum):
+    POSTGRES = "postgres"
+    FILESYSTEM = "filesystem"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="REPLIKIT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+    )
+
+    primary_url: str = Field(description="SQLAlchemy asyncpg URL of the primary (writes).")
+    replica_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated asyncpg URLs of the replicas (reads)."
+    )
+    blob_backend: BlobBackend = BlobBackend.POSTGRES
+    blob_dir: Path = Path(".replikit/blobs")
+    max_upload_bytes: int = Field(default=10 * MIB, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    max_image_frames: int = Field(default=1000, gt=0)
+    allowed_formats: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["JPEG", "PNG", "GIF", "WEBP"]
+    )
+    upload_rate_limit: int = Field(
+        default=60, ge=0, description="Uploads per client IP per minute; 0 = off."
+    )
+    db_pool_size: int = Field(default=10, gt=0)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_connect_timeout: float = Field(default=3.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    ready_timeout: float = Field(default=1.0, gt=0)
+
+    @field_validator("replica_urls", "allowed_formats", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        known = {"JPEG", "PNG", "GIF", "WEBP"}
+        upper = [name.upper() for name in value]
+        unknown = sorted(set(upper) - known)
+        if unknown:
+            raise ValueError(f"unsupported formats {unknown}; choose from {sorted(known)}")
+        if not upper:
+            raise ValueError("at least one format must be allowed")
+        return upper
+
+    @field_validator("primary_url", "replica_urls")
+    @classmethod
+    def _asyncpg_urls(cls, value: str | list[str]) -> str | list[str]:
+        for url in [value] if isinstance(value, str) else value:
+            if not url.startswith("postgresql+asyncpg://"):
+                raise ValueError("database URLs must start with postgresql+asyncpg://")
+        return value
+
+    @model_validator(mode="after")
+    def _blob_dir_absolute(self) -> Settings:
+        self.blob_dir = self.blob_dir.absolute()
+        return self

@@ -1,0 +1,3 @@
+"""Fixture modules shared by the test packages."""
+
+pytest_plugins = ["tests.integration.service_fixtures"]

@@ -1,0 +1,82 @@
+"""Service-side fixtures: a migrated database on the shared cluster and in-process apps."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from replication.cluster import Cluster
+from service import migrate
+from service.app import create_app
+from service.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def migrated(cluster: Cluster) -> Cluster:
+    """The shared cluster with the schema at head."""
+    migrate.upgrade(cluster.state.app_url(cluster.state.primary_node))
+    return cluster
+
+
+def service_settings(cluster: Cluster, *, replicas: bool = False, **overrides: Any) -> Settings:
+    """Settings for the cluster; reads go to the primary unless ``replicas`` (deterministic)."""
+    state = cluster.state
+    values: dict[str, Any] = {
+        "primary_url": state.app_url(state.primary_node),
+        "replica_urls": [state.app_url(n) for n in state.replicas] if replicas else [],
+        "upload_rate_limit": 0,
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def service_client(
+    settings: Settings, *, client_ip: str = "127.0.0.1"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process app instance and an HTTP client for it; engines disposed afterwards."""
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://replikit.test"
+        ) as client:
+            yield client
+    finally:
+        await app.state.database.dispose()
+
+
+def image_bytes(fmt: str, size: tuple[int, int] = (64, 48), **save: Any) -> bytes:
+    """A small real image in ``fmt``, made in memory."""
+    buffer = io.BytesIO()
+    if fmt == "GIF":
+        frames = [Image.new("P", size, color) for color in (1, 2, 3)]
+        frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=50)
+    else:
+        mode = "RGB" if fmt in {"JPEG", "WEBP"} else "RGBA"
+        Image.new(mode, size, (200, 30, 30)).save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+async def upload(
+    client: httpx.AsyncClient,
+    data: bytes,
+    *,
+    filename: str = "picture.bin",
+    content_type: str = "application/octet-stream",
+) -> httpx.Response:
+    return await client.post(
+        "/api/v1/images/upload", files={"file": (filename, data, content_type)}
+    )
+
+
+def blob_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
