@@ -6,6 +6,7 @@ The process is recorded in ``<data-dir>/service.json`` (pid, URL); its output go
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -43,6 +44,11 @@ def log_path(data_dir: Path) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    # Reap it first when it is our own child, or a zombie would look alive forever.
+    with contextlib.suppress(ChildProcessError):
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
