@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from service.errors import ImageNotFoundError, InvalidDeleteTokenError
 from service.images.pagination import Cursor
 from service.images.storage import BlobStore
 from service.images.validation import ImageFacts
+
+logger = logging.getLogger("replikit.service")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,14 @@ async def create_image(
             await session.flush()
             await store.put(session=session, image=image, data=data)
     except BaseException:
-        await store.release(sha256=facts.sha256)
+        try:
+            await store.release(sha256=facts.sha256)
+        except Exception as cleanup_error:  # keep the original error; say what may be left
+            logger.warning(
+                "event=blob_cleanup_failed sha256=%s error=%s",
+                facts.sha256,
+                type(cleanup_error).__name__,
+            )
         raise
     return CreatedImage(image=image, delete_token=token)
 
