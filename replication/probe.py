@@ -17,8 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from replication.lsn import parse_lsn
 from replication.topology import ClusterState, NodeSpec
+from service.routing.lsn import parse_lsn
 
 CONNECT_TIMEOUT_SECONDS = 2.0
 

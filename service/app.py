@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -9,27 +10,33 @@ from fastapi import FastAPI, Request, Response
 
 from service.api.errors import install_error_handlers
 from service.api.routes import health, images
-from service.db.engines import Database
 from service.images.storage import BlobStore, FilesystemBlobStore, PostgresBlobStore
+from service.routing.consistency import LSN_COOKIE, LSN_HEADER, newest_token
+from service.routing.metrics import ServiceMetrics
+from service.routing.router import Router
 from service.settings import BlobBackend, Settings
 
 NODE_HEADER = "X-Replikit-Node"
 
 
-def make_blob_store(settings: Settings, database: Database) -> BlobStore:
+def make_blob_store(settings: Settings, router: Router) -> BlobStore:
     if settings.blob_backend is BlobBackend.FILESYSTEM:
-        return FilesystemBlobStore(settings.blob_dir, database.primary.sessions)
+        return FilesystemBlobStore(settings.blob_dir, router.writer_sessions)
     return PostgresBlobStore()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()  # filled from the environment
-    database = Database.from_settings(settings)
+    metrics = ServiceMetrics()
+    router = Router(settings, metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await database.dispose()
+        await router.start()
+        try:
+            yield
+        finally:
+            await router.stop()
 
     app = FastAPI(
         title="replikit image service",
@@ -38,20 +45,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.database = database
-    app.state.blob_store = make_blob_store(settings, database)
+    app.state.metrics = metrics
+    app.state.router = router
+    app.state.blob_store = make_blob_store(settings, router)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(images.router)
 
     @app.middleware("http")
-    async def name_serving_node(
+    async def routing_headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
+        """Name the serving node; hand the client its read-your-writes token as a cookie."""
+        started = time.perf_counter()
         response = await call_next(request)
-        served_by = getattr(request.state, "served_by", None)
-        if served_by:
-            response.headers[NODE_HEADER] = served_by
+        routing = getattr(request.state, "routing", None)
+        if routing is not None and routing.served_by:
+            response.headers[NODE_HEADER] = routing.served_by
+        written = response.headers.get(LSN_HEADER)
+        if written:
+            router.note_write_lsn(written)
+            token = newest_token(written, request.cookies.get(LSN_COOKIE))
+            if token:
+                response.set_cookie(LSN_COOKIE, token, samesite="lax", httponly=True)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
         return response
 
     return app

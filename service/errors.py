@@ -79,3 +79,22 @@ class RateLimitExceededError(ServiceError):
 class DatabaseUnavailableError(ServiceError):
     status_code = 503
     code = "DATABASE_UNAVAILABLE"
+
+
+class InvalidConsistencyError(ServiceError):
+    status_code = 400
+    code = "INVALID_CONSISTENCY"
+
+
+class PrimaryUnavailableError(ServiceError):
+    """No writable primary right now (down, demoted, or failing); retry shortly."""
+
+    status_code = 503
+    code = "PRIMARY_UNAVAILABLE"
+
+
+class NoReaderAvailableError(ServiceError):
+    """No node may serve this read under the requested consistency (fallback=error)."""
+
+    status_code = 503
+    code = "NO_READER_AVAILABLE"

@@ -14,12 +14,27 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.routing.consistency import Consistency
+
 MIB = 1024 * 1024
 
 
 class BlobBackend(StrEnum):
     POSTGRES = "postgres"
     FILESYSTEM = "filesystem"
+
+
+class ReadPolicy(StrEnum):
+    ROUND_ROBIN = "round_robin"
+    RANDOM = "random"
+    WEIGHTED = "weighted"
+    LEAST_LAG = "least_lag"
+    PRIMARY = "primary"
+
+
+class ReadFallback(StrEnum):
+    PRIMARY = "primary"
+    ERROR = "error"
 
 
 class Settings(BaseSettings):
@@ -50,9 +65,19 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     db_connect_timeout: float = Field(default=3.0, gt=0)
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
-    ready_timeout: float = Field(default=1.0, gt=0)
 
-    @field_validator("replica_urls", "allowed_formats", mode="before")
+    # Session router (service/routing): see docs/configuration.md.
+    health_interval: float = Field(default=0.5, gt=0)
+    read_policy: ReadPolicy = ReadPolicy.ROUND_ROBIN
+    replica_weights: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    read_fallback: ReadFallback = ReadFallback.PRIMARY
+    read_consistency: Consistency = Consistency.EVENTUAL
+    max_lag_seconds: float = Field(default=1.0, ge=0)
+    max_lag_bytes: int = Field(default=16 * MIB, ge=0)
+    ryw_wait: float = Field(default=0.2, ge=0)
+    write_timeout: float = Field(default=5.0, gt=0)
+
+    @field_validator("replica_urls", "allowed_formats", "replica_weights", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -80,6 +105,17 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _blob_dir_absolute(self) -> Settings:
+    def _consistent(self) -> Settings:
         self.blob_dir = self.blob_dir.absolute()
+        if self.replica_weights:
+            if len(self.replica_weights) != len(self.replica_urls):
+                raise ValueError(
+                    f"REPLIKIT_REPLICA_WEIGHTS has {len(self.replica_weights)} weights for "
+                    f"{len(self.replica_urls)} replica URLs; give one weight per URL"
+                )
+            if any(weight < 0 for weight in self.replica_weights) or not any(self.replica_weights):
+                raise ValueError("replica weights must be >= 0 with at least one above 0")
         return self
+
+    def weight_of(self, replica_index: int) -> int:
+        return self.replica_weights[replica_index] if self.replica_weights else 1

@@ -1,8 +1,7 @@
 """FastAPI dependencies, as ``Annotated`` aliases the routes declare.
 
-``WriteSession`` always talks to the primary; ``ReadSession`` to a replica when one is
-configured, else the primary. The routes never pick nodes themselves, so the router can change
-how these two are served without touching a route.
+``WriteSession`` is a session on the current primary; ``ReadSession`` a session on whichever
+node the router picks for this request's consistency. Routes never pick nodes themselves.
 """
 
 from __future__ import annotations
@@ -13,8 +12,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.engines import Database
 from service.images.storage import BlobStore
+from service.routing.consistency import RequestRouting, request_routing
+from service.routing.metrics import ServiceMetrics
+from service.routing.router import Router
 from service.settings import Settings
 
 
@@ -23,9 +24,14 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_database(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
+def get_router(request: Request) -> Router:
+    router: Router = request.app.state.router
+    return router
+
+
+def get_metrics(request: Request) -> ServiceMetrics:
+    metrics: ServiceMetrics = request.app.state.metrics
+    return metrics
 
 
 def get_blob_store(request: Request) -> BlobStore:
@@ -33,23 +39,23 @@ def get_blob_store(request: Request) -> BlobStore:
     return store
 
 
+def get_request_routing(request: Request) -> RequestRouting:
+    return request_routing(request, get_settings(request).read_consistency)
+
+
 async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
-    database = get_database(request)
-    request.state.served_by = database.primary.name
-    async with database.session(database.primary) as session:
+    async with get_router(request).write_session(get_request_routing(request)) as session:
         yield session
 
 
 async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    database = get_database(request)
-    node = database.choose_reader()
-    request.state.served_by = node.name
-    async with database.session(node) as session:
+    async with get_router(request).read_session(get_request_routing(request)) as session:
         yield session
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-DatabaseDep = Annotated[Database, Depends(get_database)]
+RouterDep = Annotated[Router, Depends(get_router)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
 WriteSession = Annotated[AsyncSession, Depends(write_session)]
 ReadSession = Annotated[AsyncSession, Depends(read_session)]

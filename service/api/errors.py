@@ -45,6 +45,12 @@ def _is_connection_problem(error: DBAPIError) -> bool:
     )
 
 
+def _count_unavailable(request: Request) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.unavailable.labels(reason="database_unavailable").inc()
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, error: ServiceError) -> JSONResponse:
@@ -72,6 +78,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, error: DBAPIError) -> JSONResponse:
         if _is_connection_problem(error):
+            _count_unavailable(request)
             logger.warning(
                 "event=database_unavailable path=%s error=%s",
                 request.url.path,
@@ -89,6 +96,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConnectionError)
     @app.exception_handler(TimeoutError)
     async def connection_error(request: Request, error: Exception) -> JSONResponse:
+        _count_unavailable(request)
         logger.warning(
             "event=database_unavailable path=%s error=%s", request.url.path, type(error).__name__
         )

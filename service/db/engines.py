@@ -1,91 +1,40 @@
-"""Engines and session factories for the writer (primary) and the readers (replicas).
-
-The routes only see two dependencies, a write session and a read session (service/api/deps.py);
-how a node is picked for each lives here so the router can replace it without touching them.
-"""
+"""SQLAlchemy engines for one database node."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.settings import Settings
 
 
-@dataclass
-class DatabaseNode:
-    """One PostgreSQL server the service talks to."""
-
-    name: str
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
-
-
-def node_name(url: str) -> str:
+def address_of(url: str) -> str:
+    """``host:port`` of a database URL, the node's name until it reports its own."""
     parsed = make_url(url)
     return f"{parsed.host}:{parsed.port or 5432}"
 
 
-def make_node(url: str, settings: Settings) -> DatabaseNode:
-    engine = create_async_engine(
+def plain_dsn(url: str) -> str:
+    """The libpq-style DSN asyncpg takes, from a SQLAlchemy ``postgresql+asyncpg`` URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def make_engine(url: str, settings: Settings) -> AsyncEngine:
+    """A pooled engine. ``command_timeout`` bounds every command, COMMIT included (a commit
+    waiting for a missing synchronous replica is cancelled), so no request waits on the
+    database longer than ``REPLIKIT_WRITE_TIMEOUT``."""
+    return create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
+        pool_timeout=settings.write_timeout,
         connect_args={
-            "timeout": settings.db_connect_timeout,
+            "timeout": min(settings.db_connect_timeout, settings.write_timeout),
+            "command_timeout": settings.write_timeout,
             "server_settings": {
                 "application_name": "replikit-service",
                 "statement_timeout": str(settings.db_statement_timeout_ms),
             },
         },
     )
-    return DatabaseNode(
-        name=node_name(url),
-        engine=engine,
-        sessions=async_sessionmaker(engine, expire_on_commit=False),
-    )
-
-
-@dataclass
-class Database:
-    """The primary and the replicas; reads rotate over the replicas, else use the primary."""
-
-    primary: DatabaseNode
-    replicas: list[DatabaseNode] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._reader_cycle = itertools.cycle(self.replicas or [self.primary])
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Database:
-        return cls(
-            primary=make_node(settings.primary_url, settings),
-            replicas=[make_node(url, settings) for url in settings.replica_urls],
-        )
-
-    @property
-    def nodes(self) -> list[DatabaseNode]:
-        return [self.primary, *self.replicas]
-
-    def choose_reader(self) -> DatabaseNode:
-        return next(self._reader_cycle)
-
-    @asynccontextmanager
-    async def session(self, node: DatabaseNode) -> AsyncIterator[AsyncSession]:
-        async with node.sessions() as session:
-            yield session
-
-    async def dispose(self) -> None:
-        for node in self.nodes:
-            await node.engine.dispose()

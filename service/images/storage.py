@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -58,9 +59,11 @@ async def lock_digest(session: AsyncSession, sha256: str) -> None:
 
 
 class FilesystemBlobStore:
-    def __init__(self, root: Path, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, root: Path, writer_sessions: Callable[[], async_sessionmaker[AsyncSession]]
+    ) -> None:
         self.root = root
-        self.sessions = sessions  # on the primary: locks and reference checks
+        self.writer_sessions = writer_sessions  # the current primary: locks, reference checks
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:4] / sha256
@@ -92,7 +95,7 @@ class FilesystemBlobStore:
             raise ImageNotFoundError(f"Image {image.id} has no stored bytes.") from None
 
     async def release(self, *, sha256: str) -> None:
-        async with self.sessions() as session, session.begin():
+        async with self.writer_sessions()() as session, session.begin():
             await lock_digest(session, sha256)
             referenced = await session.scalar(select(exists().where(Image.sha256 == sha256)))
             if not referenced:

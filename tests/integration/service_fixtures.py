@@ -42,16 +42,14 @@ def service_settings(cluster: Cluster, *, replicas: bool = False, **overrides: A
 async def service_client(
     settings: Settings, *, client_ip: str = "127.0.0.1"
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An in-process app instance and an HTTP client for it; engines disposed afterwards."""
+    """An in-process app instance, started (monitor running) and stopped around the client."""
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))
-    try:
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://replikit.test"
-        ) as client:
-            yield client
-    finally:
-        await app.state.database.dispose()
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://replikit.test") as client,
+    ):
+        yield client
 
 
 def image_bytes(fmt: str, size: tuple[int, int] = (64, 48), **save: Any) -> bytes:

@@ -182,10 +182,10 @@ async def test_listing_rejects_bad_limits_and_cursors(migrated: Cluster) -> None
 
 async def test_replicas_serve_reads_once_replicated(migrated: Cluster) -> None:
     data = image_bytes("WEBP")
-    replica_ports = {str(node.port) for node in migrated.state.replicas}
+    replica_names = {node.name for node in migrated.state.replicas}
     async with service_client(service_settings(migrated, replicas=True)) as client:
         created = await upload(client, data)
-        assert created.headers["X-Replikit-Node"].endswith(str(migrated.state.base_port))
+        assert created.headers["X-Replikit-Node"] == migrated.state.primary
         url = created.json()["url"]
 
         async def served_by_replica() -> bool:
@@ -193,7 +193,7 @@ async def test_replicas_serve_reads_once_replicated(migrated: Cluster) -> None:
             return (
                 response.status_code == 200
                 and response.content == data
-                and response.headers["X-Replikit-Node"].split(":")[1] in replica_ports
+                and response.headers["X-Replikit-Node"] in replica_names
             )
 
         await wait_until(served_by_replica, within=5, what="a replica serving the new file")
@@ -222,7 +222,11 @@ async def test_ready_stays_green_for_replicas_when_the_writer_is_gone(
         assert ready.json()["writer"] == "down"
         write = await upload(client, image_bytes("PNG"))
         assert write.status_code == 503
-        assert write.json()["error"]["code"] == "DATABASE_UNAVAILABLE"
+        assert write.json()["error"]["code"] == "PRIMARY_UNAVAILABLE"
+        assert int(write.headers["Retry-After"]) >= 1
+        # Reads keep being served by the replicas.
+        listing = await client.get("/api/v1/images")
+        assert listing.status_code == 200
     all_dead = service_settings(migrated, primary_url=dead_primary)
     async with service_client(all_dead) as client:
         not_ready = await client.get("/ready")

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replication.lsn import format_lsn, parse_lsn
+from service.routing.lsn import format_lsn, parse_lsn
 
 
 def test_parse_lsn_reads_both_halves() -> None:

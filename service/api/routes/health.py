@@ -1,22 +1,21 @@
-"""Liveness and readiness.
+"""Liveness, readiness, the router's view and metrics.
 
-``/ready`` is green while *any* database node answers: a load balancer must keep sending
-reads to an instance whose replicas can serve them even when the primary is gone. The body
-says whether the writer is up, for those who care.
+``/ready`` is green while *any* database node answers the monitor: a load balancer must keep
+sending reads to an instance whose replicas can serve them even when the primary is gone. The
+body says whether the writer is up.
 """
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api.deps import DatabaseDep, SettingsDep
+from service.api.deps import MetricsDep, RouterDep
 from service.api.errors import error_response
 from service.api.schemas import ErrorBody, Health, Readiness
-from service.db.engines import DatabaseNode
 
 router = APIRouter(tags=["health"])
 
@@ -26,27 +25,23 @@ async def health() -> Health:
     return Health()
 
 
-async def _in_recovery(node: DatabaseNode, within: float) -> bool | None:
-    """True/False for a node that answered, None for one that did not in time."""
-    try:
-        async with asyncio.timeout(within), node.engine.connect() as connection:
-            return bool(await connection.scalar(text("SELECT pg_is_in_recovery()")))
-    except Exception:  # any failure means "not answering"; readiness reports, never raises
-        return None
-
-
 @router.get("/ready", response_model=Readiness, responses={503: {"model": ErrorBody}})
-async def ready(database: DatabaseDep, settings: SettingsDep) -> Readiness | JSONResponse:
-    answers = await asyncio.gather(
-        *(_in_recovery(node, settings.ready_timeout) for node in database.nodes)
-    )
-    nodes = {
-        node.name: "up" if answer is not None else "down"
-        for node, answer in zip(database.nodes, answers, strict=True)
-    }
-    writer = "up" if answers[0] is False else "down"
-    if all(answer is None for answer in answers):
+async def ready(router: RouterDep) -> Readiness | JSONResponse:
+    nodes = {node.name: "up" if node.usable else "down" for node in router.nodes}
+    writer = "up" if router.writer is not None else "down"
+    if "up" not in nodes.values():
         return error_response(
             503, "NOT_READY", "No database node answers.", {"nodes": nodes, "writer": writer}
         )
     return Readiness(writer=writer, nodes=nodes)
+
+
+@router.get("/cluster", tags=["routing"])
+async def cluster(router: RouterDep) -> dict[str, Any]:
+    """The router's view: every node's role, timeline, health, lag and rotation status."""
+    return router.view()
+
+
+@router.get("/metrics", tags=["routing"], response_class=Response)
+async def metrics(service_metrics: MetricsDep) -> Response:
+    return Response(generate_latest(service_metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,73 @@
+"""Read consistency modes and the client's read-your-writes token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from fastapi import Request
+
+from service.errors import InvalidConsistencyError
+from service.routing.lsn import format_lsn, parse_lsn
+
+CONSISTENCY_HEADER = "X-Replikit-Consistency"
+LSN_HEADER = "X-Replikit-LSN"
+LSN_COOKIE = "replikit_lsn"
+
+
+class Consistency(StrEnum):
+    EVENTUAL = "eventual"
+    BOUNDED = "bounded"
+    READ_YOUR_WRITES = "read_your_writes"
+    STRONG = "strong"
+
+
+@dataclass
+class RequestRouting:
+    """What the router knows about one request; lives in ``request.state.routing``."""
+
+    consistency: Consistency
+    token: int | None
+    wrote: bool = False
+    served_by: str | None = None
+
+
+def _token(raw: str | None) -> int | None:
+    if not raw:
+        return None
+    try:
+        return parse_lsn(raw.strip())
+    except ValueError:
+        return None  # a garbled token only loses the guarantee it was meant to give
+
+
+def request_routing(request: Request, default: Consistency) -> RequestRouting:
+    existing: RequestRouting | None = getattr(request.state, "routing", None)
+    if existing is not None:
+        return existing
+    raw = request.headers.get(CONSISTENCY_HEADER)
+    if raw is None:
+        consistency = default
+    else:
+        try:
+            consistency = Consistency(raw.strip().lower())
+        except ValueError:
+            raise InvalidConsistencyError(
+                f"{CONSISTENCY_HEADER} must be one of "
+                f"{', '.join(mode.value for mode in Consistency)}, not {raw!r}.",
+                details={"allowed": [mode.value for mode in Consistency]},
+            ) from None
+    tokens = [
+        t
+        for t in (_token(request.headers.get(LSN_HEADER)), _token(request.cookies.get(LSN_COOKIE)))
+        if t is not None
+    ]
+    routing = RequestRouting(consistency=consistency, token=max(tokens) if tokens else None)
+    request.state.routing = routing
+    return routing
+
+
+def newest_token(*candidates: str | None) -> str | None:
+    """The highest valid LSN among ``candidates``, formatted; None if there is none."""
+    values = [t for t in (_token(c) for c in candidates) if t is not None]
+    return format_lsn(max(values)) if values else None

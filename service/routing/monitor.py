@@ -1,0 +1,196 @@
+"""The background monitor: probe every node, decide roles, measure lag.
+
+Every ``REPLIKIT_HEALTH_INTERVAL`` each node is asked (over a connection of its own, outside
+the request pools) whether it is in recovery, its timeline and WAL positions. The writer is
+the reachable node out of recovery on the highest timeline, so an old primary that comes back
+un-rewound on a lower timeline is a *stale primary* and gets nothing. When a node's role
+changes its pool is disposed, so no pooled connection keeps talking to a demoted primary.
+A failed request wakes the monitor at once instead of waiting for the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+import asyncpg
+
+from service.db.engines import plain_dsn
+from service.routing.lag import LsnHistory
+from service.routing.lsn import parse_lsn
+from service.routing.metrics import ServiceMetrics
+from service.routing.nodes import Node, Probe, Role
+
+logger = logging.getLogger("replikit.router")
+
+PROBE_QUERY = """
+SELECT pg_is_in_recovery() AS in_recovery,
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END
+           AS current_lsn,
+       pg_last_wal_replay_lsn()::text AS replay_lsn,
+       CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+       END AS timeline,
+       CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS paused,
+       current_setting('cluster_name') AS cluster_name
+"""
+
+
+class NodeMonitor:
+    def __init__(self, nodes: Sequence[Node], *, interval: float, metrics: ServiceMetrics) -> None:
+        self.nodes = list(nodes)
+        self.interval = interval
+        self.metrics = metrics
+        self.history = LsnHistory()
+        self.writer: Node | None = None
+        self._connections: dict[int, asyncpg.Connection] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._disposals: set[asyncio.Task[None]] = set()
+        self.rounds = 0
+
+    # lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.probe_all()
+        self._task = asyncio.create_task(self._run(), name="replikit-node-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for connection in self._connections.values():
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=1)
+        self._connections.clear()
+        if self._disposals:
+            await asyncio.gather(*self._disposals, return_exceptions=True)
+
+    def wake(self) -> None:
+        """Probe again now (a request just failed on a node)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            try:
+                await self.probe_all()
+            except Exception:  # the monitor must outlive any single bad round
+                logger.exception("event=monitor_round_failed")
+
+    # probing ------------------------------------------------------------------------------
+    async def _probe(self, node: Node) -> Probe:
+        key = id(node)
+        connection = self._connections.get(key)
+        if connection is None or connection.is_closed():
+            connection = await asyncpg.connect(
+                plain_dsn(node.url),
+                timeout=self.interval * 2,
+                server_settings={"application_name": "replikit-monitor"},
+            )
+            self._connections[key] = connection
+        try:
+            row = await connection.fetchrow(PROBE_QUERY, timeout=self.interval * 2)
+        except BaseException:
+            self._connections.pop(key, None)
+            with contextlib.suppress(Exception):
+                connection.terminate()
+            raise
+        assert row is not None
+        return Probe(
+            in_recovery=row["in_recovery"],
+            timeline=row["timeline"],
+            current_lsn=parse_lsn(row["current_lsn"]) if row["current_lsn"] else None,
+            replay_lsn=parse_lsn(row["replay_lsn"]) if row["replay_lsn"] else None,
+            replay_paused=bool(row["paused"]),
+            cluster_name=row["cluster_name"] or "",
+        )
+
+    async def probe_all(self) -> None:
+        results = await asyncio.gather(
+            *(asyncio.wait_for(self._probe(node), self.interval * 3) for node in self.nodes),
+            return_exceptions=True,
+        )
+        now = time.monotonic()
+        for node, result in zip(self.nodes, results, strict=True):
+            if isinstance(result, BaseException):
+                node.last_error = f"{type(result).__name__}: {result}".strip(": ")[:200]
+            else:
+                node.probe = result
+                node.last_error = None
+                node.suspect = False
+        self._assign_roles(now)
+        self.rounds += 1
+
+    # roles and lag --------------------------------------------------------------------------
+    def _assign_roles(self, now: float) -> None:
+        writable = [
+            node
+            for node in self.nodes
+            if node.last_error is None and node.probe is not None and not node.probe.in_recovery
+        ]
+        writer = (
+            max(writable, key=lambda n: (n.probe.timeline or 0 if n.probe else 0, n is self.writer))
+            if writable
+            else None
+        )
+        if writer is not self.writer:
+            logger.info(
+                "event=writer_change old=%s new=%s timeline=%s",
+                self.writer.name if self.writer else None,
+                writer.name if writer else None,
+                writer.probe.timeline if writer and writer.probe else None,
+            )
+            # Positions of a different primary are not a history of this one.
+            self.history.reset()
+            self.writer = writer
+        if writer is not None and writer.probe and writer.probe.current_lsn is not None:
+            self.history.record(writer.probe.current_lsn, now)
+        for node in self.nodes:
+            if node.last_error is not None or node.probe is None:
+                role = Role.DOWN
+            elif node is writer:
+                role = Role.PRIMARY
+            elif node.probe.in_recovery:
+                role = Role.REPLICA
+            else:
+                role = Role.STALE_PRIMARY
+            self._set_role(node, role)
+            self._measure_lag(node, now)
+
+    def _set_role(self, node: Node, role: Role) -> None:
+        previous = node.role
+        if role is previous:
+            return
+        node.role = role
+        self.metrics.role_changes.labels(node=node.name, role=role.value).inc()
+        self.metrics.writer.labels(node=node.name).set(1 if role is Role.PRIMARY else 0)
+        if previous is not Role.UNKNOWN:
+            logger.warning(
+                "event=role_change node=%s old=%s new=%s", node.name, previous.value, role.value
+            )
+            task = asyncio.create_task(node.engine.dispose())
+            self._disposals.add(task)
+            task.add_done_callback(self._disposals.discard)
+
+    def _measure_lag(self, node: Node, now: float) -> None:
+        latest = self.history.latest
+        replay = node.replay_lsn
+        if node.role is not Role.REPLICA or latest is None or replay is None:
+            node.lag_bytes = None
+            node.lag_seconds = None
+            return
+        node.lag_bytes = max(0, latest - replay)
+        node.lag_seconds = self.history.lag_seconds(replay, now)
+        self.metrics.lag_bytes.labels(node=node.name).set(node.lag_bytes)
+        if node.lag_seconds is not None:
+            self.metrics.lag_seconds.labels(node=node.name).set(node.lag_seconds)
+
+    def note_write(self, lsn: int) -> None:
+        """A commit on the writer reached ``lsn`` just now: an exact history sample."""
+        self.history.record(lsn, time.monotonic())

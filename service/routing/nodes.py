@@ -1,0 +1,81 @@
+"""A configured database node: its engine, and what the monitor last learned about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service.routing.lsn import format_lsn
+
+
+class Role(StrEnum):
+    UNKNOWN = "unknown"  # not probed yet
+    PRIMARY = "primary"  # the writer
+    REPLICA = "replica"
+    STALE_PRIMARY = "stale_primary"  # out of recovery but not the writer: never used
+    DOWN = "down"
+
+
+@dataclass
+class Probe:
+    """One answer of a node to the monitor's query."""
+
+    in_recovery: bool
+    timeline: int | None
+    current_lsn: int | None
+    replay_lsn: int | None
+    replay_paused: bool
+    cluster_name: str
+
+
+@dataclass(eq=False)
+class Node:
+    url: str
+    address: str
+    configured_role: str
+    weight: int
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    role: Role = Role.UNKNOWN
+    probe: Probe | None = None
+    last_error: str | None = None
+    suspect: bool = False  # a request just failed on it; cleared by the next good probe
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The server's cluster_name once known (pg0, pg1, ...), else host:port."""
+        return self.probe.cluster_name if self.probe and self.probe.cluster_name else self.address
+
+    @property
+    def usable(self) -> bool:
+        return self.probe is not None and self.last_error is None and not self.suspect
+
+    @property
+    def replay_lsn(self) -> int | None:
+        return self.probe.replay_lsn if self.probe else None
+
+    def describe(self, *, in_rotation: bool, why_not: str | None) -> dict[str, Any]:
+        probe = self.probe
+        return {
+            "name": self.name,
+            "address": self.address,
+            "configured_role": self.configured_role,
+            "role": self.role.value,
+            "timeline": probe.timeline if probe else None,
+            "healthy": self.usable,
+            "replay_lsn": format_lsn(probe.replay_lsn) if probe and probe.replay_lsn else None,
+            "current_lsn": format_lsn(probe.current_lsn) if probe and probe.current_lsn else None,
+            "replay_paused": probe.replay_paused if probe else None,
+            "lag_bytes": self.lag_bytes,
+            "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 3),
+            "weight": self.weight,
+            "in_rotation": in_rotation,
+            "why_not": why_not,
+            "error": self.last_error,
+        }

@@ -1,0 +1,341 @@
+"""The session router: which node serves a request's write or read session.
+
+Design choice: explicit writer and reader sessions, chosen per request by two FastAPI
+dependencies, rather than one ``RoutingSession`` whose ``get_bind()`` picks an engine per
+statement. The decision needs the request (consistency header, LSN token, whether this request
+already wrote) and may have to *wait* (read-your-writes polls a replica's replay position);
+``get_bind()`` is synchronous and sees neither. Explicit sessions also make the node that
+served a request a plain fact we can report in ``X-Replikit-Node``.
+
+Reads: ``strong``, a request that already wrote, and policy ``primary`` go to the writer.
+Otherwise the eligible replicas (probed healthy, role replica, not just failed, and under
+``bounded`` within both lag limits) are ordered by the read policy. ``read_your_writes`` with
+a token prefers replicas known to have replayed it, else waits up to ``REPLIKIT_RYW_WAIT`` on
+the chosen one, polling ``pg_last_wal_replay_lsn()`` on the very connection the read will use,
+then falls back to the primary. A replica that refuses the connection is skipped for the next
+one. With no eligible replica, reads fall back to the primary or fail (``READ_FALLBACK``).
+
+Writes go to the monitor's writer; a connection error, a timeout or a read-only error (the
+node was demoted) marks it, wakes the monitor and answers 503 ``PRIMARY_UNAVAILABLE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.db.engines import address_of, make_engine
+from service.errors import NoReaderAvailableError, PrimaryUnavailableError
+from service.routing.consistency import Consistency, RequestRouting
+from service.routing.lsn import parse_lsn
+from service.routing.metrics import ServiceMetrics
+from service.routing.monitor import NodeMonitor
+from service.routing.nodes import Node, Role
+from service.routing.policies import make_chooser
+from service.settings import ReadFallback, ReadPolicy, Settings
+
+logger = logging.getLogger("replikit.router")
+
+RYW_POLL_SECONDS = 0.01
+# SQLSTATEs that mean "this node cannot take this session now".
+READ_ONLY_STATES = {"25006"}
+CONNECTION_STATE_PREFIXES = ("08", "57P")
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    for candidate in (error, getattr(error, "orig", None), error.__cause__):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+def is_node_failure(error: BaseException) -> bool:
+    """True for errors that say the node (not the request) is the problem."""
+    if isinstance(error, OSError | TimeoutError):
+        return True
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    state = _sqlstate(error)
+    if state is not None:
+        return state in READ_ONLY_STATES or state.startswith(CONNECTION_STATE_PREFIXES)
+    return type(error).__name__ in {
+        "ConnectionDoesNotExistError",
+        "InterfaceError",
+        "InternalClientError",
+    } or isinstance(getattr(error, "orig", None), OSError | TimeoutError)
+
+
+@asynccontextmanager
+async def _closing(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """Close the session afterwards without raising: the response may already be on its way
+    when the node dies, and a failed reset only invalidates that pooled connection."""
+    try:
+        yield session
+    finally:
+        try:
+            await session.close()
+        except Exception as error:
+            logger.debug("event=session_close_failed error=%s", type(error).__name__)
+
+
+def _retry_after(settings: Settings) -> dict[str, str]:
+    return {"Retry-After": str(max(1, round(settings.health_interval * 2)))}
+
+
+class Router:
+    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.nodes = [self._node(settings.primary_url, "primary", 1)] + [
+            self._node(url, "replica", settings.weight_of(index))
+            for index, url in enumerate(settings.replica_urls)
+        ]
+        self.monitor = NodeMonitor(self.nodes, interval=settings.health_interval, metrics=metrics)
+        self.chooser = make_chooser(settings.read_policy)
+
+    def _node(self, url: str, configured_role: str, weight: int) -> Node:
+        engine = make_engine(url, self.settings)
+        return Node(
+            url=url,
+            address=address_of(url),
+            configured_role=configured_role,
+            weight=weight,
+            engine=engine,
+            sessions=async_sessionmaker(engine, expire_on_commit=False),
+        )
+
+    async def start(self) -> None:
+        await self.monitor.start()
+
+    async def stop(self) -> None:
+        await self.monitor.stop()
+        for node in self.nodes:
+            await node.engine.dispose()
+
+    # the writer -----------------------------------------------------------------------------
+    @property
+    def writer(self) -> Node | None:
+        writer = self.monitor.writer
+        return writer if writer is not None and not writer.suspect else None
+
+    def writer_sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions on the current writer, for work outside a request (blob cleanup)."""
+        writer = self.writer
+        if writer is None:
+            raise self._primary_unavailable("no_writer", "No primary is accepting writes.")
+        return writer.sessions
+
+    def _primary_unavailable(self, reason: str, message: str) -> PrimaryUnavailableError:
+        self.metrics.unavailable.labels(reason=reason).inc()
+        return PrimaryUnavailableError(
+            message, details={"reason": reason}, headers=_retry_after(self.settings)
+        )
+
+    def suspect(self, node: Node, error: BaseException) -> None:
+        if not node.suspect:
+            logger.warning("event=node_suspect node=%s error=%s", node.name, type(error).__name__)
+        node.suspect = True
+        self.monitor.wake()
+
+    def note_write_lsn(self, lsn_text: str) -> None:
+        with contextlib.suppress(ValueError):
+            self.monitor.note_write(parse_lsn(lsn_text))
+
+    @asynccontextmanager
+    async def write_session(self, routing: RequestRouting) -> AsyncIterator[AsyncSession]:
+        node = self.writer
+        if node is None:
+            raise self._primary_unavailable("no_writer", "No primary is accepting writes.")
+        try:
+            async with _closing(node.sessions()) as session:
+                # Check out (and pre-ping) a connection now, so a dead primary is a 503
+                # before the request body is read; end the implicit transaction so the
+                # route can begin its own.
+                await session.connection()
+                await session.rollback()
+                routing.wrote = True
+                routing.served_by = node.name
+                self.metrics.routed.labels(node=node.name, kind="write").inc()
+                yield session
+        except Exception as error:
+            if not is_node_failure(error):
+                raise
+            self.suspect(node, error)
+            raise self._primary_unavailable(
+                "write_failed", f"The primary {node.name} failed the write; retry shortly."
+            ) from error
+
+    # readers --------------------------------------------------------------------------------
+    def eligible_replicas(self, consistency: Consistency) -> tuple[list[Node], str]:
+        """Replicas that may serve a read now, or none and the reason."""
+        replicas = [n for n in self.nodes if n.role is Role.REPLICA and n.usable]
+        if not replicas:
+            return [], "no_healthy_replica"
+        if consistency is Consistency.BOUNDED:
+            replicas = [n for n in replicas if self._fresh_enough(n)]
+            if not replicas:
+                return [], "replicas_too_stale"
+        return replicas, ""
+
+    def _fresh_enough(self, node: Node) -> bool:
+        return (
+            node.lag_seconds is not None
+            and node.lag_bytes is not None
+            and node.lag_seconds <= self.settings.max_lag_seconds
+            and node.lag_bytes <= self.settings.max_lag_bytes
+        )
+
+    def needs_writer(self, routing: RequestRouting) -> bool:
+        """Strong reads, reads after a write in the same request, and policy ``primary``."""
+        return (
+            routing.consistency is Consistency.STRONG
+            or routing.wrote
+            or self.settings.read_policy is ReadPolicy.PRIMARY
+        )
+
+    def choose_reader(self, routing: RequestRouting, exclude: set[int]) -> tuple[Node | None, str]:
+        """The replica for a read, or None and the reason to fall back to the primary."""
+        candidates, reason = self.eligible_replicas(routing.consistency)
+        candidates = [n for n in candidates if id(n) not in exclude]
+        if not candidates:
+            return None, reason or "replicas_failed"
+        token = routing.token
+        if routing.consistency is Consistency.READ_YOUR_WRITES and token is not None:
+            caught_up = [n for n in candidates if (n.replay_lsn or 0) >= token]
+            candidates = caught_up or candidates
+        return self.chooser.choose(candidates), ""
+
+    async def _replayed(self, session: AsyncSession, token: int) -> bool:
+        """Wait until this replica has replayed ``token``, at most REPLIKIT_RYW_WAIT."""
+        started = time.monotonic()
+        deadline = started + self.settings.ryw_wait
+        while True:
+            replayed = await session.scalar(text("SELECT pg_last_wal_replay_lsn()::text"))
+            if replayed is not None and parse_lsn(str(replayed)) >= token:
+                waited = time.monotonic() - started
+                self.metrics.ryw_wait_seconds.observe(waited)
+                self.metrics.ryw_waits.labels(outcome="waited").inc()
+                return True
+            if time.monotonic() >= deadline:
+                self.metrics.ryw_wait_seconds.observe(time.monotonic() - started)
+                self.metrics.ryw_waits.labels(outcome="timeout").inc()
+                return False
+            await asyncio.sleep(RYW_POLL_SECONDS)
+
+    async def _open(self, node: Node) -> AsyncSession:
+        session = node.sessions()
+        try:
+            await session.connection()
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    async def _open_reader(self, routing: RequestRouting) -> tuple[Node, AsyncSession]:
+        if self.needs_writer(routing):
+            writer = self.writer
+            return writer, await self._open_writer_for_read(writer)  # type: ignore[return-value]
+        tried: set[int] = set()
+        while True:
+            node, reason = self.choose_reader(routing, tried)
+            if node is None:
+                node = self._fallback(reason)
+            if node.role is not Role.REPLICA:
+                return node, await self._open_writer_for_read(node)
+            try:
+                session = await self._open(node)
+            except Exception as error:
+                if not is_node_failure(error):
+                    raise
+                self.suspect(node, error)
+                tried.add(id(node))
+                continue
+            token = routing.token
+            if routing.consistency is Consistency.READ_YOUR_WRITES and token is not None:
+                if (node.replay_lsn or 0) >= token:
+                    self.metrics.ryw_waits.labels(outcome="immediate").inc()
+                elif not await self._replayed(session, token):
+                    await session.close()
+                    writer = self._fallback("ryw_timeout")
+                    return writer, await self._open_writer_for_read(writer)
+            return node, session
+
+    def _fallback(self, reason: str) -> Node:
+        writer = self.writer
+        if self.settings.read_fallback is ReadFallback.ERROR or writer is None:
+            self.metrics.unavailable.labels(reason=f"no_reader_{reason}").inc()
+            raise NoReaderAvailableError(
+                f"No node can serve this read now ({reason.replace('_', ' ')}).",
+                details={"reason": reason},
+                headers=_retry_after(self.settings),
+            )
+        self.metrics.fallbacks.labels(reason=reason).inc()
+        return writer
+
+    async def _open_writer_for_read(self, node: Node | None) -> AsyncSession:
+        if node is None:
+            raise self._primary_unavailable("no_writer", "No primary is available for this read.")
+        try:
+            return await self._open(node)
+        except Exception as error:
+            if not is_node_failure(error):
+                raise
+            self.suspect(node, error)
+            raise self._primary_unavailable(
+                "read_failed", f"The primary {node.name} is not reachable."
+            ) from error
+
+    @asynccontextmanager
+    async def read_session(self, routing: RequestRouting) -> AsyncIterator[AsyncSession]:
+        node, session = await self._open_reader(routing)
+        routing.served_by = node.name
+        self.metrics.routed.labels(node=node.name, kind="read").inc()
+        async with _closing(session):
+            try:
+                yield session
+            except Exception as error:
+                if is_node_failure(error):
+                    self.suspect(node, error)
+                raise
+
+    # visibility -----------------------------------------------------------------------------
+    def view(self) -> dict[str, Any]:
+        eligible, _ = self.eligible_replicas(self.settings.read_consistency)
+        nodes = []
+        for node in self.nodes:
+            why_not = None
+            if node.role is Role.REPLICA and node not in eligible:
+                why_not = (
+                    "unhealthy"
+                    if not node.usable
+                    else f"lag over the limit ({self.settings.max_lag_seconds} s / "
+                    f"{self.settings.max_lag_bytes} bytes)"
+                )
+            elif node.role is not Role.REPLICA:
+                why_not = {
+                    Role.PRIMARY: "writer",
+                    Role.STALE_PRIMARY: "stale primary (lower timeline): never used",
+                }.get(node.role, node.last_error or node.role.value)
+            nodes.append(node.describe(in_rotation=node in eligible, why_not=why_not))
+        writer = self.writer
+        return {
+            "writer": writer.name if writer else None,
+            "policy": self.settings.read_policy.value,
+            "consistency": self.settings.read_consistency.value,
+            "fallback": self.settings.read_fallback.value,
+            "max_lag_seconds": self.settings.max_lag_seconds,
+            "max_lag_bytes": self.settings.max_lag_bytes,
+            "health_interval": self.settings.health_interval,
+            "monitor_rounds": self.monitor.rounds,
+            "nodes": nodes,
+        }

@@ -1,0 +1,133 @@
+"""Router behaviour when nodes die, each test on a cluster of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+
+from replication.drivers.base import StopMode
+from replication.topology import SyncMode
+from service import migrate
+from tests.integration.clusters import running_cluster_async
+from tests.integration.conftest import connect, wait_until
+from tests.integration.service_fixtures import (
+    image_bytes,
+    service_client,
+    service_settings,
+    upload,
+)
+
+pytestmark = pytest.mark.destructive
+
+INTERVAL = 0.5
+
+
+async def test_killing_a_replica_only_fails_reads_in_flight_on_it() -> None:
+    async with running_cluster_async(replicas=2, name="kill-replica") as cluster:
+        await asyncio.to_thread(migrate.upgrade, cluster.state.app_url(cluster.state.primary_node))
+        settings = service_settings(cluster, replicas=True, health_interval=INTERVAL)
+        async with service_client(settings) as client:
+            image = (await upload(client, image_bytes("PNG"))).json()
+            await asyncio.sleep(0.3)
+            statuses: Counter[int] = Counter()
+            nodes: Counter[str] = Counter()
+            stop = asyncio.Event()
+            concurrency = 4
+
+            async def reader() -> None:
+                while not stop.is_set():
+                    response = await client.get(f"/api/v1/images/{image['id']}")
+                    statuses[response.status_code] += 1
+                    nodes[response.headers.get("X-Replikit-Node", "?")] += 1
+
+            readers = [asyncio.create_task(reader()) for _ in range(concurrency)]
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(
+                cluster.driver.stop, cluster.state.node("pg1"), StopMode.IMMEDIATE
+            )
+            killed_at = sum(nodes.values())
+            await asyncio.sleep(2.0)
+            stop.set()
+            await asyncio.gather(*readers)
+        failures = sum(count for status, count in statuses.items() if status >= 500)
+        assert failures <= concurrency, f"{failures} failed reads: {statuses}"
+        assert statuses[200] > killed_at  # reads went on after the kill
+        view_nodes = nodes
+        assert view_nodes["pg2"] > 0
+
+
+async def test_writes_follow_a_promoted_replica_and_never_reach_the_old_primary() -> None:
+    async with running_cluster_async(replicas=2, name="promote") as cluster:
+        state = cluster.state
+        await asyncio.to_thread(migrate.upgrade, state.app_url(state.primary_node))
+        settings = service_settings(cluster, replicas=True, health_interval=INTERVAL)
+        pg0, pg1 = state.node("pg0"), state.node("pg1")
+        async with service_client(settings) as client:
+            assert (await upload(client, image_bytes("PNG"))).headers["X-Replikit-Node"] == "pg0"
+            await asyncio.to_thread(cluster.driver.stop, pg0, StopMode.IMMEDIATE)
+            await asyncio.sleep(0.2)
+            failed = await upload(client, image_bytes("PNG"))
+            assert failed.status_code == 503
+            assert failed.json()["error"]["code"] == "PRIMARY_UNAVAILABLE"
+
+            admin = await connect(cluster, pg1, superuser=True)
+            try:
+                assert await admin.fetchval("SELECT pg_promote(wait => true)") is True
+            finally:
+                await admin.close()
+            promoted = time.monotonic()
+            while True:
+                response = await upload(client, image_bytes("PNG"))
+                if response.status_code == 201:
+                    break
+                assert response.status_code == 503, response.text
+                assert time.monotonic() - promoted < 5, "writes never reached the new primary"
+                await asyncio.sleep(0.02)
+            took = time.monotonic() - promoted
+            assert response.headers["X-Replikit-Node"] == "pg1"
+            assert took <= 2 * INTERVAL + 0.2, f"first write on the new primary after {took:.2f} s"
+
+            # The old primary comes back as it was: out of recovery, on the old timeline.
+            await asyncio.to_thread(cluster.driver.start, pg0)
+
+            async def pg0_seen_stale() -> bool:
+                view = (await client.get("/cluster")).json()
+                return any(
+                    n["name"] == "pg0" and n["role"] == "stale_primary" for n in view["nodes"]
+                )
+
+            await wait_until(pg0_seen_stale, within=5, what="pg0 seen as a stale primary")
+            old = await connect(cluster, pg0)
+            before = await old.fetchval("SELECT count(*) FROM images")
+            for _ in range(20):
+                response = await upload(client, image_bytes("PNG", (8, 8)))
+                assert response.status_code == 201
+                assert response.headers["X-Replikit-Node"] == "pg1"
+                listing = await client.get("/api/v1/images?limit=1")
+                assert listing.headers["X-Replikit-Node"] != "pg0"
+            assert await old.fetchval("SELECT count(*) FROM images") == before
+            await old.close()
+            view = (await client.get("/cluster")).json()
+            assert view["writer"] == "pg1"
+            timelines = {n["name"]: n["timeline"] for n in view["nodes"]}
+            assert timelines["pg1"] == 2
+            assert timelines["pg0"] == 1
+
+
+async def test_a_commit_stuck_on_sync_replication_times_out_as_503() -> None:
+    async with running_cluster_async(replicas=1, sync=SyncMode.ON, name="stuck") as cluster:
+        state = cluster.state
+        await asyncio.to_thread(migrate.upgrade, state.app_url(state.primary_node))
+        settings = service_settings(cluster, write_timeout=1.5)
+        async with service_client(settings) as client:
+            assert (await upload(client, image_bytes("PNG"))).status_code == 201
+            await asyncio.to_thread(cluster.driver.stop, state.node("pg1"))
+            started = time.monotonic()
+            response = await upload(client, image_bytes("PNG"))
+            took = time.monotonic() - started
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "PRIMARY_UNAVAILABLE"
+        assert took < 1.5 + 1.0, f"the write hung for {took:.1f} s"

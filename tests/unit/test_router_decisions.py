@@ -1,0 +1,149 @@
+"""Routing decisions with fake node states: no database is touched."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from service.routing.consistency import Consistency, RequestRouting
+from service.routing.metrics import ServiceMetrics
+from service.routing.nodes import Probe, Role
+from service.routing.policies import LeastLag, RandomChoice, RoundRobin, Weighted
+from service.routing.router import Router, is_node_failure
+from service.settings import ReadPolicy, Settings
+
+URL = "postgresql+asyncpg://app:pw@127.0.0.1:{port}/replikit"
+
+
+def make_router(**overrides: Any) -> Router:
+    settings = Settings(
+        _env_file=None,
+        primary_url=URL.format(port=7000),
+        replica_urls=[URL.format(port=7001), URL.format(port=7002)],
+        **overrides,
+    )
+    router = Router(settings, ServiceMetrics())
+    for index, node in enumerate(router.nodes):
+        node.probe = Probe(
+            in_recovery=index > 0,
+            timeline=1,
+            current_lsn=1000,
+            replay_lsn=1000,
+            replay_paused=False,
+            cluster_name=f"pg{index}",
+        )
+        node.role = Role.PRIMARY if index == 0 else Role.REPLICA
+        node.lag_bytes, node.lag_seconds = (None, None) if index == 0 else (0, 0.0)
+    router.monitor.writer = router.nodes[0]
+    return router
+
+
+def routing(mode: Consistency = Consistency.EVENTUAL, token: int | None = None) -> RequestRouting:
+    return RequestRouting(consistency=mode, token=token)
+
+
+def names(router: Router, request: RequestRouting, count: int = 100) -> Counter[str]:
+    picks: Counter[str] = Counter()
+    for _ in range(count):
+        node, _reason = router.choose_reader(request, set())
+        picks[node.name if node else "none"] += 1
+    return picks
+
+
+def test_round_robin_is_even() -> None:
+    assert names(make_router(), routing(), 1000) == {"pg1": 500, "pg2": 500}
+
+
+def test_weighted_follows_the_weights_within_tolerance() -> None:
+    picks = names(
+        make_router(read_policy=ReadPolicy.WEIGHTED, replica_weights=[3, 1]), routing(), 8000
+    )
+    assert picks["pg1"] / 8000 == pytest.approx(0.75, abs=0.03)
+
+
+def test_least_lag_prefers_the_fresher_replica_and_shares_ties() -> None:
+    router = make_router(read_policy=ReadPolicy.LEAST_LAG)
+    router.nodes[1].lag_bytes = 5000
+    assert names(router, routing()) == {"pg2": 100}
+    router.nodes[1].lag_bytes = 0
+    assert names(router, routing()) == {"pg1": 50, "pg2": 50}
+
+
+def test_bounded_skips_replicas_over_either_limit() -> None:
+    router = make_router(max_lag_seconds=1.0, max_lag_bytes=10_000)
+    router.nodes[1].lag_seconds = 1.5
+    assert names(router, routing(Consistency.BOUNDED)) == {"pg2": 100}
+    router.nodes[2].lag_bytes = 20_000
+    node, reason = router.choose_reader(routing(Consistency.BOUNDED), set())
+    assert (node, reason) == (None, "replicas_too_stale")
+    # Eventual does not care about lag.
+    assert names(router, routing()) == {"pg1": 50, "pg2": 50}
+
+
+def test_read_your_writes_prefers_replicas_that_replayed_the_token() -> None:
+    router = make_router()
+    router.nodes[2].probe.replay_lsn = 5000  # type: ignore[union-attr]
+    assert names(router, routing(Consistency.READ_YOUR_WRITES, token=4000)) == {"pg2": 100}
+    # Without a token it is eventual.
+    assert names(router, routing(Consistency.READ_YOUR_WRITES)) == {"pg1": 50, "pg2": 50}
+
+
+def test_strong_after_write_and_policy_primary_need_the_writer() -> None:
+    router = make_router()
+    assert router.needs_writer(routing(Consistency.STRONG))
+    after_write = routing()
+    after_write.wrote = True
+    assert router.needs_writer(after_write)
+    assert not router.needs_writer(routing())
+    assert make_router(read_policy=ReadPolicy.PRIMARY).needs_writer(routing())
+
+
+def test_unhealthy_suspect_and_stale_primary_nodes_are_never_candidates() -> None:
+    router = make_router()
+    router.nodes[1].last_error = "ConnectionRefusedError"
+    router.nodes[2].suspect = True
+    assert router.choose_reader(routing(), set()) == (None, "no_healthy_replica")
+    router.nodes[1].last_error = None
+    router.nodes[1].role = Role.STALE_PRIMARY
+    assert router.choose_reader(routing(), set()) == (None, "no_healthy_replica")
+
+
+def test_excluded_nodes_are_skipped() -> None:
+    router = make_router()
+    node, _ = router.choose_reader(routing(), {id(router.nodes[1])})
+    assert node is router.nodes[2]
+
+
+def test_view_explains_rotation() -> None:
+    router = make_router()
+    router.nodes[1].last_error = "boom"
+    view = router.view()
+    assert view["writer"] == "pg0"
+    by_name = {node["name"]: node for node in view["nodes"]}
+    assert by_name["pg0"]["why_not"] == "writer"
+    assert (by_name["pg1"]["in_rotation"], by_name["pg1"]["why_not"]) == (False, "unhealthy")
+    assert by_name["pg2"]["in_rotation"] is True
+
+
+def test_node_failures_are_told_apart_from_request_errors() -> None:
+    class ReadOnly(Exception):
+        sqlstate = "25006"
+
+    class Unique(Exception):
+        sqlstate = "23505"
+
+    assert is_node_failure(ConnectionRefusedError())
+    assert is_node_failure(TimeoutError())
+    assert is_node_failure(ReadOnly())
+    assert not is_node_failure(Unique())
+    assert not is_node_failure(ValueError())
+
+
+def test_simple_policies_cover_every_candidate() -> None:
+    router = make_router()
+    candidates = router.nodes[1:]
+    for chooser in (RoundRobin(), RandomChoice(), Weighted(), LeastLag()):
+        picked: set[str] = {chooser.choose(candidates).name for _ in range(200)}
+        assert picked == {"pg1", "pg2"}
