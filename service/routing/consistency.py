@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-
-from fastapi import Request
+from typing import TYPE_CHECKING
 
 from service.errors import InvalidConsistencyError
 from service.routing.lsn import format_lsn, parse_lsn
+
+if TYPE_CHECKING:  # keep the CLI, which imports this for settings, free of FastAPI
+    from fastapi import Request
 
 CONSISTENCY_HEADER = "X-Replikit-Consistency"
 LSN_HEADER = "X-Replikit-LSN"
