@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,12 +13,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from replication import failover as failovers
+from replication import faults
 from replication.cluster import DEFAULT_DATA_DIR, Cluster, cluster_down, cluster_up, env_lines
-from replication.errors import ReplikitError
+from replication.drivers.base import StopMode
+from replication.errors import BadInputError, ReplikitError
 from replication.ports import require_free_ports
 from replication.probe import NodeStatus
-from replication.service_env import resolve_settings
-from replication.service_process import running_service, start_service, stop_service
 from replication.topology import SyncMode, require_state
 
 app = typer.Typer(
@@ -41,6 +43,8 @@ DataDirOption = Annotated[
 def _fmt(value: object) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
@@ -58,6 +62,9 @@ def print_status(rows: list[NodeStatus]) -> None:
         "lag_bytes",
         "lag_seconds",
         "slot",
+        "apply_delay",
+        "replay_paused",
+        "fenced",
     ]
     for column in columns:
         table.add_column(column, justify="right" if column.startswith(("lag", "port")) else "left")
@@ -83,10 +90,30 @@ def up(
     pg_bin: Annotated[
         str | None, typer.Option(help="Directory of the PostgreSQL server programs.")
     ] = None,
+    wal_keep_size: Annotated[
+        str, typer.Option(help="wal_keep_size of a new cluster, e.g. 256MB or 1GB.")
+    ] = "256MB",
 ) -> None:
     """Create (or restart) the primary and its replicas and wait until every one streams."""
-    _, rows = cluster_up(data_dir, replicas=replicas, sync=sync, base_port=base_port, pg_bin=pg_bin)
+    if not re.fullmatch(r"\d+(kB|MB|GB)", wal_keep_size):
+        raise BadInputError(
+            f"--wal-keep-size takes a size like 256MB or 1GB, not {wal_keep_size!r}."
+        )
+    _, rows = cluster_up(
+        data_dir,
+        replicas=replicas,
+        sync=sync,
+        base_port=base_port,
+        pg_bin=pg_bin,
+        wal_keep_size=wal_keep_size,
+    )
     print_status(rows)
+    for row in rows:
+        if row.fenced and row.role == "down":
+            console.print(
+                f"{row.name} is fenced (a former primary) and was not started; bring it back "
+                f"with 'replikit cluster rejoin {row.name}'."
+            )
 
 
 @cluster_app.command("status")
@@ -120,6 +147,116 @@ def env(data_dir: DataDirOption = DEFAULT_DATA_DIR) -> None:
     print("\n".join(env_lines(require_state(data_dir.absolute()))))
 
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def report(result: dict[str, object], as_json: bool, summary: str) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        console.print(summary)
+
+
+@cluster_app.command("kill")
+def kill(
+    node: Annotated[str, typer.Argument(help="Node to stop, e.g. pg0.")],
+    mode: Annotated[StopMode, typer.Option(help="immediate = crash, fast = clean stop.")] = (
+        StopMode.IMMEDIATE
+    ),
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    as_json: JsonOption = False,
+) -> None:
+    """Crash (default) or stop one node."""
+    result = faults.kill(data_dir, node, mode)
+    kind = "crashed" if mode is StopMode.IMMEDIATE else "stopped"
+    report(
+        result,
+        as_json,
+        f"{node} {kind} ({'the primary' if result['was_primary'] else 'a replica'}).",
+    )
+
+
+@cluster_app.command("failover")
+def failover(
+    to: Annotated[str | None, typer.Option(help="Promote this replica.")] = None,
+    force: Annotated[
+        bool, typer.Option(help="Fail over even with a live primary or a lagging candidate.")
+    ] = False,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    as_json: JsonOption = False,
+) -> None:
+    """Promote a replica after the primary died; fence the old primary, repoint the rest."""
+    result = failovers.failover(data_dir, to=to, force=force)
+    writable = result["seconds_to_writable"]
+    report(
+        result,
+        as_json,
+        f"{result['new_primary']} is the primary on timeline {result['timeline']}; "
+        f"{result['old_primary']} is fenced (rejoin it with 'replikit cluster rejoin "
+        f"{result['old_primary']}'). "
+        + (
+            f"Writes accepted {writable} s after the command started."
+            if writable is not None
+            else "Writes wait for a synchronous replica: rejoin or start one."
+        ),
+    )
+
+
+@cluster_app.command("switchover")
+def switchover(
+    to: Annotated[str | None, typer.Option(help="The replica to make primary.")] = None,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    as_json: JsonOption = False,
+) -> None:
+    """Planned change of primary with no data loss; the old primary becomes a replica."""
+    result = failovers.switchover(data_dir, to=to)
+    report(
+        result,
+        as_json,
+        f"{result['new_primary']} is the primary on timeline {result['timeline']}; "
+        f"{result['old_primary']} follows it ({result['rejoin_method']}). "
+        f"Took {result['duration_seconds']} s.",
+    )
+
+
+@cluster_app.command("rejoin")
+def rejoin(
+    node: Annotated[str, typer.Argument(help="The stopped or fenced node to rejoin.")],
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a former primary (or a stopped replica) stream from the current primary."""
+    result = failovers.rejoin(data_dir, node)
+    how = {
+        "rewound": "rewound with pg_rewind",
+        "recloned": "re-cloned with a base backup",
+        "unchanged": "no rewind was needed",
+    }.get(str(result["method"]), str(result["method"]))
+    report(result, as_json, f"{node} streams from {result['primary']} ({how}).")
+
+
+@cluster_app.command("lag")
+def lag(
+    node: Annotated[str, typer.Argument(help="The replica to lag.")],
+    apply_delay: Annotated[
+        str | None, typer.Option(help="Replay delay, e.g. 250ms, 1s (recovery_min_apply_delay).")
+    ] = None,
+    pause: Annotated[bool, typer.Option("--pause", help="Pause WAL replay.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Resume WAL replay.")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="No delay, not paused.")] = False,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    as_json: JsonOption = False,
+) -> None:
+    """Delay or pause a replica's replay; with no option, show what is set."""
+    result = faults.lag(data_dir, node, faults.LagChange(apply_delay, pause, resume, clear))
+    report(
+        result,
+        as_json,
+        f"{node}: apply delay {result['apply_delay'] or 'none'}, replay "
+        f"{'paused' if result['replay_paused'] else 'running'}.",
+    )
+
+
 @app.command("migrate")
 def migrate(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
@@ -129,6 +266,7 @@ def migrate(
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
 ) -> None:
     """Apply the database migrations on the primary (upgrade to head by default)."""
+    from replication.service_env import resolve_settings
     from service import migrate as migrations
 
     settings, _ = resolve_settings(data_dir)
@@ -155,6 +293,10 @@ def serve(
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
 ) -> None:
     """Run the image service with uvicorn (URLs from the environment or the local cluster)."""
+    # Imported here: the cluster commands should not pay for the service's imports.
+    from replication.service_env import resolve_settings
+    from replication.service_process import running_service, start_service, stop_service
+
     data_dir = data_dir.absolute()
     if stop:
         stopped = stop_service(data_dir)

@@ -73,18 +73,27 @@ class Cluster:
                 row.state = "stopped"
         return rows
 
-    def start_all(self) -> None:
-        """Start what is not running: the primary first, then each replica."""
+    def start_all(self) -> list[str]:
+        """Start what is not running: the primary first, then each replica. Fenced former
+        primaries are left stopped (they must be rejoined); their names are returned."""
         primary = self.state.primary_node
-        stopped = [node for node in self.state.nodes if not self.driver.is_running(node)]
+        fenced = [n for n in self.state.nodes if n.name in self.state.fenced]
+        stopped = [
+            node
+            for node in self.state.nodes
+            if node not in fenced and not self.driver.is_running(node)
+        ]
         require_free_ports(node.port for node in stopped)
         if primary in stopped:
             self.driver.start(primary)
         for node in self.state.replicas:
+            if node in fenced:
+                continue
             if not self.driver.has_data(node):
                 self.driver.bootstrap_replica(node, primary)
-            if node in stopped or not self.driver.is_running(node):
+            if node in stopped:
                 self.driver.start(node)
+        return [node.name for node in fenced if not self.driver.is_running(node)]
 
     def stop_all(self, mode: StopMode = StopMode.FAST) -> None:
         # The primary first: a fast shutdown sends every replica the WAL it has not yet
@@ -102,6 +111,8 @@ class Cluster:
     def _settled(self, row: NodeStatus) -> bool:
         if row.name == self.state.primary:
             return row.role == "primary"
+        if row.name in self.state.fenced:
+            return True
         synchronous = self.state.sync is not SyncMode.OFF
         return row.state == "streaming" and (not synchronous or row.sync_state != "async")
 
@@ -167,6 +178,7 @@ def cluster_up(
     sync: SyncMode | None = None,
     base_port: int | None = None,
     pg_bin: str | None = None,
+    wal_keep_size: str = "256MB",
 ) -> tuple[Cluster, list[NodeStatus]]:
     """Create, restart or just report the cluster in ``data_dir``; idempotent.
 
@@ -180,7 +192,8 @@ def cluster_up(
         cluster = Cluster._with_driver(data_dir, state, pg_bin)
         cluster.driver.prepare()
         cluster.start_all()
-        return cluster, cluster.wait_streaming()
+        cluster.wait_streaming()
+        return cluster, cluster.status()
 
     replica_count = DEFAULT_REPLICAS if replicas is None else replicas
     first_port = DEFAULT_BASE_PORT if base_port is None else base_port
@@ -195,6 +208,7 @@ def cluster_up(
         base_port=first_port,
         pg_bin=binaries.directory,
         pg_major=binaries.major_version,
+        wal_keep_size=wal_keep_size,
     )
     created_dir = not data_dir.exists()
     cluster = Cluster(

@@ -15,12 +15,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
+from replication.admin import CONNECT_TIMEOUT_SECONDS, admin_connect
+from replication.durations import format_ms
 from replication.topology import ClusterState, NodeSpec
 from service.routing.lsn import parse_lsn
-
-CONNECT_TIMEOUT_SECONDS = 2.0
 
 NODE_QUERY = """
 SELECT pg_is_in_recovery() AS in_recovery,
@@ -37,7 +35,9 @@ SELECT pg_is_in_recovery() AS in_recovery,
        (SELECT received_tli FROM pg_stat_wal_receiver) AS received_timeline,
        (SELECT status FROM pg_stat_wal_receiver) AS receiver_status,
        CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END AS pause_state,
-       current_setting('primary_slot_name') AS primary_slot_name
+       current_setting('primary_slot_name') AS primary_slot_name,
+       (SELECT setting::int FROM pg_settings WHERE name = 'recovery_min_apply_delay')
+           AS apply_delay_ms
 """
 
 REPLICATION_QUERY = """
@@ -62,6 +62,8 @@ class NodeReading:
     receiver_status: str | None
     pause_state: str | None
     primary_slot_name: str
+    receive_lsn: int | None = None
+    apply_delay_ms: int = 0
     replication: dict[str, dict[str, Any]] = field(default_factory=dict)
     slots: dict[str, bool] = field(default_factory=dict)
 
@@ -80,6 +82,8 @@ class NodeStatus:
     lag_seconds: float | None = None
     slot: str | None = None
     replay_paused: bool | None = None
+    apply_delay: str | None = None
+    fenced: bool = False
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -91,14 +95,7 @@ def _lsn(value: str | None) -> int | None:
 
 
 async def read_node(state: ClusterState, node: NodeSpec) -> NodeReading:
-    connection = await asyncpg.connect(
-        host=state.host,
-        port=node.port,
-        user=state.superuser,
-        password=state.passwords.superuser,
-        database="postgres",
-        timeout=CONNECT_TIMEOUT_SECONDS,
-    )
+    connection = await admin_connect(state, node)
     try:
         row = await connection.fetchrow(NODE_QUERY)
         reading = NodeReading(
@@ -113,6 +110,8 @@ async def read_node(state: ClusterState, node: NodeSpec) -> NodeReading:
             receiver_status=row["receiver_status"],
             pause_state=row["pause_state"],
             primary_slot_name=row["primary_slot_name"],
+            receive_lsn=_lsn(row["receive_lsn"]),
+            apply_delay_ms=row["apply_delay_ms"] or 0,
         )
         if not reading.in_recovery:
             for rep in await connection.fetch(REPLICATION_QUERY):
@@ -152,6 +151,7 @@ def _replica_status(
     base.role = "replica"
     base.timeline = reading.timeline
     base.replay_paused = reading.pause_state not in (None, "not paused")
+    base.apply_delay = format_ms(reading.apply_delay_ms) if reading.apply_delay_ms else None
     base.slot = reading.primary_slot_name or None
     sender = primary.replication.get(base.name) if primary else None
     if sender is not None:
@@ -189,6 +189,7 @@ def summarise(
             row.role = "primary"
             row.timeline = reading.timeline
             row.state = "writable" if node.name == primary_name else "stale primary"
+        row.fenced = node.name in state.fenced
         rows.append(row)
     return rows
 

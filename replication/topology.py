@@ -64,10 +64,24 @@ class ClusterState(BaseModel):
     nodes: list[NodeSpec]
     primary: str
     passwords: Passwords
+    wal_keep_size: str = "256MB"
+    # Former primaries that must be rejoined before they run again (never as a primary).
+    fenced: list[str] = Field(default_factory=list)
+    # The primary before the last switchover or failover: the default switchover target.
+    previous_primary: str | None = None
 
     @property
     def replicas(self) -> list[NodeSpec]:
+        """Every node but the recorded primary, fenced ones included."""
         return [node for node in self.nodes if node.name != self.primary]
+
+    def fence(self, name: str) -> None:
+        if name not in self.fenced:
+            self.fenced.append(name)
+
+    def unfence(self, name: str) -> None:
+        if name in self.fenced:
+            self.fenced.remove(name)
 
     @property
     def primary_node(self) -> NodeSpec:
@@ -90,7 +104,13 @@ class ClusterState(BaseModel):
 
 
 def build_state(
-    *, replicas: int, sync: SyncMode, base_port: int, pg_bin: Path, pg_major: int
+    *,
+    replicas: int,
+    sync: SyncMode,
+    base_port: int,
+    pg_bin: Path,
+    pg_major: int,
+    wal_keep_size: str = "256MB",
 ) -> ClusterState:
     validate_shape(replicas=replicas, base_port=base_port)
     nodes = [NodeSpec(name=f"pg{i}", port=base_port + i) for i in range(replicas + 1)]
@@ -102,6 +122,7 @@ def build_state(
         nodes=nodes,
         primary="pg0",
         passwords=Passwords.generate(),
+        wal_keep_size=wal_keep_size,
     )
 
 

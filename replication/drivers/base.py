@@ -38,3 +38,12 @@ class NodeDriver(Protocol):
 
     def is_running(self, node: NodeSpec) -> bool:
         """True while the node's server process runs."""
+
+    def rejoin(self, node: NodeSpec, primary: NodeSpec) -> str:
+        """Make the stopped node a replica of ``primary`` (runs rejoin-node.sh)."""
+
+    def fence(self, node: NodeSpec) -> None:
+        """Make the stopped node unable to start writable."""
+
+    def controldata(self, node: NodeSpec) -> dict[str, str]:
+        """pg_controldata of the node, as a mapping."""

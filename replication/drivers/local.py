@@ -80,6 +80,7 @@ class LocalDriver:
             "REPLIKIT_APP_PASSWORD": state.passwords.app,
             "REPLIKIT_SYNC_MODE": state.sync.value,
             "REPLIKIT_STANDBY_NAMES": ",".join(n.name for n in state.replicas),
+            "REPLIKIT_WAL_KEEP_SIZE": state.wal_keep_size,
         }
 
     def _run_script(self, script: str, node: NodeSpec, extra: dict[str, str]) -> None:
@@ -100,6 +101,40 @@ class LocalDriver:
             node,
             {"REPLIKIT_PRIMARY_HOST": self.state.host, "REPLIKIT_PRIMARY_PORT": str(primary.port)},
         )
+
+    def rejoin(self, node: NodeSpec, primary: NodeSpec) -> str:
+        """Run rejoin-node.sh; returns unchanged, rewound or recloned."""
+        result = self.user.run(
+            ["bash", str(self.scripts_dir / "rejoin-node.sh")],
+            env={
+                **self._script_env(node),
+                "REPLIKIT_PRIMARY_HOST": self.state.host,
+                "REPLIKIT_PRIMARY_PORT": str(primary.port),
+            },
+            cwd=self.data_dir,
+            what=f"rejoin-node.sh for {node.name}",
+            timeout=600,
+        )
+        last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+        return last.removeprefix("result=") or "unknown"
+
+    def fence(self, node: NodeSpec) -> None:
+        """Make the stopped node start read-only (as a standby with no upstream) whatever
+        starts it, so a failed-over primary can never come back writable."""
+        if self.has_data(node):
+            self.user.run(
+                ["touch", str(self.pgdata(node) / "standby.signal")], what=f"fencing {node.name}"
+            )
+
+    def controldata(self, node: NodeSpec) -> dict[str, str]:
+        output = self.user.run(
+            [self.binaries.program("pg_controldata"), str(self.pgdata(node))],
+            what=f"pg_controldata of {node.name}",
+        ).stdout
+        return {
+            key.strip(): value.strip()
+            for key, _, value in (line.partition(":") for line in output.splitlines())
+        }
 
     def _pg_ctl(self, node: NodeSpec, *args: str, what: str, timeout: float = 120.0) -> None:
         self.user.run(

@@ -50,7 +50,8 @@ def running_cluster(
             cluster_down(data_dir, purge=False)
         finally:
             force_stop(data_dir)
-            shutil.rmtree(root, ignore_errors=True)
+            if not os.environ.get("REPLIKIT_KEEP_TEST_CLUSTERS"):
+                shutil.rmtree(root, ignore_errors=True)
 
 
 def force_stop(data_dir: Path) -> None:

@@ -1,0 +1,81 @@
+"""Superuser SQL on one node, for the cluster tools (status, failover, lag).
+
+Each call opens its own short connection: the tools run rarely, and a fresh connection never
+carries state from a node's previous life (a demoted primary, a restarted replica).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+
+from replication.topology import ClusterState, NodeSpec
+
+CONNECT_TIMEOUT_SECONDS = 2.0
+T = TypeVar("T")
+
+
+async def admin_connect(state: ClusterState, node: NodeSpec) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        host=state.host,
+        port=node.port,
+        user=state.superuser,
+        password=state.passwords.superuser,
+        database="postgres",
+        timeout=CONNECT_TIMEOUT_SECONDS,
+        server_settings={"application_name": "replikit-admin"},
+    )
+
+
+async def with_admin(
+    state: ClusterState, node: NodeSpec, work: Callable[[asyncpg.Connection], Awaitable[T]]
+) -> T:
+    connection = await admin_connect(state, node)
+    try:
+        return await work(connection)
+    finally:
+        await connection.close()
+
+
+def fetchval(state: ClusterState, node: NodeSpec, query: str, *args: Any) -> Any:
+    """One value from one query, run synchronously (the CLI's tools are synchronous)."""
+
+    async def work(connection: asyncpg.Connection) -> Any:
+        return await connection.fetchval(query, *args)
+
+    return asyncio.run(with_admin(state, node, work))
+
+
+def execute(state: ClusterState, node: NodeSpec, *statements: str) -> None:
+    """Run statements in order on one connection (ALTER SYSTEM cannot run in a transaction,
+    so each is sent on its own)."""
+
+    async def work(connection: asyncpg.Connection) -> None:
+        for statement in statements:
+            await connection.execute(statement)
+
+    asyncio.run(with_admin(state, node, work))
+
+
+def quote_literal(value: str) -> str:
+    """A SQL string literal (for ALTER SYSTEM, which takes no bind parameters)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+ENSURE_SLOT = (
+    "SELECT pg_create_physical_replication_slot($1, true) "
+    "WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)"
+)
+
+
+def ensure_slots(state: ClusterState, node: NodeSpec, slot_names: list[str]) -> None:
+    """Physical slots on ``node`` for each name, reserving WAL from now; existing ones stay."""
+
+    async def work(connection: asyncpg.Connection) -> None:
+        for name in slot_names:
+            await connection.execute(ENSURE_SLOT, name)
+
+    asyncio.run(with_admin(state, node, work))
