@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint up serve down status clean
+.PHONY: setup test lint up serve down status clean demo
 
 setup:
 	@bash deploy/setup-host.sh
@@ -35,3 +35,13 @@ status: setup
 
 clean: down
 	$(BIN)/replikit cluster down --purge
+
+# A short failover experiment and a short lag matrix on a cluster of their own
+# (.replikit/demo, ports 6442-6444), about two minutes on 2 cores; results in results/.
+DEMO := --data-dir .replikit/demo
+demo: setup
+	$(BIN)/replikit cluster up $(DEMO) --sync on --base-port 6442
+	$(BIN)/replikit experiment failover $(DEMO) --users 6 --duration 25 --kill-at 10
+	$(BIN)/replikit experiment lag $(DEMO) --apply-delay 0,1s \
+		--consistency eventual,bounded,read_your_writes --users 6 --duration 6
+	$(BIN)/replikit cluster down $(DEMO)

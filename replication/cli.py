@@ -29,6 +29,10 @@ cluster_app = typer.Typer(
     help="Local primary-replica cluster of plain PostgreSQL processes.", no_args_is_help=True
 )
 app.add_typer(cluster_app, name="cluster")
+experiment_app = typer.Typer(
+    help="Failover and replica-lag experiments under Locust load.", no_args_is_help=True
+)
+app.add_typer(experiment_app, name="experiment")
 
 # Wide enough for the status table when output goes to a pipe or a file.
 console = Console(width=None if Console().is_terminal else 140)
@@ -255,6 +259,70 @@ def lag(
         f"{node}: apply delay {result['apply_delay'] or 'none'}, replay "
         f"{'paused' if result['replay_paused'] else 'running'}.",
     )
+
+
+ResultsOption = Annotated[
+    Path, typer.Option("--results", help="Where results/<name>-<timestamp>/ goes.")
+]
+
+
+@experiment_app.command("failover")
+def experiment_failover(
+    users: Annotated[int, typer.Option(help="Locust users in all.", min=2)] = 10,
+    duration: Annotated[float, typer.Option(help="Seconds of load.")] = 40.0,
+    kill_at: Annotated[
+        float, typer.Option(help="Seconds into the load to crash the primary.")
+    ] = 15.0,
+    sync: Annotated[SyncMode, typer.Option(help="Sync mode of a new cluster.")] = SyncMode.ON,
+    mode: Annotated[
+        str, typer.Option(help="How failover is triggered: manual (the CLI).")
+    ] = "manual",
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    results: ResultsOption = Path("results"),
+) -> None:
+    """Crash the primary under load, fail over, and measure what clients and the database saw."""
+    from loadtests.experiments.failover import run_failover
+
+    if mode != "manual":
+        raise BadInputError(f"--mode {mode!r} is not supported; the only mode is manual.")
+    out = run_failover(
+        data_dir=data_dir.absolute(),
+        results=results,
+        users=users,
+        duration=duration,
+        kill_at=kill_at,
+        sync=sync,
+    )
+    console.print((out / "summary.md").read_text())
+    console.print(f"Results and plots: {out}")
+
+
+@experiment_app.command("lag")
+def experiment_lag(
+    apply_delay: Annotated[
+        str, typer.Option(help="Comma-separated replay delays, e.g. 0,250ms,1s.")
+    ] = "0,250ms,1s",
+    consistency: Annotated[
+        str, typer.Option(help="Comma-separated modes: eventual,bounded,read_your_writes,strong.")
+    ] = "eventual,bounded,read_your_writes",
+    users: Annotated[int, typer.Option(help="Locust users per cell.", min=2)] = 8,
+    duration: Annotated[float, typer.Option(help="Seconds per cell.")] = 15.0,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    results: ResultsOption = Path("results"),
+) -> None:
+    """Run read-after-upload and browse load for each (replay delay, consistency) cell."""
+    from loadtests.experiments.lag import run_lag
+
+    out = run_lag(
+        data_dir=data_dir.absolute(),
+        results=results,
+        delays=[d for d in apply_delay.split(",") if d.strip()],
+        modes=[m for m in consistency.split(",") if m.strip()],
+        users=users,
+        seconds_per_cell=duration,
+    )
+    console.print((out / "summary.md").read_text())
+    console.print(f"Results and plots: {out}")
 
 
 @app.command("migrate")

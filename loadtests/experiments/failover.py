@@ -1,0 +1,200 @@
+"""The failover experiment: crash the primary under load and measure what users saw.
+
+1. Bring up (or reuse) the local cluster, migrate, start two service instances.
+2. Run the ``mixed`` Locust load against both, plus a timeline-stamped heartbeat writer.
+3. At ``--kill-at`` crash the primary (``cluster kill``) and run ``cluster failover``.
+4. Measure: write-unavailability window from the clients (last acknowledged upload before the
+   kill → first after) and from the database (heartbeat rows per timeline), server errors on
+   reads during the window, p50/p95/p99 latency before/during/after, and acknowledged uploads
+   that are missing afterwards (every 2xx upload id is looked up on the new primary).
+5. Rejoin the old primary, so the cluster is whole again; write summary.json, summary.md,
+   Locust CSV/HTML and plots under results/failover-<timestamp>/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from loadtests.experiments import analysis, plots
+from loadtests.experiments.common import experiment, progress, read_requests, results_dir
+from loadtests.experiments.heartbeat import Heartbeat, database_window, prepare
+from loadtests.experiments.report import write_failover_report
+from replication import failover as failovers
+from replication import faults
+from replication.cluster import Cluster, cluster_up, service_urls
+from replication.errors import BadInputError
+from replication.topology import SyncMode, require_state
+from service import migrate
+
+
+async def _on_primary(data_dir: Path, work: Any) -> Any:
+    state = require_state(data_dir)
+    node = state.primary_node
+    connection = await asyncpg.connect(
+        host=state.host,
+        port=node.port,
+        user=state.app_user,
+        password=state.passwords.app,
+        database=state.database,
+        timeout=3,
+    )
+    try:
+        return await work(connection)
+    finally:
+        await connection.close()
+
+
+async def _missing(connection: asyncpg.Connection, ids: list[str]) -> int:
+    present = await connection.fetchval(
+        "SELECT count(*) FROM images WHERE id = ANY($1::uuid[])", [uuid.UUID(i) for i in ids]
+    )
+    return len(ids) - int(present)
+
+
+@contextlib.contextmanager
+def _stopping(heartbeat: Heartbeat) -> Iterator[Heartbeat]:
+    try:
+        yield heartbeat
+    finally:
+        heartbeat.stop()
+
+
+def prepare_cluster(data_dir: Path, sync: SyncMode) -> Cluster:
+    existing = data_dir / "state.json"
+    if existing.exists() and require_state(data_dir).sync is not sync:
+        raise BadInputError(
+            f"The cluster in {data_dir} runs with --sync {require_state(data_dir).sync.value}; "
+            f"pass --sync {require_state(data_dir).sync.value} or another --data-dir."
+        )
+    cluster, _ = cluster_up(data_dir, sync=None if existing.exists() else sync)
+    state = cluster.state
+    for name in list(state.fenced):  # a previous run that stopped half-way
+        failovers.rejoin(data_dir, name)
+    migrate.upgrade(service_urls(require_state(data_dir))["REPLIKIT_PRIMARY_URL"])
+    return Cluster.open(data_dir)
+
+
+def run_failover(
+    *,
+    data_dir: Path,
+    results: Path,
+    users: int,
+    duration: float,
+    kill_at: float,
+    sync: SyncMode,
+) -> Path:
+    if not 0 < kill_at < duration:
+        raise BadInputError("--kill-at must fall inside --duration.")
+    cluster = prepare_cluster(data_dir, sync)
+    out = results_dir(results, "failover")
+    asyncio.run(_on_primary(data_dir, prepare))
+    heartbeat = Heartbeat(data_dir)
+    events: dict[str, float] = {}
+    with experiment(cluster, out) as run, _stopping(heartbeat):
+        run.start_services(2)
+        run.start_sampling()
+        heartbeat.start()
+        start = time.time()
+        per_instance = max(1, users // 2)
+        for label, url in zip(("a", "b"), run.urls, strict=True):
+            run.start_locust(
+                url=url, label=label, users=per_instance, seconds=duration, tags=["mixed"]
+            )
+        old_primary = require_state(data_dir).primary
+        failover_result: dict[str, Any] = {}
+        for elapsed in progress("failover experiment", duration):
+            if elapsed >= kill_at and not failover_result:
+                events["kill"] = time.time()
+                faults.kill(data_dir, old_primary)
+                failover_result = failovers.failover(data_dir)
+                events["failover_done"] = time.time()
+        run.wait_locusts(timeout=30)
+        heartbeat.stop()
+        records = read_requests(run.locusts)
+        window = analysis.write_window(records, events["kill"])
+        db_window = asyncio.run(_on_primary(data_dir, database_window))
+        uploaded = [
+            r["image_id"]
+            for r in records
+            if r["kind"] == "write" and r["status"] == 201 and r["image_id"]
+        ]
+        lost = asyncio.run(_on_primary(data_dir, lambda c: _missing(c, uploaded)))
+        rejoined = failovers.rejoin(data_dir, old_primary)
+        samples = list(run.samples)
+
+    during_start = window["last_write_before"] or events["kill"]
+    during_end = window["first_write_after"] or events["failover_done"]
+
+    def phase(lo: float, hi: float) -> list[dict[str, Any]]:
+        return [r for r in records if lo <= r["t"] < hi]
+
+    read_records = analysis.reads(records)
+    summary = {
+        "experiment": "failover",
+        "schema_version": 1,
+        "started_at": start,
+        "parameters": {
+            "users": users,
+            "duration_seconds": duration,
+            "kill_at_seconds": kill_at,
+            "sync": sync.value,
+            "mode": "manual",
+            "service_instances": 2,
+        },
+        "old_primary": old_primary,
+        "new_primary": failover_result["new_primary"],
+        "new_timeline": failover_result["timeline"],
+        "failover_command": {
+            "seconds_to_writable": failover_result["seconds_to_writable"],
+            "duration_seconds": failover_result["duration_seconds"],
+        },
+        "write_unavailability": {
+            "client_seconds": window["seconds"],
+            "database_seconds": db_window["seconds"],
+            "database": db_window,
+        },
+        "requests": {
+            "total": len(records),
+            "server_errors": sum(analysis.is_server_error(r) for r in records),
+        },
+        "reads_during_window": {
+            "total": len([r for r in read_records if during_start <= r["t"] < during_end]),
+            "server_errors": sum(
+                analysis.is_server_error(r)
+                for r in read_records
+                if during_start <= r["t"] < during_end
+            ),
+        },
+        "latency_ms": {
+            "before": analysis.percentiles(r["ms"] for r in phase(start, during_start)),
+            "during": analysis.percentiles(r["ms"] for r in phase(during_start, during_end)),
+            "after": analysis.percentiles(r["ms"] for r in phase(during_end, time.time())),
+        },
+        "acknowledged_uploads": {"total": len(uploaded), "lost": lost},
+        "heartbeat_writes_acknowledged": heartbeat.acknowledged,
+        "rejoin": {"node": old_primary, "method": rejoined["method"]},
+        "events": {k: round(v - start, 3) for k, v in events.items()},
+        "plots": ["throughput.png", "replica_lag.png"],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    marks = {"kill": events["kill"] - start, "failover done": events["failover_done"] - start}
+    if window["first_write_after"]:
+        marks["first write"] = window["first_write_after"] - start
+    plots.throughput_plot(
+        out / "throughput.png",
+        analysis.per_second(records, start),
+        marks,
+        f"Failover under load (sync {sync.value}, {users} users)",
+    )
+    plots.lag_plot(out / "replica_lag.png", samples, start, marks, "Replica lag during failover")
+    write_failover_report(out, summary)
+    return out

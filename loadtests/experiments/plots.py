@@ -1,0 +1,115 @@
+"""PNG plots of experiment results (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def throughput_plot(
+    path: Path, series: list[dict[str, Any]], marks: dict[str, float], title: str
+) -> None:
+    """Requests, errors and acknowledged writes per second, with events marked."""
+    seconds = [point["second"] for point in series]
+    figure, axis = plt.subplots(figsize=(10, 4.5))
+    axis.plot(seconds, [p["requests"] for p in series], label="requests/s")
+    axis.plot(seconds, [p["writes_ok"] for p in series], label="acknowledged writes/s")
+    axis.plot(seconds, [p["errors"] for p in series], label="errors/s", color="tab:red")
+    for label, at in marks.items():
+        axis.axvline(at, linestyle="--", color="gray")
+        axis.annotate(
+            label, (at, axis.get_ylim()[1] * 0.95), rotation=90, fontsize=8, ha="right", va="top"
+        )
+    axis.set_xlabel("seconds since start")
+    axis.set_ylabel("per second")
+    axis.set_title(title)
+    axis.legend(loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def lag_plot(
+    path: Path, samples: list[dict[str, Any]], start: float, marks: dict[str, float], title: str
+) -> None:
+    """Each replica's lag in seconds and bytes over time, as the router measured it."""
+    figure, (seconds_axis, bytes_axis) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    names = sorted(
+        {
+            node["name"]
+            for sample in samples
+            for node in sample["nodes"]
+            if node["role"] == "replica"
+        }
+    )
+    for name in names:
+        points = [
+            (s["t"] - start, node)
+            for s in samples
+            for node in s["nodes"]
+            if node["name"] == name and node["role"] == "replica"
+        ]
+        seconds_axis.plot(
+            [t for t, _ in points],
+            [n["lag_seconds"] or 0 for _, n in points],
+            label=name,
+            marker=".",
+            linewidth=1,
+        )
+        bytes_axis.plot(
+            [t for t, _ in points],
+            [n["lag_bytes"] or 0 for _, n in points],
+            label=name,
+            marker=".",
+            linewidth=1,
+        )
+    for axis in (seconds_axis, bytes_axis):
+        for at in marks.values():
+            axis.axvline(at, linestyle="--", color="gray")
+    for label, at in marks.items():
+        seconds_axis.annotate(label, (at, 0), rotation=90, fontsize=7, ha="right", va="bottom")
+    seconds_axis.set_ylabel("lag (s)")
+    bytes_axis.set_ylabel("lag (bytes)")
+    bytes_axis.set_xlabel("seconds since start")
+    seconds_axis.set_title(title)
+    if names:
+        seconds_axis.legend(loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def stale_rate_plot(path: Path, cells: list[dict[str, Any]]) -> None:
+    """Stale-read rate per (apply delay, consistency) cell, grouped by delay."""
+    delays = list(dict.fromkeys(cell["apply_delay"] for cell in cells))
+    modes = list(dict.fromkeys(cell["consistency"] for cell in cells))
+    width = 0.8 / max(1, len(modes))
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for index, mode in enumerate(modes):
+        rates = [
+            next(
+                (
+                    c["stale_rate"] or 0.0
+                    for c in cells
+                    if c["apply_delay"] == delay and c["consistency"] == mode
+                ),
+                0.0,
+            )
+            for delay in delays
+        ]
+        positions = [d + index * width for d in range(len(delays))]
+        bars = axis.bar(positions, [rate * 100 for rate in rates], width, label=mode)
+        axis.bar_label(bars, fmt="%.1f", fontsize=8)
+    axis.set_xticks([d + width * (len(modes) - 1) / 2 for d in range(len(delays))], delays)
+    axis.set_xlabel("replica apply delay")
+    axis.set_ylabel("stale reads (% of read-after-upload)")
+    axis.set_title("Stale reads by consistency mode")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

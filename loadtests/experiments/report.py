@@ -1,0 +1,76 @@
+"""summary.md: the tables a person reads, from summary.json's numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    return f"{value}{unit}"
+
+
+def write_failover_report(out: Path, s: dict[str, Any]) -> None:
+    latency = s["latency_ms"]
+    rows = "\n".join(
+        f"| {phase} | {_fmt(latency[phase]['p50'])} | {_fmt(latency[phase]['p95'])} | "
+        f"{_fmt(latency[phase]['p99'])} | {latency[phase]['count']} |"
+        for phase in ("before", "during", "after")
+    )
+    p = s["parameters"]
+    text = f"""# Failover experiment
+
+{p["users"]} users for {p["duration_seconds"]} s against {p["service_instances"]} service
+instances, sync `{p["sync"]}`; the primary {s["old_primary"]} was crashed at
+{p["kill_at_seconds"]} s and `replikit cluster failover` promoted {s["new_primary"]}
+(timeline {s["new_timeline"]}).
+
+| measure | value |
+| --- | --- |
+| write unavailability, clients (last 2xx upload before → first after) | {_fmt(s["write_unavailability"]["client_seconds"], " s")} |
+| write unavailability, database (last heartbeat on old timeline → first on new) | {_fmt(s["write_unavailability"]["database_seconds"], " s")} |
+| failover command: kill → writes accepted | {_fmt(s["failover_command"]["seconds_to_writable"], " s")} |
+| reads during the window (server errors) | {s["reads_during_window"]["total"]} ({s["reads_during_window"]["server_errors"]}) |
+| acknowledged uploads lost | {s["acknowledged_uploads"]["lost"]} of {s["acknowledged_uploads"]["total"]} |
+| all requests (server errors) | {s["requests"]["total"]} ({s["requests"]["server_errors"]}) |
+| old primary rejoined by | {s["rejoin"]["method"]} |
+
+Latency (ms):
+
+| phase | p50 | p95 | p99 | requests |
+| --- | --- | --- | --- | --- |
+{rows}
+
+Plots: `throughput.png` (requests, acknowledged writes and errors per second; kill, failover and
+first write marked), `replica_lag.png` (each replica's lag as the router measured it).
+"""
+    (out / "summary.md").write_text(text)
+
+
+def write_lag_report(out: Path, s: dict[str, Any]) -> None:
+    rows = "\n".join(
+        f"| {c['apply_delay']} | {c['consistency']} | {c['ryw_reads']} | {c['stale_reads']} | "
+        f"{_fmt(None if c['stale_rate'] is None else round(100 * c['stale_rate'], 2), ' %')} | "
+        f"{_fmt(None if c['primary_share'] is None else round(100 * c['primary_share'], 1), ' %')} | "
+        f"{int(c['ryw_waits'].get('immediate', 0))}/{int(c['ryw_waits'].get('waited', 0))}/"
+        f"{int(c['ryw_waits'].get('timeout', 0))} | {_fmt(c['read_latency_ms']['p50'])} | "
+        f"{_fmt(c['read_latency_ms']['p95'])} | {_fmt(c['max_replica_lag_seconds'], ' s')} |"
+        for c in s["cells"]
+    )
+    p = s["parameters"]
+    text = f"""# Replica-lag experiment
+
+Each cell: every replica's replay delayed by `apply_delay`, then {p["users"]} users
+({p["ryw_users"]} uploading and reading back at once, the rest browsing) for
+{p["seconds_per_cell"]} s with reads in the given consistency mode.
+
+| apply delay | consistency | read-after-upload | stale | stale rate | reads on primary | RYW immediate/waited/timeout | read p50 ms | read p95 ms | max lag |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{rows}
+
+A stale read is a read-after-upload that got 404 or other bytes. Plots: `stale_reads.png`
+(stale rate per cell), `replica_lag.png` (lag over the whole run, cells marked).
+"""
+    (out / "summary.md").write_text(text)
