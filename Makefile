@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint up serve down status clean demo
+.PHONY: setup test lint up serve down status clean demo compose-up compose-down compose-logs compose-load compose-monitoring
 
 setup:
 	@bash deploy/setup-host.sh
@@ -45,3 +45,23 @@ demo: setup
 	$(BIN)/replikit experiment lag $(DEMO) --apply-delay 0,1s \
 		--consistency eventual,bounded,read_your_writes --users 6 --duration 6
 	$(BIN)/replikit cluster down $(DEMO)
+
+# Docker compose (needs a Docker engine and a .env with the three passwords; see README).
+COMPOSE ?= docker compose
+compose-up:
+	$(COMPOSE) up -d --build --wait
+	@echo "API: http://127.0.0.1:$${REPLIKIT_HTTP_PORT:-8080}/api/v1/images  docs: http://127.0.0.1:$${REPLIKIT_HTTP_PORT:-8080}/docs"
+
+compose-down:
+	$(COMPOSE) --profile loadtest --profile monitoring down
+
+compose-load:
+	$(COMPOSE) --profile loadtest up -d --build locust-master locust-worker
+	@echo "Locust: http://127.0.0.1:$${REPLIKIT_LOCUST_PORT:-8089}"
+
+compose-monitoring:
+	$(COMPOSE) --profile monitoring up -d
+	@echo "Grafana: http://127.0.0.1:$${REPLIKIT_GRAFANA_PORT:-3000} (admin / REPLIKIT_GRAFANA_PASSWORD)"
+
+compose-logs:
+	$(COMPOSE) logs --follow --tail=100

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare this machine for replikit: the system packages it needs (PostgreSQL server,
-# python3-venv, shellcheck), uv, and .venv with the project and its dev extras from uv.lock.
+# python3-venv, shellcheck, docker-compose), uv, and .venv with the project and its dev extras from uv.lock.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,6 +28,8 @@ elif ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
     missing+=(python3-venv)
 fi
 command -v shellcheck >/dev/null || missing+=(shellcheck)
+# The compose files are checked without a Docker engine by Debian's docker-compose (v1).
+command -v docker-compose >/dev/null || missing+=(docker-compose)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -281,18 +281,20 @@ def experiment_failover(
     results: ResultsOption = Path("results"),
 ) -> None:
     """Crash the primary under load, fail over, and measure what clients and the database saw."""
+    from loadtests.experiments.common import cluster_for_experiment
     from loadtests.experiments.failover import run_failover
 
     if mode != "manual":
         raise BadInputError(f"--mode {mode!r} is not supported; the only mode is manual.")
-    out = run_failover(
-        data_dir=data_dir.absolute(),
-        results=results,
-        users=users,
-        duration=duration,
-        kill_at=kill_at,
-        sync=sync,
-    )
+    with cluster_for_experiment(data_dir.absolute()):
+        out = run_failover(
+            data_dir=data_dir.absolute(),
+            results=results,
+            users=users,
+            duration=duration,
+            kill_at=kill_at,
+            sync=sync,
+        )
     console.print((out / "summary.md").read_text())
     console.print(f"Results and plots: {out}")
 
@@ -311,16 +313,18 @@ def experiment_lag(
     results: ResultsOption = Path("results"),
 ) -> None:
     """Run read-after-upload and browse load for each (replay delay, consistency) cell."""
+    from loadtests.experiments.common import cluster_for_experiment
     from loadtests.experiments.lag import run_lag
 
-    out = run_lag(
-        data_dir=data_dir.absolute(),
-        results=results,
-        delays=[d for d in apply_delay.split(",") if d.strip()],
-        modes=[m for m in consistency.split(",") if m.strip()],
-        users=users,
-        seconds_per_cell=duration,
-    )
+    with cluster_for_experiment(data_dir.absolute()):
+        out = run_lag(
+            data_dir=data_dir.absolute(),
+            results=results,
+            delays=[d for d in apply_delay.split(",") if d.strip()],
+            modes=[m for m in consistency.split(",") if m.strip()],
+            users=users,
+            seconds_per_cell=duration,
+        )
     console.print((out / "summary.md").read_text())
     console.print(f"Results and plots: {out}")
 

@@ -57,8 +57,10 @@ class ServerUser:
         cwd: Path | None = None,
         what: str,
         timeout: float = 120.0,
+        check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a program as this account; raise with its output when it fails."""
+        """Run a program as this account; unless ``check`` is off, raise with its output
+        when it fails."""
         full_env = {**os.environ, **(env or {})}
         result = subprocess.run(
             self.argv(argv),
@@ -69,7 +71,7 @@ class ServerUser:
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
-        if result.returncode != 0:
+        if check and result.returncode != 0:
             output = (result.stderr or result.stdout).strip()
             raise NodeCommandError(f"{what} failed: {output or f'exit code {result.returncode}'}")
         return result

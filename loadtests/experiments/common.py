@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from replication.cluster import Cluster, service_urls
+from replication.cluster import Cluster, cluster_down, service_urls
 from replication.ports import find_free_port_range
 from replication.service_process import ServiceRecord, start_service, stop_service
 
@@ -34,6 +34,22 @@ SCENARIO_CLASSES = {
     "mixed": "MixedUser",
     "ryw": "RywUser",
 }
+
+
+@contextlib.contextmanager
+def cluster_for_experiment(data_dir: Path) -> Iterator[None]:
+    """Stop the cluster afterwards when the experiment is what started it."""
+    was_running = False
+    if (data_dir / "state.json").exists():
+        with contextlib.suppress(Exception):
+            existing = Cluster.open(data_dir)
+            was_running = existing.driver.is_running(existing.state.primary_node)
+    try:
+        yield
+    finally:
+        if not was_running:
+            with contextlib.suppress(Exception):
+                cluster_down(data_dir)
 
 
 def results_dir(base: Path, name: str) -> Path:

@@ -25,7 +25,12 @@ from typing import Any
 import asyncpg
 
 from loadtests.experiments import analysis, plots
-from loadtests.experiments.common import experiment, progress, read_requests, results_dir
+from loadtests.experiments.common import (
+    experiment,
+    progress,
+    read_requests,
+    results_dir,
+)
 from loadtests.experiments.heartbeat import Heartbeat, database_window, prepare
 from loadtests.experiments.report import write_failover_report
 from replication import failover as failovers

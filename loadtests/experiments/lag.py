@@ -18,7 +18,12 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.experiments import analysis, plots
-from loadtests.experiments.common import experiment, progress, read_requests, results_dir
+from loadtests.experiments.common import (
+    experiment,
+    progress,
+    read_requests,
+    results_dir,
+)
 from loadtests.experiments.report import write_lag_report
 from replication import faults
 from replication.cluster import Cluster, cluster_up, service_urls

@@ -8,7 +8,8 @@
 #   PGBIN                     directory of the server binaries (else PATH)
 #   REPLIKIT_SYNC_MODE        off | on | quorum (default off)
 #   REPLIKIT_STANDBY_NAMES    comma-separated replica names, needed when sync is on/quorum
-#   REPLIKIT_HBA_ADDRESS      address range allowed to connect (default 127.0.0.1/32)
+#   REPLIKIT_HBA_ADDRESS      comma-separated address ranges (or samenet) allowed to connect
+#                             (default 127.0.0.1/32)
 #   REPLIKIT_LISTEN_ADDRESSES (default 127.0.0.1), REPLIKIT_SOCKET_DIR (default: no socket)
 #   REPLIKIT_WAL_KEEP_SIZE    (default 256MB), REPLIKIT_MAX_CONNECTIONS (default 200)
 #
@@ -85,14 +86,18 @@ CONF
     echo "include_if_exists = 'replikit-node.conf'"
 } >>"$PGDATA/postgresql.conf"
 
-cat >"$PGDATA/pg_hba.conf" <<HBA
-# Written by replikit: SCRAM passwords from $hba_address only; replication only for $replication_user.
-# TYPE  DATABASE     USER                 ADDRESS          METHOD
-local   all          $superuser                            peer
-host    replication  $replication_user    $hba_address     scram-sha-256
-host    all          $replication_user    $hba_address     reject
-host    all          all                  $hba_address     scram-sha-256
-HBA
+{
+    echo "# Written by replikit: SCRAM passwords from $hba_address only;"
+    echo "# replication only for $replication_user."
+    echo "# TYPE  DATABASE     USER                 ADDRESS          METHOD"
+    echo "local   all          $superuser                            peer"
+    IFS=',' read -r -a addresses <<<"$hba_address"
+    for address in "${addresses[@]}"; do
+        echo "host    replication  $replication_user    $address     scram-sha-256"
+        echo "host    all          $replication_user    $address     reject"
+        echo "host    all          all                  $address     scram-sha-256"
+    done
+} >"$PGDATA/pg_hba.conf"
 write_node_conf
 
 log "creating roles and database"
