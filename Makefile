@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint up serve down status clean demo compose-up compose-down compose-logs compose-load compose-monitoring
+.PHONY: setup test lint up serve down status clean demo compose-up compose-down compose-logs compose-load compose-monitoring compose-failover
 
 setup:
 	@bash deploy/setup-host.sh
@@ -65,3 +65,13 @@ compose-monitoring:
 
 compose-logs:
 	$(COMPOSE) logs --follow --tail=100
+
+# Crash the compose primary and fail over with the same replikit cluster commands, through the
+# compose driver (process control by docker compose, everything else over SQL).
+COMPOSE_STATE := --data-dir .replikit/compose
+compose-failover: setup
+	$(BIN)/replikit cluster attach-compose $(COMPOSE_STATE)
+	$(BIN)/replikit cluster kill primary $(COMPOSE_STATE)
+	$(BIN)/replikit cluster failover $(COMPOSE_STATE)
+	$(BIN)/replikit cluster status $(COMPOSE_STATE)
+	@echo "Bring the old primary back with: .venv/bin/replikit cluster rejoin <node> $(COMPOSE_STATE)"

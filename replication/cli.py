@@ -154,6 +154,26 @@ def env(data_dir: DataDirOption = DEFAULT_DATA_DIR) -> None:
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
+@cluster_app.command("attach-compose")
+def attach_compose(
+    compose_file: Annotated[Path, typer.Option(help="The compose file.")] = Path(
+        "docker-compose.yml"
+    ),
+    env_file: Annotated[Path, typer.Option(help="Its .env with the passwords.")] = Path(".env"),
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Where to keep the compose cluster's state.")
+    ] = Path(".replikit/compose"),
+) -> None:
+    """Record a running docker compose cluster so the cluster commands can act on it."""
+    from replication.compose_attach import attach_compose as attach
+
+    state = attach(data_dir, compose_file, env_file)
+    console.print(
+        f"Compose cluster recorded in {data_dir} (primary {state.primary}); use "
+        f"'replikit cluster status --data-dir {data_dir}' and the other cluster commands."
+    )
+
+
 def report(result: dict[str, object], as_json: bool, summary: str) -> None:
     if as_json:
         print(json.dumps(result, indent=2, default=str))
@@ -163,7 +183,7 @@ def report(result: dict[str, object], as_json: bool, summary: str) -> None:
 
 @cluster_app.command("kill")
 def kill(
-    node: Annotated[str, typer.Argument(help="Node to stop, e.g. pg0.")],
+    node: Annotated[str, typer.Argument(help="Node to stop, e.g. pg0, or 'primary'.")],
     mode: Annotated[StopMode, typer.Option(help="immediate = crash, fast = clean stop.")] = (
         StopMode.IMMEDIATE
     ),
@@ -172,6 +192,7 @@ def kill(
 ) -> None:
     """Crash (default) or stop one node."""
     result = faults.kill(data_dir, node, mode)
+    node = str(result["node"])
     kind = "crashed" if mode is StopMode.IMMEDIATE else "stopped"
     report(
         result,

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from replication.drivers.base import StopMode
+from replication.drivers.base import NodeDriver, StopMode
 from replication.drivers.local import LocalDriver
 from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
 from replication.pgbin import find_pg_binaries
@@ -43,7 +43,7 @@ class Cluster:
 
     data_dir: Path
     state: ClusterState
-    driver: LocalDriver
+    driver: NodeDriver
 
     @classmethod
     def open(cls, data_dir: Path, pg_bin: str | None = None) -> Cluster:
@@ -54,6 +54,10 @@ class Cluster:
 
     @classmethod
     def _with_driver(cls, data_dir: Path, state: ClusterState, pg_bin: str | None) -> Cluster:
+        if state.driver == "compose":
+            from replication.drivers.compose import ComposeDriver
+
+            return cls(data_dir, state, ComposeDriver(state=state))
         binaries = find_pg_binaries(pg_bin or state.pg_bin)
         if binaries.major_version != state.pg_major:
             raise BadInputError(

@@ -118,8 +118,9 @@ def _promote(state: ClusterState, target: NodeSpec) -> int:
 
 
 def primary_conninfo(state: ClusterState, node: NodeSpec, primary: NodeSpec) -> str:
+    host, port = state.replication_address(primary)
     return (
-        f"host={state.host} port={primary.port} user={state.replication_user} "
+        f"host={host} port={port} user={state.replication_user} "
         f"password={state.passwords.replication} application_name={node.name}"
     )
 

@@ -18,6 +18,8 @@ from replication.steps import StepClock
 def kill(data_dir: Path, name: str, mode: StopMode = StopMode.IMMEDIATE) -> dict[str, Any]:
     """Crash (immediate: no shutdown checkpoint, like a power cut) or stop (fast) a node."""
     cluster = Cluster.open(data_dir)
+    if name == "primary":  # the node the state file records as primary now
+        name = cluster.state.primary
     node = cluster.state.node(name)
     if not cluster.driver.is_running(node):
         raise BadInputError(f"{name} is already down.")

@@ -46,7 +46,10 @@ class Passwords(BaseModel):
 
 class NodeSpec(BaseModel):
     name: str
-    port: int
+    port: int  # where replikit reaches it (127.0.0.1:port)
+    # Where the other nodes reach it, when that differs (a compose service name and 5432).
+    internal_host: str | None = None
+    internal_port: int | None = None
 
 
 class ClusterState(BaseModel):
@@ -65,6 +68,8 @@ class ClusterState(BaseModel):
     primary: str
     passwords: Passwords
     wal_keep_size: str = "256MB"
+    driver: str = "local"  # local | compose
+    compose_file: str | None = None
     # Former primaries that must be rejoined before they run again (never as a primary).
     fenced: list[str] = Field(default_factory=list)
     # The primary before the last switchover or failover: the default switchover target.
@@ -93,6 +98,10 @@ class ClusterState(BaseModel):
                 return node
         known = ", ".join(node.name for node in self.nodes)
         raise BadInputError(f"There is no node named '{name}'; the nodes are {known}.")
+
+    def replication_address(self, node: NodeSpec) -> tuple[str, int]:
+        """Host and port the other nodes use to stream from ``node``."""
+        return node.internal_host or self.host, node.internal_port or node.port
 
     def app_url(self, node: NodeSpec) -> str:
         """SQLAlchemy asyncpg URL for the app role on one node."""

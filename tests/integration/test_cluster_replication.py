@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from replication.cluster import Cluster, cluster_up
+from replication.drivers.local import LocalDriver
 from replication.probe import cluster_status
 from tests.integration.clusters import REPLIKIT, replikit
 from tests.integration.conftest import connect, wait_until
@@ -100,9 +101,12 @@ async def test_replicas_stream_over_their_own_named_slots(cluster: Cluster) -> N
 
 
 def test_up_on_a_running_cluster_changes_nothing(cluster: Cluster) -> None:
+    driver = cluster.driver
+    assert isinstance(driver, LocalDriver)
+
     def postmaster_pids() -> list[str]:
         return [
-            (cluster.driver.pgdata(node) / "postmaster.pid").read_text().split()[0]
+            (driver.pgdata(node) / "postmaster.pid").read_text().split()[0]
             for node in cluster.state.nodes
         ]
 

@@ -1,0 +1,142 @@
+"""Nodes as containers of docker-compose.yml: process control through ``docker compose``.
+
+Building nodes is the containers' own job (their entrypoint runs the same scripts the local
+driver runs); this driver only starts, stops and inspects them, and runs the file-level steps
+(rejoin, fence, pg_controldata) in one-off containers on the node's volume, as the postgres
+account. Everything else (roles, promotion, repointing, lag) goes over SQL, as for local nodes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from replication.admin import fetchval
+from replication.drivers.base import StopMode
+from replication.errors import BadInputError, ClusterTimeoutError, NodeCommandError
+from replication.topology import ClusterState, NodeSpec
+
+START_TIMEOUT_SECONDS = 90.0
+
+
+class ComposeDriver:
+    def __init__(self, *, state: ClusterState, docker: str | None = None) -> None:
+        if state.compose_file is None:
+            raise BadInputError("This cluster has no compose file recorded.")
+        self.state = state
+        self.compose_file = Path(state.compose_file)
+        docker = docker or shutil.which("docker")
+        if docker is None:
+            raise BadInputError("The compose driver needs the docker client on PATH.")
+        self.docker = docker
+
+    def _compose(self, *args: str, what: str, timeout: float = 300.0) -> str:
+        command = [
+            self.docker,
+            "compose",
+            "-f",
+            str(self.compose_file),
+            "--project-directory",
+            str(self.compose_file.parent),
+            *args,
+        ]
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+        if result.returncode != 0:
+            output = (result.stderr or result.stdout).strip()
+            raise NodeCommandError(f"{what} failed: {output or f'exit code {result.returncode}'}")
+        return result.stdout
+
+    def _one_off(self, node: NodeSpec, script: str, *, what: str, env: dict[str, str]) -> str:
+        """Run ``sh -c script`` as postgres in a one-off container on the node's volume."""
+        options = [option for key, value in env.items() for option in ("-e", f"{key}={value}")]
+        return self._compose(
+            "run",
+            "--rm",
+            "--no-deps",
+            "--user",
+            "postgres",
+            *options,
+            "--entrypoint",
+            "sh",
+            node.name,
+            "-c",
+            script,
+            what=what,
+        )
+
+    # NodeDriver ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        return None
+
+    def has_data(self, node: NodeSpec) -> bool:
+        return True  # the container's entrypoint builds an empty volume by itself
+
+    def init_primary(self, node: NodeSpec) -> None:
+        raise BadInputError("Compose nodes are built by 'docker compose up', not by replikit.")
+
+    def bootstrap_replica(self, node: NodeSpec, primary: NodeSpec) -> None:
+        raise BadInputError("Compose nodes are built by 'docker compose up', not by replikit.")
+
+    def start(self, node: NodeSpec) -> None:
+        self._compose("start", node.name, what=f"starting {node.name}")
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            try:
+                fetchval(self.state, node, "SELECT 1")
+            except Exception:  # not accepting connections yet, whatever the reason
+                if time.monotonic() > deadline:
+                    raise ClusterTimeoutError(
+                        f"{node.name} did not accept connections within "
+                        f"{START_TIMEOUT_SECONDS:.0f} s; see 'docker compose logs {node.name}'."
+                    ) from None
+                time.sleep(0.5)
+                continue
+            return
+
+    def stop(self, node: NodeSpec, mode: StopMode = StopMode.FAST) -> None:
+        if not self.is_running(node):
+            return
+        if mode is StopMode.IMMEDIATE:
+            # SIGQUIT is PostgreSQL's immediate shutdown: no checkpoint, like a crash.
+            self._compose("kill", "-s", "SIGQUIT", node.name, what=f"crashing {node.name}")
+        else:
+            # The postgres image stops with SIGINT: a fast shutdown.
+            self._compose("stop", node.name, what=f"stopping {node.name}")
+
+    def is_running(self, node: NodeSpec) -> bool:
+        output = self._compose(
+            "ps", "--status", "running", "--services", what="listing running services", timeout=60
+        )
+        return node.name in output.split()
+
+    def rejoin(self, node: NodeSpec, primary: NodeSpec) -> str:
+        host, port = self.state.replication_address(primary)
+        output = self._one_off(
+            node,
+            "bash /replikit/scripts/rejoin-node.sh",
+            what=f"rejoining {node.name}",
+            env={"REPLIKIT_PRIMARY_HOST": host, "REPLIKIT_PRIMARY_PORT": str(port)},
+        )
+        lines = output.strip().splitlines()
+        return lines[-1].removeprefix("result=") if lines else "unknown"
+
+    def fence(self, node: NodeSpec) -> None:
+        self._one_off(node, 'touch "$PGDATA/standby.signal"', what=f"fencing {node.name}", env={})
+
+    def controldata(self, node: NodeSpec) -> dict[str, str]:
+        output = self._one_off(
+            node, 'pg_controldata "$PGDATA"', what=f"pg_controldata of {node.name}", env={}
+        )
+        return {
+            key.strip(): value.strip()
+            for key, _, value in (line.partition(":") for line in output.splitlines())
+        }
