@@ -30,6 +30,20 @@ async def admin_connect(state: ClusterState, node: NodeSpec) -> asyncpg.Connecti
     )
 
 
+async def app_connect(
+    state: ClusterState, node: NodeSpec, connect_timeout: float = CONNECT_TIMEOUT_SECONDS
+) -> asyncpg.Connection:
+    """A connection as the app role to its database, as the service would open it."""
+    return await asyncpg.connect(
+        host=state.host,
+        port=node.port,
+        user=state.app_user,
+        password=state.passwords.app,
+        database=state.database,
+        timeout=connect_timeout,
+    )
+
+
 async def with_admin(
     state: ClusterState, node: NodeSpec, work: Callable[[asyncpg.Connection], Awaitable[T]]
 ) -> T:

@@ -27,6 +27,7 @@ import asyncpg
 
 from replication import failover as failovers
 from replication import faults
+from replication.admin import app_connect
 from replication.ports import find_free_port_range
 from replication.topology import require_state
 
@@ -49,14 +50,7 @@ async def first_write(data_dir: Path, deadline_seconds: float = 30.0) -> float:
     deadline = time.monotonic() + deadline_seconds
     while time.monotonic() < deadline:
         try:
-            connection = await asyncpg.connect(
-                host=state.host,
-                port=node.port,
-                user=state.app_user,
-                password=state.passwords.app,
-                database=state.database,
-                timeout=1,
-            )
+            connection = await app_connect(state, node, connect_timeout=1)
             try:
                 await connection.execute("CREATE TABLE IF NOT EXISTS bench_writes (at timestamptz)")
                 await connection.execute("INSERT INTO bench_writes VALUES (now())")

@@ -35,6 +35,7 @@ from loadtests.experiments.heartbeat import Heartbeat, database_window, prepare
 from loadtests.experiments.report import write_failover_report
 from replication import failover as failovers
 from replication import faults
+from replication.admin import app_connect
 from replication.cluster import Cluster, cluster_up, service_urls
 from replication.errors import BadInputError
 from replication.topology import SyncMode, require_state
@@ -44,14 +45,7 @@ from service import migrate
 async def _on_primary(data_dir: Path, work: Any) -> Any:
     state = require_state(data_dir)
     node = state.primary_node
-    connection = await asyncpg.connect(
-        host=state.host,
-        port=node.port,
-        user=state.app_user,
-        password=state.passwords.app,
-        database=state.database,
-        timeout=3,
-    )
+    connection = await app_connect(state, node, connect_timeout=3)
     try:
         return await work(connection)
     finally:

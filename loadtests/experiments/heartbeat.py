@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from replication.admin import app_connect
 from replication.topology import require_state
 
 TIMELINE_SQL = "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
@@ -34,14 +35,7 @@ class Heartbeat:
     async def _connect(self) -> asyncpg.Connection:
         state = require_state(self.data_dir)  # re-read: the primary changes on failover
         node = state.primary_node
-        return await asyncpg.connect(
-            host=state.host,
-            port=node.port,
-            user=state.app_user,
-            password=state.passwords.app,
-            database=state.database,
-            timeout=1,
-        )
+        return await app_connect(state, node, connect_timeout=1)
 
     async def _run(self) -> None:
         connection: asyncpg.Connection | None = None
