@@ -4,7 +4,8 @@ export UV_PYTHON_DOWNLOADS := never
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint up serve down status clean demo compose-up compose-down compose-logs compose-load compose-monitoring compose-failover
+.PHONY: setup test lint up serve down status clean demo compose-up compose-down compose-purge \
+	compose-logs compose-load compose-monitoring compose-failover compose-rejoin
 
 setup:
 	@bash deploy/setup-host.sh
@@ -16,7 +17,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	shellcheck -x replication/scripts/*.sh deploy/*.sh .ci/run
+	shellcheck -x replication/scripts/*.sh deploy/*.sh deploy/base/*.sh .ci/run
 
 up: setup
 	$(BIN)/replikit cluster up
@@ -46,32 +47,44 @@ demo: setup
 		--consistency eventual,bounded,read_your_writes --users 6 --duration 6
 	$(BIN)/replikit cluster down $(DEMO)
 
-# Docker compose (needs a Docker engine and a .env with the three passwords; see README).
-COMPOSE ?= docker compose
-compose-up:
-	$(COMPOSE) up -d --build --wait
-	@echo "API: http://127.0.0.1:$${REPLIKIT_HTTP_PORT:-8080}/api/v1/images  docs: http://127.0.0.1:$${REPLIKIT_HTTP_PORT:-8080}/docs"
+# Docker compose, on compose v2 or v1 (detected; REPLIKIT_COMPOSE overrides). compose-up
+# installs Docker when missing (as root), starts the engine when nothing runs it, writes .env
+# with generated passwords when there is none, builds every image from one Debian base and
+# returns once every service is healthy. See README.md, "Docker compose".
+COMPOSE_STATE := --data-dir .replikit/compose
+NODE ?= pg0
+compose-up: setup
+	@bash deploy/docker-host.sh
+	$(BIN)/replikit compose up
 
-compose-down:
-	$(COMPOSE) --profile loadtest --profile monitoring down
+compose-down: setup
+	$(BIN)/replikit compose down
 
-compose-load:
-	$(COMPOSE) --profile loadtest up -d --build locust-master locust-worker
-	@echo "Locust: http://127.0.0.1:$${REPLIKIT_LOCUST_PORT:-8089}"
+# Also removes the database volumes: every image and row in the stack is gone.
+compose-purge: setup
+	$(BIN)/replikit compose down --volumes
 
-compose-monitoring:
-	$(COMPOSE) --profile monitoring up -d
-	@echo "Grafana: http://127.0.0.1:$${REPLIKIT_GRAFANA_PORT:-3000} (admin / REPLIKIT_GRAFANA_PASSWORD)"
+compose-logs: setup
+	$(BIN)/replikit compose logs
 
-compose-logs:
-	$(COMPOSE) logs --follow --tail=100
+compose-monitoring: setup
+	@bash deploy/docker-host.sh
+	$(BIN)/replikit compose up --profile monitoring
+
+# A headless Locust run through the load balancer; see docs/experiments.md.
+compose-load: setup
+	@bash deploy/docker-host.sh
+	$(BIN)/replikit compose load
 
 # Crash the compose primary and fail over with the same replikit cluster commands, through the
 # compose driver (process control by docker compose, everything else over SQL).
-COMPOSE_STATE := --data-dir .replikit/compose
 compose-failover: setup
 	$(BIN)/replikit cluster attach-compose $(COMPOSE_STATE)
 	$(BIN)/replikit cluster kill primary $(COMPOSE_STATE)
 	$(BIN)/replikit cluster failover $(COMPOSE_STATE)
 	$(BIN)/replikit cluster status $(COMPOSE_STATE)
-	@echo "Bring the old primary back with: .venv/bin/replikit cluster rejoin <node> $(COMPOSE_STATE)"
+	@echo "Bring the old primary back as a replica with: make compose-rejoin NODE=<node>"
+
+compose-rejoin: setup
+	$(BIN)/replikit cluster rejoin $(NODE) $(COMPOSE_STATE)
+	$(BIN)/replikit cluster status $(COMPOSE_STATE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -9,6 +10,7 @@ import typer
 from rich.console import Console
 
 from replication.compose_env import ensure_env_file, read_env
+from replication.errors import BadInputError
 
 if TYPE_CHECKING:
     from replication.compose_stack import ComposeStack
@@ -97,3 +99,41 @@ def down(
         return
     _stack(env_file, project_name).down(volumes=volumes)
     console.print("Stack removed" + (" with its volumes." if volumes else "; volumes kept."))
+
+
+@compose_app.command("logs")
+def logs(
+    env_file: EnvFileOption = Path(".env"),
+    project_name: ProjectOption = None,
+    service: Annotated[list[str] | None, typer.Argument(help="Services (default: all).")] = None,
+) -> None:
+    """Follow the stack's logs (the last 100 lines of each service first)."""
+    stack = _stack(env_file, project_name)
+    stack.run("logs", "--follow", "--tail=100", *(service or []), what="logs", capture=False)
+
+
+SCENARIOS = {"browse": "BrowseUser", "upload": "UploadUser", "mixed": "MixedUser"}
+
+
+@compose_app.command("load")
+def load(
+    env_file: EnvFileOption = Path(".env"),
+    project_name: ProjectOption = None,
+    scenario: Annotated[str, typer.Option(help="browse, upload or mixed.")] = "mixed",
+    users: Annotated[int, typer.Option(help="Locust users.", min=1)] = 20,
+    spawn_rate: Annotated[float, typer.Option(help="Users started per second.")] = 10.0,
+    duration: Annotated[int, typer.Option(help="Seconds of load.", min=1)] = 30,
+) -> None:
+    """Headless Locust through the load balancer, with the upload rate limit off for the run."""
+    if scenario not in SCENARIOS:
+        raise BadInputError(f"Unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}.")
+    if not env_file.is_file():
+        raise BadInputError(
+            f"There is no {env_file}; start the stack with 'make compose-up' first."
+        )
+    stack = _stack(env_file, project_name)
+    result = stack.load(
+        scenario=SCENARIOS[scenario], users=users, spawn_rate=spawn_rate, seconds=duration
+    )
+    # Locust's tables are wider than a terminal; rich would fold them.
+    sys.stdout.write(result.stdout + result.stderr)

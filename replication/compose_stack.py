@@ -82,8 +82,14 @@ class ComposeStack:
         return self.program.command(*prefix, *args)
 
     def run(
-        self, *args: str, what: str, timeout: float = 900.0, capture: bool = True
+        self,
+        *args: str,
+        what: str,
+        timeout: float = 900.0,
+        capture: bool = True,
+        overrides: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """Run compose; ``overrides`` win over the .env file (compose prefers the shell's)."""
         try:
             result = subprocess.run(
                 self.argv(*args),
@@ -93,6 +99,7 @@ class ComposeStack:
                 timeout=timeout,
                 check=False,
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, **(overrides or {})},
             )
         except subprocess.TimeoutExpired:
             raise ClusterTimeoutError(f"{what} took longer than {timeout:.0f} s.") from None
@@ -188,6 +195,33 @@ class ComposeStack:
             timeout=60,
         )
         return (result.stdout + result.stderr).rstrip()
+
+    def load(
+        self, *, scenario: str, users: int, spawn_rate: float, seconds: int
+    ) -> subprocess.CompletedProcess[str]:
+        """A headless Locust run from the loadtest image, through the load balancer.
+
+        Every Locust user of one container reaches the service from one address, so the upload
+        rate limit (per client address) would measure itself, not the service: the app
+        instances run with the limit off for the run and are put back afterwards.
+        """
+        no_limit = {"REPLIKIT_UPLOAD_RATE_LIMIT": "0"}
+        self.run("up", "-d", "--no-build", "app", what="restarting app", overrides=no_limit)
+        try:
+            self.wait_ready(services=["app", "lb"], timeout=120)
+            locust = (
+                "exec locust -f \"$(python3 -c 'import loadtests.locustfile as m; "
+                "print(m.__file__)')\" --headless --only-summary --host http://lb:8080 "
+                f"-u {users} -r {spawn_rate} -t {seconds}s {scenario}"
+            )
+            return self.run(
+                "--profile", "loadtest", "run", "--rm", "--no-deps", "locust-master",
+                "sh", "-c", locust,
+                what="the Locust run", timeout=seconds + 180,
+            )  # fmt: skip
+        finally:
+            self.run("up", "-d", "--no-build", "app", what="restoring app")
+            self.wait_ready(services=["app", "lb"], timeout=120)
 
     def down(self, *, volumes: bool = False) -> None:
         flags = ["--profile", "loadtest", "--profile", "monitoring", "--profile", "grafana"]
