@@ -4,11 +4,18 @@ export UV_PYTHON_DOWNLOADS := never
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint up serve down status clean demo compose-up compose-down compose-purge \
+.PHONY: setup requirements test lint up serve down status clean demo compose-up compose-down compose-purge \
 	compose-logs compose-load compose-monitoring compose-failover compose-rejoin
 
 setup:
 	@bash deploy/setup-host.sh
+
+# The images' pinned Python packages, exported from uv.lock (tests check they match).
+UV = $(shell command -v uv || echo .tools/bin/uv)
+UV_EXPORT = $(UV) export --frozen --no-dev --no-emit-project --no-header --format requirements-txt
+requirements: setup
+	$(UV_EXPORT) -o deploy/service/requirements.txt
+	$(UV_EXPORT) --extra experiments -o deploy/service/requirements-experiments.txt
 
 test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)

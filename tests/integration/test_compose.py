@@ -1,16 +1,12 @@
-"""The compose topology, checked without Docker: the files parse, the wiring is what the README
-says, and a rehearsal runs the PostgreSQL services' own entrypoint and environment as local
-processes, then serves an upload through the service configured exactly as the app service."""
+"""The compose files, checked without Docker, for what the real-engine tests (tests/compose)
+cannot see: missing passwords refused, loopback-only ports, no dependency on one node's role,
+every image from the one pinned base, and the dashboard's metrics exported."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +15,8 @@ import pytest
 import yaml
 
 from replication.cluster import Cluster
-from replication.pgbin import find_pg_binaries
-from replication.server_user import ServerUser
-from service import migrate
 from service.settings import Settings
-from tests.integration.clusters import free_base_port, reachable_temp_dir
+from tests.integration.clusters import reachable_temp_dir
 from tests.integration.compose_files import ROOT, compose, compose_env_file, resolved_config
 from tests.integration.service_fixtures import image_bytes, service_client, upload
 
@@ -52,32 +45,36 @@ def test_compose_file_parses_and_refuses_missing_passwords(workdir: Path) -> Non
 
 
 def test_services_health_checks_and_dependencies(config: dict[str, Any]) -> None:
+    """What the real run does not show: the wiring that keeps failovers and ports safe."""
     services = config["services"]
     core = {*PG_SERVICES, "migrate", "app", "lb"}
     assert core <= set(services)
     for name in set(services) - core:  # everything else is opt-in
         assert services[name].get("profiles"), f"{name} runs without a profile"
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            host_ip = port["host_ip"] if isinstance(port, dict) else port.split(":")[0]
+            assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond loopback"
     for name in PG_SERVICES:
-        assert services[name]["image"].startswith("postgres:17.")
+        assert services[name]["image"] == "replikit-postgres:17"
         assert "healthcheck.sh" in " ".join(services[name]["healthcheck"]["test"])
         assert services[name]["environment"]["REPLIKIT_NODE_NAME"] == name
-        assert all(
-            port["host_ip"] == "127.0.0.1"
-            if isinstance(port, dict)
-            else port.startswith("127.0.0.1:")
-            for port in services[name]["ports"]
-        )
+        assert services[name]["environment"]["REPLIKIT_PEERS"] == ",".join(PG_SERVICES)
+        # Nothing may wait on one particular node being healthy: roles move on failover.
+        assert "depends_on" not in services[name]
     assert services["pg0"]["environment"]["REPLIKIT_ROLE"] == "primary"
     for name in ("pg1", "pg2"):
         assert services[name]["environment"]["REPLIKIT_ROLE"] == "replica"
-        assert services[name]["depends_on"]["pg0"]["condition"] == "service_healthy"
-    assert services["migrate"]["command"] == ["replikit", "migrate"]
-    assert services["migrate"]["depends_on"]["pg0"]["condition"] == "service_healthy"
+    assert services["migrate"]["command"][:3] == ["replikit", "migrate", "--wait-for-primary"]
+    assert "depends_on" not in services["migrate"]
     assert services["app"]["depends_on"]["migrate"]["condition"] == (
         "service_completed_successfully"
     )
-    assert services["app"]["deploy"]["replicas"] >= 2
-    assert services["lb"]["depends_on"]["app"]["condition"] == "service_healthy"
+    lb_address = services["lb"]["networks"]["default"]["ipv4_address"]
+    assert services["app"]["command"][-2:] == ["--forwarded-allow-ips", lb_address]
+    for one_shot in ("migrate", "locust-master", "locust-worker"):
+        assert services[one_shot]["labels"]["replikit.one-shot"] == "true"
+        assert "healthcheck" not in services[one_shot]
 
 
 def test_every_service_variable_is_a_setting(config: dict[str, Any]) -> None:
@@ -87,150 +84,32 @@ def test_every_service_variable_is_a_setting(config: dict[str, Any]) -> None:
             assert key.removeprefix("REPLIKIT_").lower() in Settings.model_fields, key
 
 
-def test_dockerfile_is_pinned_multi_stage_and_non_root() -> None:
-    text = (ROOT / "deploy/service/Dockerfile").read_text()
-    bases = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
-    assert len(bases) == 2
-    assert all(re.search(r":\d+\.\d+\.\d+-slim", base) for base in bases), bases
-    final_stage = text.split("\nFROM ")[-1]
-    user = re.search(r"^USER (\S+)", final_stage, re.MULTILINE)
-    assert user is not None
-    assert user.group(1) not in {"root", "0"}
-    assert "HEALTHCHECK" in final_stage
-    assert "uv" not in final_stage.split("COPY --from=build")[0].split("RUN useradd")[0]
+def test_every_image_is_built_from_the_one_pinned_debian_base_and_runs_unprivileged() -> None:
+    dockerfiles = sorted((ROOT / "deploy").glob("*/Dockerfile"))
+    assert {path.parent.name for path in dockerfiles} == {
+        "haproxy",
+        "postgres",
+        "postgres-exporter",
+        "prometheus",
+        "service",
+    }
+    for path in dockerfiles:
+        text = path.read_text()
+        assert re.findall(r"^ARG BASE=(\S+)", text, re.MULTILINE) == ["debian:13.8-slim"], path
+        for base in re.findall(r"^FROM (\S+)", text, re.MULTILINE):
+            assert base == "${BASE}" or not base.startswith(("debian", "python", "postgres")), path
+        final_stage = text.split("\nFROM ")[-1]
+        user = re.findall(r"^USER (\S+)", final_stage, re.MULTILINE)
+        assert user, path
+        assert user[-1] not in {"root", "0"}, path
+        # Health is the compose file's to say per service (one-shot services have none).
+        assert "HEALTHCHECK" not in text, path
 
 
-def _local_env(
-    service: dict[str, Any], ports: dict[str, int], root: Path, pg_bin: Path
-) -> dict[str, str]:
-    """The service's environment with container paths and host names made local."""
-    env = {key: str(value) for key, value in service["environment"].items()}
-    name = env["REPLIKIT_NODE_NAME"]
-    (root / f"{name}-run").mkdir(exist_ok=True)
-    env.update(
-        {
-            "PGDATA": str(root / name),
-            "PGPORT": str(ports[name]),
-            "PGBIN": str(pg_bin),
-            "REPLIKIT_LISTEN_ADDRESSES": "127.0.0.1",
-            "REPLIKIT_SOCKET_DIR": str(root / f"{name}-run"),
-            "REPLIKIT_PRIMARY_HOST": "127.0.0.1",
-            "REPLIKIT_PRIMARY_PORT": str(ports[env["REPLIKIT_PRIMARY_HOST"]]),
-        }
-    )
-    return env
-
-
-def _local_url(url: str, ports: dict[str, int]) -> str:
-    for name, port in ports.items():
-        url = url.replace(f"@{name}:5432/", f"@127.0.0.1:{port}/")
-    return url
-
-
-@contextlib.contextmanager
-def rehearsal_nodes(config: dict[str, Any], root: Path) -> Iterator[dict[str, int]]:
-    user = ServerUser.detect()
-    pg_bin = find_pg_binaries().directory
-    scripts = root / "scripts"
-    shutil.copytree(ROOT / "replication/scripts", scripts)
-    for node in PG_SERVICES:
-        # What the container's root step does for its volume: owned by postgres.
-        user.make_dir(root / f"{node}-run", mode=0o755)
-        user.make_dir(root / node, mode=0o700)
-    base = free_base_port(len(PG_SERVICES))
-    ports = {name: base + index for index, name in enumerate(PG_SERVICES)}
-    processes: list[subprocess.Popen[bytes]] = []
-    envs: dict[str, dict[str, str]] = {}
-    try:
-        for name in PG_SERVICES:
-            service = config["services"][name]
-            entrypoint = service["entrypoint"]
-            assert entrypoint[-1] == "/replikit/scripts/container-entrypoint.sh"
-            env = _local_env(service, ports, root, pg_bin)
-            envs[name] = env
-            log = (root / f"{name}.log").open("wb")
-            processes.append(
-                subprocess.Popen(
-                    user.argv(["bash", str(scripts / "container-entrypoint.sh")]),
-                    env={**os.environ, **env},
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd="/",
-                )
-            )
-            deadline = time.monotonic() + 90
-            while (
-                user.run(
-                    ["bash", str(scripts / "healthcheck.sh")],
-                    env=env,
-                    what="healthcheck",
-                    timeout=10,
-                    check=False,
-                ).returncode
-                != 0
-            ):
-                log_tail = (root / f"{name}.log").read_text()[-2000:]
-                assert processes[-1].poll() is None, f"{name} entrypoint exited: {log_tail}"
-                assert time.monotonic() < deadline, log_tail
-                time.sleep(0.3)
-        yield ports
-    finally:
-        for name, env in envs.items():
-            user.run(
-                [
-                    str(pg_bin / "pg_ctl"),
-                    "--pgdata",
-                    env["PGDATA"],
-                    "--mode",
-                    "fast",
-                    "--wait",
-                    "stop",
-                ],
-                what=f"stopping {name}",
-                check=False,
-            )
-        for process in processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(15)
-            if process.poll() is None:
-                process.kill()
-
-
-async def test_rehearsal_runs_the_compose_topology_from_its_own_scripts(
-    config: dict[str, Any], workdir: Path
-) -> None:
-    import asyncio
-
-    root = workdir / "rehearsal"
-    root.mkdir()
-    root.chmod(0o755)
-    manager = rehearsal_nodes(config, root)
-    ports = await asyncio.to_thread(manager.__enter__)
-    try:
-        app_env = config["services"]["app"]["environment"]
-        values: dict[str, Any] = {
-            key.removeprefix("REPLIKIT_").lower(): _local_url(str(value), ports)
-            for key, value in app_env.items()
-        }
-        settings = Settings.model_validate(values)
-        assert len(settings.replica_urls) == 2
-        await asyncio.to_thread(migrate.upgrade, settings.primary_url)
-        async with service_client(settings) as client:
-            created = await upload(client, image_bytes("PNG"))
-            assert created.status_code == 201, created.text
-            read = await client.get(
-                f"/api/v1/images/{created.json()['id']}",
-                headers={"X-Replikit-LSN": created.headers["X-Replikit-LSN"]},
-            )
-            assert read.status_code == 200
-            view = (await client.get("/cluster")).json()
-        roles = {node["name"]: node["role"] for node in view["nodes"]}
-        assert roles == {"pg0": "primary", "pg1": "replica", "pg2": "replica"}
-    finally:
-        await asyncio.to_thread(manager.__exit__, None, None, None)
-
-
-@pytest.mark.parametrize("profiles", [["loadtest"], ["monitoring"], ["loadtest", "monitoring"]])
+@pytest.mark.parametrize(
+    "profiles",
+    [["loadtest"], ["monitoring"], ["monitoring", "grafana"], ["loadtest", "monitoring"]],
+)
 def test_every_profile_combination_parses(workdir: Path, profiles: list[str]) -> None:
     options = [arg for profile in profiles for arg in ("--profile", profile)]
     result = compose(*options, "config", env_file=compose_env_file(workdir))
@@ -239,7 +118,7 @@ def test_every_profile_combination_parses(workdir: Path, profiles: list[str]) ->
     if "loadtest" in profiles:
         assert {"locust-master", "locust-worker"} <= services
     if "monitoring" in profiles:
-        assert {"prometheus", "grafana", "pg0-exporter", "pg1-exporter", "pg2-exporter"} <= services
+        assert {"prometheus", "pg0-exporter", "pg1-exporter", "pg2-exporter"} <= services
 
 
 def test_dashboard_queries_name_metrics_that_are_exported(migrated: Cluster) -> None:

@@ -44,3 +44,17 @@ async def test_zero_turns_the_limit_off(migrated: Cluster) -> None:
     async with service_client(settings, client_ip="192.0.2.77") as client:
         for _ in range(5):
             assert (await upload(client, image_bytes("PNG", (8, 8)))).status_code == 201
+
+
+async def test_a_forwarded_address_that_is_not_an_ip_is_a_400_and_stores_nothing(
+    migrated: Cluster,
+) -> None:
+    """uvicorn copies a trusted proxy's X-Forwarded-For into the client address unchecked."""
+    settings = service_settings(migrated, upload_rate_limit=3)
+    async with service_client(settings, client_ip="<script>") as client:
+        before = (await client.get("/api/v1/images?limit=100")).json()["items"]
+        response = await upload(client, image_bytes("PNG", (8, 8)))
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "INVALID_CLIENT_ADDRESS"
+        after = (await client.get("/api/v1/images?limit=100")).json()["items"]
+        assert after == before
