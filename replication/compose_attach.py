@@ -34,12 +34,28 @@ HTTP_PORT_VARIABLE = "REPLIKIT_HTTP_PORT"
 ADMIN_PORT_VARIABLE = "REPLIKIT_ADMIN_PORT"
 
 
-def published_port(compose_text: str, values: dict[str, str], variable: str) -> int | None:
-    """The port ``variable`` publishes: its env-file value, else the compose file's default."""
+def stack_value(compose_text: str, values: dict[str, str], variable: str) -> str | None:
+    """What ``variable`` is in the stack: its env-file value, else the compose file's default
+    (``${VARIABLE:-default}``), else None."""
     if values.get(variable):
-        return int(values[variable])
-    default = re.search(r"\$\{" + re.escape(variable) + r":?-(\d+)\}", compose_text)
-    return int(default.group(1)) if default else None
+        return values[variable]
+    default = re.search(r"\$\{" + re.escape(variable) + r":?-([^}]*)\}", compose_text)
+    return default.group(1) if default else None
+
+
+def published_port(compose_text: str, values: dict[str, str], variable: str) -> int | None:
+    """The port ``variable`` publishes, as :func:`stack_value` finds it."""
+    value = stack_value(compose_text, values, variable)
+    return int(value) if value else None
+
+
+def recorded_stack_value(state: ClusterState, variable: str) -> str | None:
+    """:func:`stack_value` for an attached stack, from its recorded compose and env files."""
+    if state.compose_file is None:
+        return None
+    env_file = Path(state.compose_env_file or Path(state.compose_file).parent / ".env")
+    values = {k: v or "" for k, v in dotenv_values(env_file).items()} if env_file.is_file() else {}
+    return stack_value(Path(state.compose_file).read_text(), values, variable)
 
 
 def service_endpoints(compose_text: str, values: dict[str, str]) -> ServiceEndpoints | None:

@@ -22,6 +22,11 @@ from tests.integration.clusters import reachable_temp_dir
 ROOT = Path(__file__).resolve().parents[2]
 Persona = Literal["v1", "v2"]
 VERSIONS: dict[Persona, str] = {"v1": "1.29.2", "v2": "2.29.7"}
+COMPOSE_TEXT = """services:
+  app:
+    environment:
+      REPLIKIT_UPLOAD_RATE_LIMIT: ${REPLIKIT_UPLOAD_RATE_LIMIT:-60}
+"""
 
 
 @dataclass
@@ -48,8 +53,12 @@ def fake_compose(
     persona: Persona = "v1",
     project: str | None = "rktest",
     service: ServiceEndpoints | None = None,
+    stack_env: str = "REPLIKIT_UPLOAD_RATE_LIMIT=0\n",
 ) -> Iterator[FakeCompose]:
-    """A compose state for ``local``'s nodes; the temporary files go afterwards."""
+    """A compose state for ``local``'s nodes; the temporary files go afterwards.
+
+    The recorded compose file only carries the app's rate-limit default; ``stack_env`` is the
+    recorded env file."""
     driver = local.driver
     assert isinstance(driver, LocalDriver)
     work = reachable_temp_dir("replikit-fake-compose-")
@@ -78,8 +87,10 @@ def fake_compose(
         state = local.state.model_copy(deep=True)
         state.driver = "compose"
         state.compose_file = str(work / "docker-compose.yml")
+        (work / "docker-compose.yml").write_text(COMPOSE_TEXT)
         state.compose_project = project
         state.compose_env_file = str(work / "stack.env")
+        (work / "stack.env").write_text(stack_env)
         state.service = service
         for node in state.nodes:  # "containers" reach each other on loopback ports here
             node.internal_host, node.internal_port = "127.0.0.1", node.port
