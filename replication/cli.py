@@ -16,8 +16,9 @@ from rich.table import Table
 from replication import failover as failovers
 from replication import faults
 from replication.cluster import DEFAULT_DATA_DIR, Cluster, cluster_down, cluster_up, env_lines
+from replication.compose_cli import compose_app
 from replication.drivers.base import StopMode
-from replication.errors import BadInputError, ReplikitError
+from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
 from replication.ports import require_free_ports
 from replication.probe import NodeStatus
 from replication.topology import SyncMode, require_state
@@ -33,6 +34,7 @@ experiment_app = typer.Typer(
     help="Failover and replica-lag experiments under Locust load.", no_args_is_help=True
 )
 app.add_typer(experiment_app, name="experiment")
+app.add_typer(compose_app, name="compose")
 
 # Wide enough for the status table when output goes to a pipe or a file.
 console = Console(width=None if Console().is_terminal else 140)
@@ -366,17 +368,33 @@ def migrate(
     down: Annotated[
         bool, typer.Option("--down", help="Downgrade to REVISION (e.g. base) instead.")
     ] = False,
+    wait_for_primary: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for exactly one node to answer as the primary.", min=0),
+    ] = 0.0,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
 ) -> None:
-    """Apply the database migrations on the primary (upgrade to head by default)."""
+    """Apply the database migrations on the primary (upgrade to head by default).
+
+    The primary is whichever configured node (REPLIKIT_PRIMARY_URL or a replica URL) is out of
+    recovery now, so the command keeps working after a failover.
+    """
     from replication.service_env import resolve_settings
     from service import migrate as migrations
 
     settings, _ = resolve_settings(data_dir)
+    primary_url = migrations.find_primary_url(
+        [settings.primary_url, *settings.replica_urls], wait_seconds=wait_for_primary
+    )
+    if primary_url is None:
+        raise ClusterTimeoutError(
+            "No single node answered as the primary; check the cluster with 'replikit cluster "
+            "status' (or pass --wait-for-primary SECONDS while it starts)."
+        )
     if down:
-        migrations.downgrade(settings.primary_url, revision)
+        migrations.downgrade(primary_url, revision)
     else:
-        migrations.upgrade(settings.primary_url, revision)
+        migrations.upgrade(primary_url, revision)
     console.print(f"Database {'downgraded' if down else 'upgraded'} to {revision}.")
 
 

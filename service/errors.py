@@ -46,6 +46,11 @@ class InvalidCursorError(ServiceError):
     code = "INVALID_CURSOR"
 
 
+class InvalidClientAddressError(ServiceError):
+    status_code = 400
+    code = "INVALID_CLIENT_ADDRESS"
+
+
 class DeleteTokenRequiredError(ServiceError):
     status_code = 401
     code = "DELETE_TOKEN_REQUIRED"

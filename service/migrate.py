@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.engine import make_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -28,3 +33,41 @@ def downgrade(primary_url: str, revision: str) -> None:
 
 def current(primary_url: str) -> None:
     command.current(alembic_config(primary_url))
+
+
+async def _is_primary(url: str) -> bool:
+    """True when the node at ``url`` answers and is out of recovery."""
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        connection = await asyncpg.connect(dsn, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    try:
+        return bool(await connection.fetchval("SELECT NOT pg_is_in_recovery()"))
+    except (OSError, asyncpg.PostgresError):
+        return False
+    finally:
+        await connection.close()
+
+
+async def _find_primary(urls: Sequence[str], wait_seconds: float) -> str | None:
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        answers = await asyncio.gather(*(_is_primary(url) for url in urls))
+        primaries = [url for url, primary in zip(urls, answers, strict=True) if primary]
+        if len(primaries) == 1:
+            return primaries[0]
+        # Two nodes out of recovery is a split brain: migrating either would be a guess.
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(1.0)
+
+
+def find_primary_url(urls: Sequence[str], wait_seconds: float = 0.0) -> str | None:
+    """The one URL among ``urls`` whose node is the primary now, waiting up to ``wait_seconds``
+    for exactly one to answer as primary; None when none (or more than one) does.
+
+    Roles move on failover, so a migration must not trust which URL was configured as the
+    primary: it asks every node, as the router does.
+    """
+    return asyncio.run(_find_primary(list(urls), wait_seconds))

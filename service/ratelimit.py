@@ -8,18 +8,38 @@ in its own short transaction on the primary, so a rejected or failed upload stil
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from datetime import datetime
 
 from sqlalchemy import delete, func, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
 
 from service.db.models import UploadRateLimit
-from service.errors import RateLimitExceededError
+from service.errors import InvalidClientAddressError, RateLimitExceededError
 
 WINDOW_SECONDS = 60
 PRUNE_PROBABILITY = 0.01
+
+
+def client_address(request: Request) -> str | None:
+    """The address the limit counts: the peer's, or the one a trusted proxy forwarded.
+
+    uvicorn copies a trusted proxy's X-Forwarded-For into ``request.client`` unchecked, so a
+    proxy that forwards garbage would otherwise reach the INET column as a 500.
+    """
+    if request.client is None or not request.client.host:
+        return None
+    host = request.client.host
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        raise InvalidClientAddressError(
+            "The forwarded client address is not an IP address.",
+            details={"forwarded_for": host[:64]},
+        ) from None
 
 
 async def count_upload(*, session: AsyncSession, client_ip: str, limit: int) -> None:

@@ -16,7 +16,7 @@ from service.images import service as images
 from service.images.filenames import content_disposition, sanitize_filename
 from service.images.pagination import Cursor
 from service.images.validation import inspect_image
-from service.ratelimit import count_upload
+from service.ratelimit import client_address, count_upload
 
 LSN_HEADER = "X-Replikit-LSN"
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -59,7 +59,7 @@ async def upload_image(
     settings: SettingsDep,
 ) -> ImageCreated:
     """Upload an image (multipart field ``file``). The type is decided from the bytes."""
-    client_ip = request.client.host if request.client else None
+    client_ip = client_address(request)
     if client_ip:
         await count_upload(session=session, client_ip=client_ip, limit=settings.upload_rate_limit)
     upload = await read_upload(request, field_name="file", max_bytes=settings.max_upload_bytes)

@@ -1,0 +1,99 @@
+"""``replikit compose ...``: the docker compose stack in one command each, on compose v1 or v2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from replication.compose_env import ensure_env_file, read_env
+
+if TYPE_CHECKING:
+    from replication.compose_stack import ComposeStack
+
+compose_app = typer.Typer(
+    help="Build, start and stop the docker compose stack (compose v2 or v1).",
+    no_args_is_help=True,
+)
+console = Console(width=None if Console().is_terminal else 140)
+
+EnvFileOption = Annotated[
+    Path, typer.Option("--env-file", help="The stack's settings; written when missing.")
+]
+ProjectOption = Annotated[
+    str | None, typer.Option("--project-name", "-p", help="Compose project name.")
+]
+ProfileOption = Annotated[
+    list[str] | None,
+    typer.Option("--profile", help="Also start this profile (loadtest, monitoring, grafana)."),
+]
+
+
+def _stack(env_file: Path, project_name: str | None) -> ComposeStack:
+    # Imported here: the other commands should not pay for packaging's marker machinery.
+    from replication.compose_stack import ComposeStack
+
+    return ComposeStack(root=Path.cwd(), env_file=env_file.absolute(), project_name=project_name)
+
+
+@compose_app.command("up")
+def up(
+    env_file: EnvFileOption = Path(".env"),
+    project_name: ProjectOption = None,
+    profile: ProfileOption = None,
+    build: Annotated[bool, typer.Option(help="Build the images first.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for all-healthy.")] = 300.0,
+) -> None:
+    """Write .env if needed, build the images, start the stack and wait until it is healthy."""
+    added = ensure_env_file(env_file)
+    if added:
+        secrets = [key for key in added if key.endswith("_PASSWORD")]
+        console.print(
+            f"Wrote {len(added)} settings to {env_file}"
+            + (f" (generated {', '.join(secrets)})" if secrets else "")
+            + "."
+        )
+    stack = _stack(env_file, project_name)
+    profiles = profile or []
+    if build:
+        console.print("Building the images (the first time takes a few minutes)...")
+        stack.build(profiles=profiles)
+    states = stack.up(profiles=profiles, timeout=timeout)
+    console.print(f"All {len(states)} containers are ready.")
+    settings = read_env(env_file)
+    http, admin = settings["REPLIKIT_HTTP_PORT"], settings["REPLIKIT_ADMIN_PORT"]
+    console.print(
+        f"API: http://127.0.0.1:{http}/api/v1/images  docs: http://127.0.0.1:{http}/docs\n"
+        f"Admin (router view, metrics, HAProxy stats): http://127.0.0.1:{admin}/cluster "
+        f"http://127.0.0.1:{admin}/metrics http://127.0.0.1:{admin}/haproxy"
+    )
+
+
+@compose_app.command("build")
+def build_images(
+    env_file: EnvFileOption = Path(".env"),
+    project_name: ProjectOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Make the Debian base if needed, download the wheelhouse, build every image."""
+    ensure_env_file(env_file)
+    _stack(env_file, project_name).build(profiles=profile or [])
+    console.print("Images built.")
+
+
+@compose_app.command("down")
+def down(
+    env_file: EnvFileOption = Path(".env"),
+    project_name: ProjectOption = None,
+    volumes: Annotated[
+        bool, typer.Option("--volumes", help="Also remove the database volumes (all data).")
+    ] = False,
+) -> None:
+    """Stop and remove the stack's containers and network (and volumes with --volumes)."""
+    if not env_file.is_file():
+        console.print(f"No {env_file}: nothing was started from this directory.")
+        return
+    _stack(env_file, project_name).down(volumes=volumes)
+    console.print("Stack removed" + (" with its volumes." if volumes else "; volumes kept."))
