@@ -125,8 +125,11 @@ def run_failover(
         failover_result: dict[str, Any] = {}
         for elapsed in progress("failover experiment", duration):
             if elapsed >= kill_at and not failover_result:
-                events["kill"] = time.time()
+                events["kill_issued"] = time.time()
                 faults.kill(data_dir, old_primary)
+                # The node is down once the command returns; before that it may still take
+                # writes (a compose kill spends seconds in docker-compose before the signal).
+                events["kill"] = time.time()
                 failover_result = failovers.failover(data_dir)
                 events["failover_done"] = time.time()
         run.wait_locusts(timeout=30)
