@@ -128,7 +128,7 @@ class DeployedService:
             except httpx.HTTPError as error:
                 raise BadInputError(
                     f"{url}{path} does not answer ({error}); bring the compose stack up "
-                    "(make compose-up) and attach it again with 'replikit cluster "
+                    "(replikit compose up) and attach it again with 'replikit cluster "
                     "attach-compose' if its ports changed."
                 ) from None
         return target
@@ -176,7 +176,7 @@ def target_for(
             raise BadInputError(
                 f"The compose stack limits uploads to {limit} a minute per client address and "
                 f"all the load comes from one; set {RATE_LIMIT_VARIABLE}=0 in {env_file} and "
-                "recreate the app containers (make compose-up) before the experiment."
+                "recreate the app containers (replikit compose up) before the experiment."
             )
         return DeployedService.check(cluster.state.service)
     return LocalInstances.start(cluster, scratch, local_instances, extra_env)
