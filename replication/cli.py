@@ -161,7 +161,16 @@ def attach_compose(
     compose_file: Annotated[Path, typer.Option(help="The compose file.")] = Path(
         "docker-compose.yml"
     ),
-    env_file: Annotated[Path, typer.Option(help="Its .env with the passwords.")] = Path(".env"),
+    env_file: Annotated[
+        Path,
+        typer.Option(help="The env file the stack was brought up with (passwords and ports)."),
+    ] = Path(".env"),
+    project_name: Annotated[
+        str | None,
+        typer.Option(
+            "--project-name", "-p", help="Its compose project name, when not compose's default."
+        ),
+    ] = None,
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="Where to keep the compose cluster's state.")
     ] = Path(".replikit/compose"),
@@ -169,9 +178,10 @@ def attach_compose(
     """Record a running docker compose cluster so the cluster commands can act on it."""
     from replication.compose_attach import attach_compose as attach
 
-    state = attach(data_dir, compose_file, env_file)
+    state = attach(data_dir, compose_file, env_file, project_name)
+    service = f"; service {state.service.url}" if state.service else ""
     console.print(
-        f"Compose cluster recorded in {data_dir} (primary {state.primary}); use "
+        f"Compose cluster recorded in {data_dir} (primary {state.primary}{service}); use "
         f"'replikit cluster status --data-dir {data_dir}' and the other cluster commands."
     )
 

@@ -1,5 +1,11 @@
 """Describe a docker-compose cluster in a state file, so the `replikit cluster` commands
-(status, kill, failover, switchover, rejoin, lag) work on it through the compose driver."""
+(status, kill, failover, switchover, rejoin, lag) work on it through the compose driver, and
+the experiments drive its load balancer.
+
+Ports are the ones the stack publishes: the env file's ``REPLIKIT_*_PORT`` values, else the
+default the compose file itself gives (``${REPLIKIT_HTTP_PORT:-8080}``), so the two never
+disagree.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +19,57 @@ from dotenv import dotenv_values
 from replication.errors import BadInputError
 from replication.probe import choose_primary, read_all
 from replication.topology import (
+    LOOPBACK,
     ClusterState,
     NodeSpec,
     Passwords,
+    ServiceEndpoints,
     SyncMode,
     load_state,
     save_state,
 )
 
 NODE_SERVICE = re.compile(r"^pg\d+$")
+HTTP_PORT_VARIABLE = "REPLIKIT_HTTP_PORT"
+ADMIN_PORT_VARIABLE = "REPLIKIT_ADMIN_PORT"
 
 
-def attach_compose(data_dir: Path, compose_file: Path, env_file: Path) -> ClusterState:
+def stack_value(compose_text: str, values: dict[str, str], variable: str) -> str | None:
+    """What ``variable`` is in the stack: its env-file value, else the compose file's default
+    (``${VARIABLE:-default}``), else None."""
+    if values.get(variable):
+        return values[variable]
+    default = re.search(r"\$\{" + re.escape(variable) + r":?-([^}]*)\}", compose_text)
+    return default.group(1) if default else None
+
+
+def published_port(compose_text: str, values: dict[str, str], variable: str) -> int | None:
+    """The port ``variable`` publishes, as :func:`stack_value` finds it."""
+    value = stack_value(compose_text, values, variable)
+    return int(value) if value else None
+
+
+def recorded_stack_value(state: ClusterState, variable: str) -> str | None:
+    """:func:`stack_value` for an attached stack, from its recorded compose and env files."""
+    if state.compose_file is None:
+        return None
+    env_file = Path(state.compose_env_file or Path(state.compose_file).parent / ".env")
+    values = {k: v or "" for k, v in dotenv_values(env_file).items()} if env_file.is_file() else {}
+    return stack_value(Path(state.compose_file).read_text(), values, variable)
+
+
+def service_endpoints(compose_text: str, values: dict[str, str]) -> ServiceEndpoints | None:
+    """The load balancer's public and admin URLs, or None when the stack has no admin port."""
+    http = published_port(compose_text, values, HTTP_PORT_VARIABLE)
+    admin = published_port(compose_text, values, ADMIN_PORT_VARIABLE)
+    if http is None or admin is None:
+        return None
+    return ServiceEndpoints(url=f"http://{LOOPBACK}:{http}", admin_url=f"http://{LOOPBACK}:{admin}")
+
+
+def attach_compose(
+    data_dir: Path, compose_file: Path, env_file: Path, project_name: str | None = None
+) -> ClusterState:
     data_dir = data_dir.absolute()
     existing = load_state(data_dir)
     if existing is not None and existing.driver != "compose":
@@ -47,14 +92,16 @@ def attach_compose(data_dir: Path, compose_file: Path, env_file: Path) -> Cluste
         raise BadInputError(
             f"{env_file} lacks REPLIKIT_{missing[0]}_PASSWORD; set every password in it."
         )
-    services = (yaml.safe_load(compose_file.read_text()) or {}).get("services", {})
+    compose_text = compose_file.read_text()
+    services = (yaml.safe_load(compose_text) or {}).get("services", {})
     names = sorted((s for s in services if NODE_SERVICE.match(s)), key=lambda s: int(s[2:]))
     if not names:
         raise BadInputError(f"{compose_file} has no pg0, pg1, ... services.")
     nodes = [
         NodeSpec(
             name=name,
-            port=int(values.get(f"REPLIKIT_{name.upper()}_PORT") or 6432 + int(name[2:])),
+            port=published_port(compose_text, values, f"REPLIKIT_{name.upper()}_PORT")
+            or 6432 + int(name[2:]),
             internal_host=name,
             internal_port=5432,
         )
@@ -74,6 +121,9 @@ def attach_compose(data_dir: Path, compose_file: Path, env_file: Path) -> Cluste
         ),
         driver="compose",
         compose_file=str(compose_file.absolute()),
+        compose_project=project_name,
+        compose_env_file=str(env_file.absolute()),
+        service=service_endpoints(compose_text, values),
         fenced=existing.fenced if existing else [],
         previous_primary=existing.previous_primary if existing else None,
     )

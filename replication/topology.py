@@ -52,6 +52,17 @@ class NodeSpec(BaseModel):
     internal_port: int | None = None
 
 
+class ServiceEndpoints(BaseModel):
+    """Where an already deployed service answers (a compose stack's load balancer).
+
+    ``url`` takes the client traffic; ``admin_url`` serves the router's view (``/cluster``,
+    ``/metrics``), which a public entry point does not expose.
+    """
+
+    url: str
+    admin_url: str
+
+
 class ClusterState(BaseModel):
     version: int = 1
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -70,6 +81,13 @@ class ClusterState(BaseModel):
     wal_keep_size: str = "256MB"
     driver: str = "local"  # local | compose
     compose_file: str | None = None
+    # The compose project and env file the stack was brought up with (None: compose's default),
+    # so every compose call addresses that stack and no other.
+    compose_project: str | None = None
+    compose_env_file: str | None = None
+    # The deployed service in front of this cluster; None means the experiments start their
+    # own service instances (local clusters).
+    service: ServiceEndpoints | None = None
     # Former primaries that must be rejoined before they run again (never as a primary).
     fenced: list[str] = Field(default_factory=list)
     # The primary before the last switchover or failover: the default switchover target.

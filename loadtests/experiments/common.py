@@ -1,5 +1,6 @@
-"""What every experiment does: a results folder, service instances, Locust runs, samplers of
-the router's view, and cleanup of all of it (also on Ctrl-C or failure)."""
+"""What every experiment does: a results folder, a service target (instances of its own, or a
+compose stack's load balancer), Locust runs, samplers of the router's view, and cleanup of all
+of it (also on Ctrl-C or failure)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,8 @@ from typing import Any
 import httpx
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from replication.cluster import Cluster, cluster_down, service_urls
-from replication.ports import find_free_port_range
-from replication.service_process import ServiceRecord, start_service, stop_service
+from loadtests.experiments.targets import ServiceTarget, target_for
+from replication.cluster import Cluster, cluster_down
 
 LOADTESTS = Path(__file__).resolve().parent.parent
 LOCUSTFILE = LOADTESTS / "locustfile.py"
@@ -38,12 +38,17 @@ SCENARIO_CLASSES = {
 
 @contextlib.contextmanager
 def cluster_for_experiment(data_dir: Path) -> Iterator[None]:
-    """Stop the cluster afterwards when the experiment is what started it."""
+    """Stop the cluster afterwards when the experiment is what started it.
+
+    A compose cluster is never stopped: its stack (load balancer, service instances) belongs to
+    compose, and stopping only its database containers would leave it half down."""
     was_running = False
     if (data_dir / "state.json").exists():
         with contextlib.suppress(Exception):
             existing = Cluster.open(data_dir)
-            was_running = existing.driver.is_running(existing.state.primary_node)
+            was_running = existing.state.driver == "compose" or existing.driver.is_running(
+                existing.state.primary_node
+            )
     try:
         yield
     finally:
@@ -72,7 +77,7 @@ class Experiment:
 
     cluster: Cluster
     out: Path
-    services: list[tuple[Path, ServiceRecord]] = field(default_factory=list)
+    target: ServiceTarget | None = None
     locusts: list[LocustRun] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     _scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="replikit-exp-")))
@@ -80,21 +85,28 @@ class Experiment:
     _sampler: threading.Thread | None = None
 
     def start_services(self, count: int, extra_env: dict[str, str] | None = None) -> None:
-        env = {
-            **service_urls(self.cluster.state),
-            "REPLIKIT_UPLOAD_RATE_LIMIT": "0",
-            "REPLIKIT_HEALTH_INTERVAL": "0.5",
-            **(extra_env or {}),
-        }
-        for index in range(count):
-            port = find_free_port_range(1, start=41000 + 50 * index)
-            record_dir = self._scratch / f"service-{index}"
-            record = start_service(record_dir, host="127.0.0.1", port=port, workers=1, env=env)
-            self.services.append((record_dir, record))
+        """Choose the service target: ``count`` instances of our own for a local cluster, the
+        recorded load balancer for a compose one (``count`` and ``extra_env`` do not apply)."""
+        self.target = target_for(self.cluster, self._scratch, count, extra_env)
+
+    @property
+    def service(self) -> ServiceTarget:
+        if self.target is None:
+            raise RuntimeError("start_services() first")
+        return self.target
 
     @property
     def urls(self) -> list[str]:
-        return [record.url for _, record in self.services]
+        """Where the load goes: one Locust process per URL."""
+        return self.service.load_urls
+
+    def describe_service(self) -> dict[str, Any]:
+        """The target, for summary.json: its kind, load URLs and how many instances answered."""
+        return {
+            "kind": self.service.kind,
+            "load_urls": self.urls,
+            "instances": len(self.service.metrics_texts()),
+        }
 
     def start_locust(
         self,
@@ -158,7 +170,7 @@ class Experiment:
         """Record the router's view of every node (role, lag) from the first instance."""
 
         def sample() -> None:
-            with httpx.Client(base_url=self.urls[0], timeout=2) as client:
+            with httpx.Client(base_url=self.service.view_url, timeout=2) as client:
                 while not self._stop_sampling.is_set():
                     with contextlib.suppress(httpx.HTTPError, ValueError):
                         view = client.get("/cluster").json()
@@ -171,7 +183,8 @@ class Experiment:
         self._sampler.start()
 
     def metrics_text(self) -> str:
-        return "\n".join(httpx.get(f"{url}/metrics", timeout=5).text for url in self.urls)
+        """Every instance's /metrics, concatenated: counters summed per name give totals."""
+        return "\n".join(self.service.metrics_texts())
 
     def close(self) -> None:
         self._stop_sampling.set()
@@ -185,10 +198,8 @@ class Experiment:
                     run.process.wait(10)
                 if run.process.poll() is None:
                     os.killpg(run.process.pid, signal.SIGKILL)
-        for record_dir, _ in self.services:
-            with contextlib.suppress(Exception):
-                stop_service(record_dir)
-        self.services.clear()
+        if self.target is not None:
+            self.target.close()
         (self.out / "cluster-samples.json").write_text(json.dumps(self.samples))
         shutil.rmtree(self._scratch, ignore_errors=True)
 

@@ -1,7 +1,8 @@
 """The failover experiment: crash the primary under load and measure what users saw.
 
-1. Bring up (or reuse) the local cluster, migrate, start two service instances.
-2. Run the ``mixed`` Locust load against both, plus a timeline-stamped heartbeat writer.
+1. Bring up (or reuse) the local cluster, migrate, start two service instances; on a compose
+   cluster, use the stack's load balancer instead (see :mod:`loadtests.experiments.targets`).
+2. Run the ``mixed`` Locust load against them, plus a timeline-stamped heartbeat writer.
 3. At ``--kill-at`` crash the primary (``cluster kill``) and run ``cluster failover``.
 4. Measure: write-unavailability window from the clients (last acknowledged upload before the
    kill → first after) and from the database (heartbeat rows per timeline), server errors on
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from string import ascii_lowercase
 from typing import Any
 
 import asyncpg
@@ -69,10 +71,16 @@ def _stopping(heartbeat: Heartbeat) -> Iterator[Heartbeat]:
 
 def prepare_cluster(data_dir: Path, sync: SyncMode) -> Cluster:
     existing = data_dir / "state.json"
-    if existing.exists() and require_state(data_dir).sync is not sync:
+    if existing.exists() and (recorded := require_state(data_dir)).sync is not sync:
+        other = (
+            f"set REPLIKIT_SYNC_MODE={sync.value} in {recorded.compose_env_file or '.env'} and "
+            "recreate the stack"
+            if recorded.driver == "compose"
+            else "use another --data-dir"
+        )
         raise BadInputError(
-            f"The cluster in {data_dir} runs with --sync {require_state(data_dir).sync.value}; "
-            f"pass --sync {require_state(data_dir).sync.value} or another --data-dir."
+            f"The cluster in {data_dir} runs with --sync {recorded.sync.value}; pass "
+            f"--sync {recorded.sync.value} or {other}."
         )
     cluster, _ = cluster_up(data_dir, sync=None if existing.exists() else sync)
     state = cluster.state
@@ -100,20 +108,28 @@ def run_failover(
     events: dict[str, float] = {}
     with experiment(cluster, out) as run, _stopping(heartbeat):
         run.start_services(2)
+        service = run.describe_service()
         run.start_sampling()
         heartbeat.start()
         start = time.time()
-        per_instance = max(1, users // 2)
-        for label, url in zip(("a", "b"), run.urls, strict=True):
+        per_url = max(1, users // len(run.urls))
+        for index, url in enumerate(run.urls):
             run.start_locust(
-                url=url, label=label, users=per_instance, seconds=duration, tags=["mixed"]
+                url=url,
+                label=ascii_lowercase[index],
+                users=per_url,
+                seconds=duration,
+                tags=["mixed"],
             )
         old_primary = require_state(data_dir).primary
         failover_result: dict[str, Any] = {}
         for elapsed in progress("failover experiment", duration):
             if elapsed >= kill_at and not failover_result:
-                events["kill"] = time.time()
+                events["kill_issued"] = time.time()
                 faults.kill(data_dir, old_primary)
+                # The node is down once the command returns; before that it may still take
+                # writes (a compose kill spends seconds in docker-compose before the signal).
+                events["kill"] = time.time()
                 failover_result = failovers.failover(data_dir)
                 events["failover_done"] = time.time()
         run.wait_locusts(timeout=30)
@@ -147,7 +163,8 @@ def run_failover(
             "kill_at_seconds": kill_at,
             "sync": sync.value,
             "mode": "manual",
-            "service_instances": 2,
+            "service_instances": service["instances"],
+            "service": service,
         },
         "old_primary": old_primary,
         "new_primary": failover_result["new_primary"],

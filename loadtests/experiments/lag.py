@@ -85,6 +85,7 @@ def run_lag(
     with experiment(cluster, out) as run:
         try:
             run.start_services(1)
+            service = run.describe_service()
             run.start_sampling(0.25)
             writer = require_state(data_dir).primary
             for delay_ms in delays_ms:
@@ -161,6 +162,8 @@ def run_lag(
             "users": users,
             "ryw_users": ryw_users,
             "seconds_per_cell": seconds_per_cell,
+            "service_instances": service["instances"],
+            "service": service,
         },
         "cells": cells,
         "plots": ["stale_reads.png", "replica_lag.png"],

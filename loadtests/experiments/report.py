@@ -12,6 +12,17 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
+def _service(parameters: dict[str, Any]) -> str:
+    """What the load went to: instances of the experiment's own, or a load balancer."""
+    service = parameters.get("service") or {}
+    instances = parameters.get("service_instances", service.get("instances"))
+    if service.get("kind") == "compose":
+        return (
+            f"the compose load balancer {service['load_urls'][0]} ({instances} service instances)"
+        )
+    return f"{instances} service instances"
+
+
 def write_failover_report(out: Path, s: dict[str, Any]) -> None:
     latency = s["latency_ms"]
     rows = "\n".join(
@@ -22,8 +33,7 @@ def write_failover_report(out: Path, s: dict[str, Any]) -> None:
     p = s["parameters"]
     text = f"""# Failover experiment
 
-{p["users"]} users for {p["duration_seconds"]} s against {p["service_instances"]} service
-instances, sync `{p["sync"]}`; the primary {s["old_primary"]} was crashed at
+{p["users"]} users for {p["duration_seconds"]} s against {_service(p)}, sync `{p["sync"]}`; the primary {s["old_primary"]} was crashed at
 {p["kill_at_seconds"]} s and `replikit cluster failover` promoted {s["new_primary"]}
 (timeline {s["new_timeline"]}).
 
@@ -64,7 +74,8 @@ def write_lag_report(out: Path, s: dict[str, Any]) -> None:
 
 Each cell: every replica's replay delayed by `apply_delay`, then {p["users"]} users
 ({p["ryw_users"]} uploading and reading back at once, the rest browsing) for
-{p["seconds_per_cell"]} s with reads in the given consistency mode.
+{p["seconds_per_cell"]} s with reads in the given consistency mode, against
+{_service(p)}.
 
 | apply delay | consistency | read-after-upload | stale | stale rate | reads on primary | RYW immediate/waited/timeout | read p50 ms | read p95 ms | max lag |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |

@@ -1,49 +1,71 @@
-"""Nodes as containers of docker-compose.yml: process control through ``docker compose``.
+"""Nodes as containers of docker-compose.yml: process control through docker compose.
 
 Building nodes is the containers' own job (their entrypoint runs the same scripts the local
 driver runs); this driver only starts, stops and inspects them, and runs the file-level steps
 (rejoin, fence, pg_controldata) in one-off containers on the node's volume, as the postgres
 account. Everything else (roles, promotion, repointing, lag) goes over SQL, as for local nodes.
+
+Every call works with compose v2 (``docker compose``) and v1 (``docker-compose`` 1.29, the one
+Debian ships): :func:`replication.compose_command.compose_program` picks the program, and only
+options both versions accept are used (``ps --services --filter status=running``, not v2's
+``ps --status``).
 """
 
 from __future__ import annotations
 
-import shutil
+import functools
+import shlex
 import subprocess
 import time
 from pathlib import Path
 
 from replication.admin import fetchval
+from replication.compose_command import ComposeProgram, compose_program
 from replication.drivers.base import StopMode
 from replication.errors import BadInputError, ClusterTimeoutError, NodeCommandError
 from replication.topology import ClusterState, NodeSpec
 
 START_TIMEOUT_SECONDS = 90.0
+STOP_TIMEOUT_SECONDS = 30.0
 
 
 class ComposeDriver:
-    def __init__(self, *, state: ClusterState, docker: str | None = None) -> None:
+    def __init__(self, *, state: ClusterState, program: ComposeProgram | None = None) -> None:
         if state.compose_file is None:
-            raise BadInputError("This cluster has no compose file recorded.")
+            raise BadInputError(
+                "This cluster has no compose file recorded; run 'replikit cluster "
+                "attach-compose' again."
+            )
         self.state = state
         self.compose_file = Path(state.compose_file)
-        docker = docker or shutil.which("docker")
-        if docker is None:
-            raise BadInputError("The compose driver needs the docker client on PATH.")
-        self.docker = docker
+        self._program = program
 
-    def _compose(self, *args: str, what: str, timeout: float = 300.0) -> str:
-        command = [
-            self.docker,
-            "compose",
+    @functools.cached_property
+    def program(self) -> ComposeProgram:
+        """Detected on first use: status and lag never need compose, only SQL."""
+        return self._program or compose_program()
+
+    def command(self, *args: str) -> list[str]:
+        """The full argv of one compose call on this stack (file, directory, project, env)."""
+        options = [
             "-f",
             str(self.compose_file),
             "--project-directory",
             str(self.compose_file.parent),
-            *args,
         ]
+        if self.state.compose_project:
+            options += ["-p", self.state.compose_project]
+        if self.state.compose_env_file:
+            options += ["--env-file", self.state.compose_env_file]
+        return self.program.command(*options, *args)
+
+    def logs_hint(self, service: str) -> str:
+        """The command that shows a service's log, as the user would type it."""
+        return shlex.join(self.command("logs", service))
+
+    def _compose(self, *args: str, what: str, timeout: float = 300.0) -> str:
         result = subprocess.run(
-            command,
+            self.command(*args),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -96,25 +118,52 @@ class ComposeDriver:
                 if time.monotonic() > deadline:
                     raise ClusterTimeoutError(
                         f"{node.name} did not accept connections within "
-                        f"{START_TIMEOUT_SECONDS:.0f} s; see 'docker compose logs {node.name}'."
+                        f"{START_TIMEOUT_SECONDS:.0f} s; see '{self.logs_hint(node.name)}'."
                     ) from None
                 time.sleep(0.5)
                 continue
             return
 
     def stop(self, node: NodeSpec, mode: StopMode = StopMode.FAST) -> None:
-        if not self.is_running(node):
-            return
-        if mode is StopMode.IMMEDIATE:
-            # SIGQUIT is PostgreSQL's immediate shutdown: no checkpoint, like a crash.
-            self._compose("kill", "-s", "SIGQUIT", node.name, what=f"crashing {node.name}")
-        else:
-            # The postgres image stops with SIGINT: a fast shutdown.
-            self._compose("stop", node.name, what=f"stopping {node.name}")
+        # No "is it running?" call first: compose's kill and stop leave a stopped container
+        # alone (checked on v1), and every compose call costs a second or more, which would
+        # delay a crash the experiments time. Only a failure is checked against the state.
+        try:
+            if mode is StopMode.IMMEDIATE:
+                # SIGQUIT is PostgreSQL's immediate shutdown: no checkpoint, like a crash.
+                self._compose("kill", "-s", "SIGQUIT", node.name, what=f"crashing {node.name}")
+                self._wait_refusing(node)  # kill only sends the signal; docker stop waits
+            else:
+                # The node image stops with SIGINT: a fast shutdown.
+                self._compose("stop", node.name, what=f"stopping {node.name}")
+        except NodeCommandError:
+            if self.is_running(node):
+                raise
+
+    def _wait_refusing(self, node: NodeSpec) -> None:
+        """Return once the node no longer accepts connections (an immediate shutdown takes
+        milliseconds), so whoever crashed it never finds it still writable."""
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                fetchval(self.state, node, "SELECT 1")
+            except Exception:  # refused, reset or timed out: it is down
+                return
+            time.sleep(0.05)
+        raise ClusterTimeoutError(
+            f"{node.name} still accepted connections {STOP_TIMEOUT_SECONDS:.0f} s after "
+            f"SIGQUIT; see '{self.logs_hint(node.name)}'."
+        )
 
     def is_running(self, node: NodeSpec) -> bool:
+        # v1 ignores a service name after --services, so list them all and look for ours.
         output = self._compose(
-            "ps", "--status", "running", "--services", what="listing running services", timeout=60
+            "ps",
+            "--services",
+            "--filter",
+            "status=running",
+            what="listing running services",
+            timeout=60,
         )
         return node.name in output.split()
 

@@ -3,13 +3,28 @@ one process, as they do in the tests)."""
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+INSTANCE_METRIC = "replikit_instance_info"
 
 
 class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # Behind a load balancer every /metrics answer comes from some instance; this label
+        # says which, so a reader can collect one exposition per instance and sum them.
+        self.instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        Gauge(
+            INSTANCE_METRIC,
+            "1, labelled with this service instance's id.",
+            ["instance"],
+            registry=r,
+        ).labels(instance=self.instance).set(1)
         self.routed = Counter(
             "replikit_routed_total",
             "Sessions routed, by node and kind.",

@@ -1,10 +1,16 @@
-"""A stand-in for the docker client, for testing the compose driver without Docker.
+"""A stand-in for docker compose, for testing the compose driver without Docker.
 
-It appends every call to $FAKE_DOCKER_LOG and acts on local nodes described in
-$FAKE_DOCKER_NODES (JSON: service -> {"env": {...}}) the way the compose command would act on
-the container: kill -s SIGQUIT -> immediate stop, stop -> fast stop, start -> start,
-ps --services -> running services, run ... SERVICE -c SCRIPT -> the script as the postgres
-account with the service's environment (/replikit/scripts mapped to the local scripts).
+Installed as ``docker`` (called ``docker compose ...``, the v2 plugin) or as ``docker-compose``
+(v1), it answers ``version --short`` with $FAKE_COMPOSE_VERSION, appends every other call to
+$FAKE_DOCKER_LOG and acts on local nodes described in $FAKE_DOCKER_NODES (JSON: service ->
+{"env": {...}}) the way compose would act on the containers: kill -s SIGQUIT -> immediate
+stop, stop -> fast stop, start -> start, ps --services --filter status=running -> running
+services, run ... SERVICE -c SCRIPT -> the script as the postgres account with the service's
+environment (/replikit/scripts mapped to the local scripts).
+
+It accepts only the grammar that both compose v1 (1.29.2, checked against the real one) and
+v2 accept, so an option only one of them knows (v2's ``ps --status``, ``up --wait``) fails the
+test instead of failing on a user's machine.
 """
 
 from __future__ import annotations
@@ -15,13 +21,44 @@ import sys
 
 from replication.server_user import ServerUser
 
+GLOBAL_OPTIONS = {"-f", "--project-directory", "-p", "--env-file"}
 
-def main(argv: list[str]) -> int:
-    with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
-        log.write(json.dumps(argv) + "\n")
-    nodes: dict[str, dict[str, dict[str, str]]] = json.loads(os.environ["FAKE_DOCKER_NODES"])
+
+class Unsupported(Exception):
+    """An argv that real compose v1 or v2 would not accept."""
+
+
+def split_globals(args: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The global options (each must take a value) and the rest, from the verb on."""
+    options: dict[str, str] = {}
+    while args and args[0].startswith("-"):
+        if args[0] not in GLOBAL_OPTIONS or len(args) < 2:
+            raise Unsupported(f"global option {args[0]}")
+        options[args[0]] = args[1]
+        args = args[2:]
+    if "-f" not in options or "--project-directory" not in options:
+        raise Unsupported("the compose file and project directory must be given")
+    if not args:
+        raise Unsupported("no command")
+    return options, args
+
+
+def parse_run(rest: list[str]) -> tuple[str, str, dict[str, str]]:
+    """``run --rm --no-deps --user U [-e K=V]... --entrypoint sh SERVICE -c SCRIPT``."""
+    if rest[:4] != ["--rm", "--no-deps", "--user", "postgres"]:
+        raise Unsupported(f"run options {rest[:4]}")
+    rest, extra = rest[4:], {}
+    while rest[:1] == ["-e"]:
+        key, _, value = rest[1].partition("=")
+        extra[key] = value
+        rest = rest[2:]
+    if len(rest) != 5 or rest[:2] != ["--entrypoint", "sh"] or rest[3] != "-c":
+        raise Unsupported(f"run {rest}")
+    return rest[2], rest[4], extra
+
+
+def act(args: list[str], nodes: dict[str, dict[str, dict[str, str]]]) -> int:
     user = ServerUser.detect()
-    args = argv[argv.index("--project-directory") + 2 :]
     verb, rest = args[0], args[1:]
 
     def pg_ctl(service: str, *options: str) -> int:
@@ -29,29 +66,43 @@ def main(argv: list[str]) -> int:
         command = [f"{env['PGBIN']}/pg_ctl", "--pgdata", env["PGDATA"], *options]
         return user.run(command, env=env, what="pg_ctl", check=False).returncode
 
-    if verb == "kill":
+    if verb == "kill" and rest[:2] == ["-s", "SIGQUIT"] and len(rest) == 3:
         return pg_ctl(rest[-1], "--mode", "immediate", "--wait", "stop")
-    if verb == "stop":
+    if verb == "stop" and len(rest) == 1:
         return pg_ctl(rest[-1], "--mode", "fast", "--wait", "stop")
-    if verb == "start":
+    if verb == "start" and len(rest) == 1:
         log_file = nodes[rest[-1]]["env"]["LOG_FILE"]
         return pg_ctl(rest[-1], "--wait", f"--log={log_file}", "start")
-    if verb == "ps":
+    if verb == "ps" and rest == ["--services", "--filter", "status=running"]:
         for service in nodes:
             if pg_ctl(service, "status") == 0:
                 print(service)
         return 0
     if verb == "run":
-        service, script = rest[rest.index("-c") - 1], rest[rest.index("-c") + 1]
-        extra = dict(rest[i + 1].split("=", 1) for i, a in enumerate(rest) if a == "-e")
+        service, script, extra = parse_run(rest)
         env = {**nodes[service]["env"], **extra}
         script = script.replace("/replikit/scripts", env["SCRIPTS"])
         result = user.run(["sh", "-c", script], env=env, what="run", check=False)
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
         return result.returncode
-    print(f"fake docker: unsupported {args}", file=sys.stderr)
-    return 2
+    raise Unsupported(" ".join(args))
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["compose"]:  # ``docker compose``: the v2 plugin
+        argv = argv[1:]
+    if argv == ["version", "--short"]:
+        print(os.environ.get("FAKE_COMPOSE_VERSION", "2.29.7"))
+        return 0
+    with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+        log.write(json.dumps(argv) + "\n")
+    try:
+        _, args = split_globals(argv)
+        return act(args, json.loads(os.environ["FAKE_DOCKER_NODES"]))
+    except Unsupported as error:
+        print(f"fake compose: unsupported {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

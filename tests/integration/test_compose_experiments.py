@@ -1,0 +1,109 @@
+"""Both experiments on a compose-attached cluster, through the CLI as a user runs them: the
+nodes are a local cluster acted on by the fake compose (v1), and the "stack's" service is a
+``replikit serve`` instance standing in for the load balancer (public and admin URL alike).
+The experiments must drive that URL, never start instances of their own, and leave it and
+the cluster running."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loadtests.experiments.targets import LocalInstances
+from replication.cluster import Cluster, service_urls
+from replication.topology import ServiceEndpoints, require_state
+from service import migrate
+from tests.integration.clusters import reachable_temp_dir, replikit, running_cluster
+from tests.integration.compose_fakes import FakeCompose, fake_compose
+from tests.integration.test_experiments import assert_plots, assert_valid
+
+
+@pytest.fixture
+def compose_stack() -> Iterator[tuple[Cluster, FakeCompose, str]]:
+    with running_cluster(replicas=2, name="compose-exp") as local:
+        migrate.upgrade(service_urls(local.state)["REPLIKIT_PRIMARY_URL"])
+        scratch = reachable_temp_dir("replikit-compose-exp-service-")
+        lb = LocalInstances.start(local, scratch, 1)
+        try:
+            url = lb.load_urls[0]
+            endpoints = ServiceEndpoints(url=url, admin_url=url)
+            with fake_compose(local, persona="v1", service=endpoints) as fake:
+                yield local, fake, url
+        finally:
+            lb.close()
+
+
+def experiment(fake: FakeCompose, *args: str) -> tuple[Path, dict[str, object]]:
+    results = reachable_temp_dir("replikit-compose-results-")
+    done = replikit(
+        "experiment", *args, "--data-dir", str(fake.data_dir), "--results", str(results),
+        env=fake.env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (out,) = results.iterdir()
+    return out, json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.destructive
+def test_failover_experiment_drives_the_stacks_load_balancer_and_rejoins_through_compose(
+    compose_stack: tuple[Cluster, FakeCompose, str],
+) -> None:
+    local, fake, url = compose_stack
+    out, summary = experiment(
+        fake, "failover", "--users", "4", "--duration", "9", "--kill-at", "3", "--sync", "off"
+    )
+    assert_valid(out / "summary.json", "failover.schema.json")
+    assert_plots(out, ["throughput.png", "replica_lag.png"])
+    assert summary["parameters"]["service"] == {  # type: ignore[index]
+        "kind": "compose",
+        "load_urls": [url],
+        "instances": 1,
+    }
+    assert summary["old_primary"] == "pg0"
+    assert summary["acknowledged_uploads"]["lost"] == 0  # type: ignore[index]
+    assert f"the compose load balancer {url}" in (out / "summary.md").read_text()
+    verbs = fake.verbs()
+    assert ["kill", "-s", "SIGQUIT", "pg0"] in verbs
+    assert ["start", "pg0"] in verbs  # rejoined through compose
+    assert (out / "requests-a.jsonl").exists()
+    assert not (out / "requests-b.jsonl").exists()  # one load URL, one Locust
+    state = require_state(fake.data_dir)
+    assert state.fenced == []
+    assert all(local.driver.is_running(node) for node in local.state.nodes)  # left running
+
+
+def test_lag_experiment_injects_lag_over_sql_and_reads_metrics_from_the_admin_url(
+    compose_stack: tuple[Cluster, FakeCompose, str],
+) -> None:
+    _, fake, _ = compose_stack
+    out, summary = experiment(
+        fake, "lag", "--apply-delay", "1s", "--consistency", "eventual,read_your_writes",
+        "--users", "4", "--duration", "8",
+    )  # fmt: skip
+    assert_valid(out / "summary.json", "lag.schema.json")
+    assert_plots(out, ["stale_reads.png", "replica_lag.png"])
+    cells = {c["consistency"]: c for c in summary["cells"]}  # type: ignore[attr-defined]
+    assert cells["eventual"]["stale_reads"] > 0
+    assert cells["read_your_writes"]["stale_reads"] == 0
+    waits = cells["read_your_writes"]["ryw_waits"]
+    assert sum(waits.values()) > 0  # counted from the admin URL's /metrics
+    # Lag goes over SQL: no compose call is needed (the nodes were all running).
+    assert [v for v in fake.verbs() if v[0] != "ps"] == []
+
+
+def test_an_upload_rate_limit_on_the_stack_is_refused_before_the_load(
+    cluster: Cluster,
+) -> None:
+    endpoints = ServiceEndpoints(url="http://127.0.0.1:9", admin_url="http://127.0.0.1:9")
+    with fake_compose(cluster, service=endpoints, stack_env="") as fake:
+        results = reachable_temp_dir("replikit-compose-results-")
+        done = replikit(
+            "experiment", "lag", "--data-dir", str(fake.data_dir), "--results", str(results),
+            env=fake.env,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "limits uploads to 60 a minute" in done.stderr
+    assert "REPLIKIT_UPLOAD_RATE_LIMIT=0" in done.stderr
