@@ -4,8 +4,8 @@ the stack comes back clean with `up -d`; `down -v` then leaves nothing behind.""
 from __future__ import annotations
 
 import hashlib
-import json
 import io
+import json
 import subprocess
 import sys
 import tempfile
