@@ -114,7 +114,20 @@ class ComposeStack:
         ensure_base_image(self.root)
         build_wheelhouse(self.root)
         flags = [flag for profile in profiles for flag in ("--profile", profile)]
-        self.run(*flags, "build", *services, what="building the images", timeout=3600)
+        self.run(
+            *flags, "build", *services,
+            what="building the images", timeout=3600, overrides=self._builder(),
+        )  # fmt: skip
+
+    def _builder(self) -> dict[str, str]:
+        """Compose v2 builds through buildx; without that plugin (Debian's docker.io has none)
+        it waits forever, so it is told to use the engine's own builder, as v1 always does."""
+        if self.program.major < 2 or "DOCKER_BUILDKIT" in os.environ:
+            return {}
+        buildx = subprocess.run(
+            ["docker", "buildx", "version"], capture_output=True, check=False, timeout=30
+        )
+        return {} if buildx.returncode == 0 else {"DOCKER_BUILDKIT": "0"}
 
     # up / wait / down ------------------------------------------------------------------------
     def up(
