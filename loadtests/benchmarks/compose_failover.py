@@ -46,7 +46,7 @@ def cli(*args: str) -> str:
 
 def primary_of(data_dir: Path) -> str:
     status = json.loads(cli("cluster", "status", "--json", "--data-dir", str(data_dir)))
-    return next(node["name"] for node in status["nodes"] if node["role"] == "primary")
+    return str(next(node["name"] for node in status["nodes"] if node["role"] == "primary"))
 
 
 @contextlib.contextmanager
