@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from replication.errors import BadInputError
 
@@ -29,6 +30,23 @@ class ComposeProgram:
 
     def command(self, *args: str) -> list[str]:
         return [*self.argv, *args]
+
+    def project_command(
+        self,
+        *args: str,
+        compose_file: Path,
+        project_directory: Path,
+        env_file: str | Path | None = None,
+        project_name: str | None = None,
+    ) -> list[str]:
+        """One call on one stack: its file, directory, env file and project name, which every
+        replikit call names so that a second stack on the host is never touched."""
+        options = ["-f", str(compose_file), "--project-directory", str(project_directory)]
+        if project_name:
+            options += ["-p", project_name]
+        if env_file:
+            options += ["--env-file", str(env_file)]
+        return self.command(*options, *args)
 
 
 def _answers(argv: list[str]) -> str | None:

@@ -75,11 +75,13 @@ class ComposeStack:
         return self.compose_file or self.root / "docker-compose.yml"
 
     def argv(self, *args: str) -> list[str]:
-        prefix = ["-f", str(self.file), "--project-directory", str(self.root)]
-        prefix += ["--env-file", str(self.env_file)]
-        if self.project_name:
-            prefix += ["-p", self.project_name]
-        return self.program.command(*prefix, *args)
+        return self.program.project_command(
+            *args,
+            compose_file=self.file,
+            project_directory=self.root,
+            env_file=self.env_file,
+            project_name=self.project_name,
+        )
 
     def run(
         self,

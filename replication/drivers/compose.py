@@ -47,17 +47,13 @@ class ComposeDriver:
 
     def command(self, *args: str) -> list[str]:
         """The full argv of one compose call on this stack (file, directory, project, env)."""
-        options = [
-            "-f",
-            str(self.compose_file),
-            "--project-directory",
-            str(self.compose_file.parent),
-        ]
-        if self.state.compose_project:
-            options += ["-p", self.state.compose_project]
-        if self.state.compose_env_file:
-            options += ["--env-file", self.state.compose_env_file]
-        return self.program.command(*options, *args)
+        return self.program.project_command(
+            *args,
+            compose_file=self.compose_file,
+            project_directory=self.compose_file.parent,
+            env_file=self.state.compose_env_file,
+            project_name=self.state.compose_project,
+        )
 
     def logs_hint(self, service: str) -> str:
         """The command that shows a service's log, as the user would type it."""
