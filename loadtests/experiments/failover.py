@@ -202,7 +202,10 @@ def run_failover(
         "plots": ["throughput.png", "replica_lag.png"],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    marks = {"kill": events["kill"] - start, "failover done": events["failover_done"] - start}
+    marks = {"kill": events["kill"] - start}
+    if events["kill"] - events["kill_issued"] > 0.5:  # a compose kill takes seconds by itself
+        marks = {"kill sent": events["kill_issued"] - start, "kill returned": marks["kill"]}
+    marks["failover done"] = events["failover_done"] - start
     if window["first_write_after"]:
         marks["first write"] = window["first_write_after"] - start
     plots.throughput_plot(

@@ -34,10 +34,21 @@ class FakeCompose:
     data_dir: Path  # the compose cluster's state directory
     env: dict[str, str]  # what a process needs to call the fake instead of compose
 
-    def calls(self) -> list[list[str]]:
-        """Every compose call so far, without the program name (``docker compose``)."""
+    def _log(self) -> list[list[str]]:
         lines = Path(self.env["FAKE_DOCKER_LOG"]).read_text().splitlines()
         return [json.loads(line) for line in lines]
+
+    def programs(self) -> set[str]:
+        """How compose was called: ``docker-compose`` (v1) and/or ``compose`` (v2)."""
+        return {call[0] for call in self._log() if call[0] != "docker"}
+
+    def calls(self) -> list[list[str]]:
+        """Every compose call so far, without the program name."""
+        return [call[1:] for call in self._log() if call[0] != "docker"]
+
+    def docker_calls(self) -> list[list[str]]:
+        """Every call of the docker client itself (``docker ps``), from its verb on."""
+        return [call[1:] for call in self._log() if call[0] == "docker"]
 
     def verbs(self) -> list[list[str]]:
         """Every call from its verb on (global options removed)."""
@@ -65,12 +76,13 @@ def fake_compose(
     try:
         bin_dir = work / "bin"
         bin_dir.mkdir()
-        name = "docker-compose" if persona == "v1" else "docker"
-        program = bin_dir / name
-        program.write_text(
-            f'#!/bin/sh\nexec {sys.executable} -m tests.integration.fake_docker "$@"\n'
-        )
-        program.chmod(0o755)
+        for name in ("docker", "docker-compose"):
+            fake = bin_dir / name
+            fake.write_text(
+                f'#!/bin/sh\nexec {sys.executable} -m tests.integration.fake_docker {name} "$@"\n'
+            )
+            fake.chmod(0o755)
+        program = bin_dir / ("docker-compose" if persona == "v1" else "docker")
         nodes = {
             node.name: {
                 "env": {
@@ -99,6 +111,8 @@ def fake_compose(
             "PATH": f"{bin_dir}:{os.environ['PATH']}",
             OVERRIDE_VARIABLE: str(program) if persona == "v1" else f"{program} compose",
             "FAKE_COMPOSE_VERSION": VERSIONS[persona],
+            "FAKE_DOCKER_HAS_COMPOSE": "1" if persona == "v2" else "0",
+            "FAKE_COMPOSE_PROJECT": project or "",
             "FAKE_DOCKER_LOG": str(work / "calls.jsonl"),
             "FAKE_DOCKER_NODES": json.dumps(nodes),
             "PYTHONPATH": str(ROOT),

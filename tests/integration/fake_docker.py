@@ -1,12 +1,15 @@
-"""A stand-in for docker compose, for testing the compose driver without Docker.
+"""A stand-in for docker compose and the docker client, for testing the compose driver
+without Docker.
 
-Installed as ``docker`` (called ``docker compose ...``, the v2 plugin) or as ``docker-compose``
-(v1), it answers ``version --short`` with $FAKE_COMPOSE_VERSION, appends every other call to
-$FAKE_DOCKER_LOG and acts on local nodes described in $FAKE_DOCKER_NODES (JSON: service ->
-{"env": {...}}) the way compose would act on the containers: kill -s SIGQUIT -> immediate
-stop, stop -> fast stop, start -> start, ps --services --filter status=running -> running
-services, run ... SERVICE -c SCRIPT -> the script as the postgres account with the service's
-environment (/replikit/scripts mapped to the local scripts).
+Installed as ``docker-compose`` (v1) and as ``docker`` (``docker compose ...`` is the v2
+plugin, present when $FAKE_DOCKER_HAS_COMPOSE is 1), it answers ``version --short`` with
+$FAKE_COMPOSE_VERSION, appends every other call to $FAKE_DOCKER_LOG and acts on local nodes
+described in $FAKE_DOCKER_NODES (JSON: service -> {"env": {...}}) the way compose would act on
+the containers: kill -s SIGQUIT -> immediate stop, stop -> fast stop, start -> start,
+ps --services --filter status=running -> running services, run ... SERVICE -c SCRIPT -> the
+script as the postgres account with the service's environment (/replikit/scripts mapped to the
+local scripts). As the docker client it answers ``ps -q`` filtered by the compose labels of
+$FAKE_COMPOSE_PROJECT's services (logged as ``["docker", ...]``).
 
 It accepts only the grammar that both compose v1 (1.29.2, checked against the real one) and
 v2 accept, so an option only one of them knows (v2's ``ps --status``, ``up --wait``) fails the
@@ -89,14 +92,56 @@ def act(args: list[str], nodes: dict[str, dict[str, dict[str, str]]]) -> int:
     raise Unsupported(" ".join(args))
 
 
-def main(argv: list[str]) -> int:
-    if argv[:1] == ["compose"]:  # ``docker compose``: the v2 plugin
+def docker_ps(args: list[str], nodes: dict[str, dict[str, dict[str, str]]]) -> int:
+    """``docker ps -q --filter ...`` with the compose labels: a made-up id per running node."""
+    if args[:2] != ["ps", "-q"] or len(args) % 2:
+        raise Unsupported(f"docker {' '.join(args)}")
+    filters = dict(f.removeprefix("label=").split("=", 1) for f in args[3::2])
+    if set(filters) != {
+        "com.docker.compose.project",
+        "com.docker.compose.service",
+        "com.docker.compose.oneoff",
+        "status",
+    }:
+        raise Unsupported(f"docker ps filters {filters}")
+    service = filters["com.docker.compose.service"]
+    if (
+        filters["com.docker.compose.project"] == os.environ.get("FAKE_COMPOSE_PROJECT")
+        and filters["com.docker.compose.oneoff"] == "False"
+        and filters["status"] == "running"
+        and service in nodes
+    ):
+        env = nodes[service]["env"]
+        command = [f"{env['PGBIN']}/pg_ctl", "--pgdata", env["PGDATA"], "status"]
+        if ServerUser.detect().run(command, env=env, what="pg_ctl", check=False).returncode == 0:
+            print(f"fake-{service}")
+    return 0
+
+
+def log_call(entry: list[str]) -> None:
+    with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+        log.write(json.dumps(entry) + "\n")
+
+
+def main(argv: list[str], program: str) -> int:
+    """Log entries: ``["docker", ...]`` for the client, ``["docker-compose", ...]`` (v1) or
+    ``["docker", "compose", ...]`` is logged as ``["compose", ...]`` (v2) for compose."""
+    if program == "docker":
+        if argv[:1] != ["compose"]:  # the docker client itself
+            log_call(["docker", *argv])
+            try:
+                return docker_ps(argv, json.loads(os.environ["FAKE_DOCKER_NODES"]))
+            except Unsupported as error:
+                print(f"fake docker: unsupported {error}", file=sys.stderr)
+                return 2
+        if os.environ.get("FAKE_DOCKER_HAS_COMPOSE") != "1":  # Docker 20.10 from Debian
+            print("docker: 'compose' is not a docker command.", file=sys.stderr)
+            return 1
         argv = argv[1:]
     if argv == ["version", "--short"]:
         print(os.environ.get("FAKE_COMPOSE_VERSION", "2.29.7"))
         return 0
-    with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
-        log.write(json.dumps(argv) + "\n")
+    log_call(["compose" if program == "docker" else "docker-compose", *argv])
     try:
         _, args = split_globals(argv)
         return act(args, json.loads(os.environ["FAKE_DOCKER_NODES"]))
@@ -106,4 +151,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[2:], program=sys.argv[1]))

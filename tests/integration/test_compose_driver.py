@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def compose_cluster() -> Iterator[tuple[Cluster, FakeCompose]]:
     with (
         running_cluster(replicas=2, name="compose-driver") as local,
-        fake_compose(local, persona="v1", project="rkdriver") as fake,
+        fake_compose(local, persona="v1", project="rkfake") as fake,
     ):
         yield local, fake
 
@@ -40,9 +40,19 @@ def test_kill_failover_rejoin_through_docker_compose_v1(
     assert ["kill", "-s", "SIGQUIT", "pg0"] in fake.verbs()
     # Every call names the stack's project and env file, so it cannot touch another stack.
     for call in fake.calls():
-        assert call[call.index("-p") + 1] == "rkdriver"
+        assert call[call.index("-p") + 1] == "rkfake"
         assert call[call.index("--env-file") + 1].endswith("stack.env")
     assert not local.driver.is_running(local.state.node("pg0"))
+    # With the project known, "is it running?" asks the docker client by compose's labels
+    # (milliseconds) instead of a compose ps (a second or more on v1).
+    assert (fake.docker_calls()[0][:4]) == [
+        "ps",
+        "-q",
+        "--filter",
+        "label=com.docker.compose.project=rkfake",
+    ]
+    assert not any(verb[0] == "ps" for verb in fake.verbs())
+    assert fake.programs() == {"docker-compose"}  # v1
 
     failover = replikit("cluster", "failover", "--json", *d, env=env)
     assert failover.returncode == 0, failover.stderr

@@ -1,5 +1,6 @@
 """Both experiments on a compose-attached cluster, through the CLI as a user runs them: the
-nodes are a local cluster acted on by the fake compose (v1), and the "stack's" service is a
+nodes are a local cluster acted on by the fake compose (v2, attached without a project name,
+so running nodes are listed with compose ps), and the "stack's" service is a
 ``replikit serve`` instance standing in for the load balancer (public and admin URL alike).
 The experiments must drive that URL, never start instances of their own, and leave it and
 the cluster running."""
@@ -30,7 +31,7 @@ def compose_stack() -> Iterator[tuple[Cluster, FakeCompose, str]]:
         try:
             url = lb.load_urls[0]
             endpoints = ServiceEndpoints(url=url, admin_url=url)
-            with fake_compose(local, persona="v1", service=endpoints) as fake:
+            with fake_compose(local, persona="v2", project=None, service=endpoints) as fake:
                 yield local, fake, url
         finally:
             lb.close()
@@ -66,6 +67,7 @@ def test_failover_experiment_drives_the_stacks_load_balancer_and_rejoins_through
     assert summary["acknowledged_uploads"]["lost"] == 0  # type: ignore[index]
     assert f"the compose load balancer {url}" in (out / "summary.md").read_text()
     verbs = fake.verbs()
+    assert fake.programs() == {"compose"}  # docker compose ..., v2
     assert ["kill", "-s", "SIGQUIT", "pg0"] in verbs
     assert ["start", "pg0"] in verbs  # rejoined through compose
     assert (out / "requests-a.jsonl").exists()
