@@ -18,6 +18,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -160,27 +161,34 @@ class ComposeDriver:
         more (and failover asks it on the way to promotion)."""
         return shutil.which("docker") if self.state.compose_project else None
 
+    def _containers(self, node: NodeSpec, *, running: bool) -> list[str] | None:
+        """Ids of the node's service containers, through the docker client; None when that
+        cannot be asked (no project name recorded, no client, or it failed)."""
+        if self.docker is None or self.state.compose_project is None:
+            return None
+        # The labels v1 and v2 both put on a service's containers; one-off 'run'
+        # containers (fence, rejoin) carry oneoff=True and do not count.
+        project = re.sub(r"[^-_a-z0-9]", "", self.state.compose_project.lower())
+        filters = [
+            f"label=com.docker.compose.project={project}",
+            f"label=com.docker.compose.service={node.name}",
+            "label=com.docker.compose.oneoff=False",
+        ]
+        if running:
+            filters.append("status=running")
+        command = [self.docker, "ps", "-q", *(a for f in filters for a in ("--filter", f))]
+        if not running:
+            command.insert(2, "-a")
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=60, check=False,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        return result.stdout.split() if result.returncode == 0 else None
+
     def is_running(self, node: NodeSpec) -> bool:
-        if self.docker is not None and self.state.compose_project is not None:
-            # The labels v1 and v2 both put on a service's containers; one-off 'run'
-            # containers (fence, rejoin) carry oneoff=True and do not count.
-            project = re.sub(r"[^-_a-z0-9]", "", self.state.compose_project.lower())
-            filters = [
-                f"label=com.docker.compose.project={project}",
-                f"label=com.docker.compose.service={node.name}",
-                "label=com.docker.compose.oneoff=False",
-                "status=running",
-            ]
-            result = subprocess.run(
-                [self.docker, "ps", "-q", *(a for f in filters for a in ("--filter", f))],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-                stdin=subprocess.DEVNULL,
-            )
-            if result.returncode == 0:
-                return bool(result.stdout.strip())
+        running = self._containers(node, running=True)
+        if running is not None:
+            return bool(running)
         # v1 ignores a service name after --services, so list them all and look for ours.
         output = self._compose(
             "ps",
@@ -204,6 +212,34 @@ class ComposeDriver:
         return lines[-1].removeprefix("result=") if lines else "unknown"
 
     def fence(self, node: NodeSpec) -> None:
+        """Put standby.signal in the stopped node's data directory.
+
+        Failover does this before it promotes, so it is on the clients' critical path: copying
+        the file into the stopped container's volume takes a fraction of a second, where a
+        one-off container takes several (compose v1). The one-off stays the fallback.
+        """
+        containers = self._containers(node, running=False)
+        if containers and self.docker is not None:
+            inspect = subprocess.run(
+                [self.docker, "inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}",
+                 containers[0]],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            pgdata = next(
+                (line[len("PGDATA=") :] for line in inspect.stdout.splitlines()
+                 if line.startswith("PGDATA=")),
+                None,
+            )  # fmt: skip
+            if pgdata:
+                with tempfile.TemporaryDirectory() as scratch:
+                    signal = Path(scratch) / "standby.signal"
+                    signal.touch()
+                    copied = subprocess.run(
+                        [self.docker, "cp", str(signal), f"{containers[0]}:{pgdata}/"],
+                        capture_output=True, text=True, timeout=60, check=False,
+                    )  # fmt: skip
+                if copied.returncode == 0:
+                    return
         self._one_off(node, 'touch "$PGDATA/standby.signal"', what=f"fencing {node.name}", env={})
 
     def controldata(self, node: NodeSpec) -> dict[str, str]:
