@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
 from dotenv import dotenv_values
 
+from replication.compose_command import compose_program
 from replication.errors import BadInputError
 from replication.probe import choose_primary, read_all
 from replication.topology import (
@@ -67,6 +69,33 @@ def service_endpoints(compose_text: str, values: dict[str, str]) -> ServiceEndpo
     return ServiceEndpoints(url=f"http://{LOOPBACK}:{http}", admin_url=f"http://{LOOPBACK}:{admin}")
 
 
+PROJECT_LABEL_FORMAT = '{{index .Config.Labels "com.docker.compose.project"}}'
+
+
+def running_project(compose_file: Path, env_file: Path, service: str) -> str | None:
+    """The project name compose gave the running stack (its default is derived from the
+    directory), read off a container's label. Recording it lets the driver ask the docker
+    client directly, in milliseconds, instead of compose (a second or more per v1 call)."""
+    program = compose_program()
+    listed = subprocess.run(
+        program.project_command(
+            "ps", "-a", "-q", service,
+            compose_file=compose_file, project_directory=compose_file.parent, env_file=env_file,
+        ),
+        capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    ids = listed.stdout.split()
+    if listed.returncode != 0 or not ids:
+        return None
+    label = subprocess.run(
+        ["docker", "inspect", "-f", PROJECT_LABEL_FORMAT, ids[0]],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if label.returncode != 0:
+        return None
+    return label.stdout.strip() or None
+
+
 def attach_compose(
     data_dir: Path, compose_file: Path, env_file: Path, project_name: str | None = None
 ) -> ClusterState:
@@ -107,6 +136,8 @@ def attach_compose(
         )
         for name in names
     ]
+    if project_name is None:
+        project_name = running_project(compose_file, env_file, names[0])
     state = ClusterState(
         pg_bin="",
         pg_major=0,
