@@ -62,7 +62,13 @@ class LocalInstances:
 
     @classmethod
     def start(
-        cls, cluster: Cluster, scratch: Path, count: int, extra_env: dict[str, str] | None = None
+        cls,
+        cluster: Cluster,
+        scratch: Path,
+        count: int,
+        extra_env: dict[str, str] | None = None,
+        *,
+        first_port: int = 41000,
     ) -> LocalInstances:
         env = {
             **service_urls(cluster.state),
@@ -74,7 +80,7 @@ class LocalInstances:
         instances = cls()
         try:
             for index in range(count):
-                port = find_free_port_range(1, start=41000 + 50 * index)
+                port = find_free_port_range(1, start=first_port + 50 * index)
                 record_dir = scratch / f"service-{index}"
                 record = start_service(record_dir, host="127.0.0.1", port=port, workers=1, env=env)
                 instances.records.append((record_dir, record))

@@ -8,6 +8,7 @@ the cluster running."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,12 @@ from loadtests.experiments.targets import LocalInstances
 from replication.cluster import Cluster, service_urls
 from replication.topology import ServiceEndpoints, require_state
 from service import migrate
-from tests.integration.clusters import reachable_temp_dir, replikit, running_cluster
+from tests.integration.clusters import (
+    free_base_port,
+    reachable_temp_dir,
+    replikit,
+    running_cluster,
+)
 from tests.integration.compose_fakes import FakeCompose, fake_compose
 from tests.integration.test_experiments import assert_plots, assert_valid
 
@@ -27,7 +33,8 @@ def compose_stack() -> Iterator[tuple[Cluster, FakeCompose, str]]:
     with running_cluster(replicas=2, name="compose-exp") as local:
         migrate.upgrade(service_urls(local.state)["REPLIKIT_PRIMARY_URL"])
         scratch = reachable_temp_dir("replikit-compose-exp-service-")
-        lb = LocalInstances.start(local, scratch, 1)
+        # A port of its own: parallel test runs on this host start services at 41000 too.
+        lb = LocalInstances.start(local, scratch, 1, first_port=free_base_port(1))
         try:
             url = lb.load_urls[0]
             endpoints = ServiceEndpoints(url=url, admin_url=url)
@@ -35,10 +42,10 @@ def compose_stack() -> Iterator[tuple[Cluster, FakeCompose, str]]:
                 yield local, fake, url
         finally:
             lb.close()
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-def experiment(fake: FakeCompose, *args: str) -> tuple[Path, dict[str, object]]:
-    results = reachable_temp_dir("replikit-compose-results-")
+def experiment(fake: FakeCompose, results: Path, *args: str) -> tuple[Path, dict[str, object]]:
     done = replikit(
         "experiment", *args, "--data-dir", str(fake.data_dir), "--results", str(results),
         env=fake.env,
@@ -50,11 +57,21 @@ def experiment(fake: FakeCompose, *args: str) -> tuple[Path, dict[str, object]]:
 
 @pytest.mark.destructive
 def test_failover_experiment_drives_the_stacks_load_balancer_and_rejoins_through_compose(
-    compose_stack: tuple[Cluster, FakeCompose, str],
+    compose_stack: tuple[Cluster, FakeCompose, str], tmp_path: Path
 ) -> None:
     local, fake, url = compose_stack
     out, summary = experiment(
-        fake, "failover", "--users", "4", "--duration", "9", "--kill-at", "3", "--sync", "off"
+        fake,
+        tmp_path,
+        "failover",
+        "--users",
+        "4",
+        "--duration",
+        "9",
+        "--kill-at",
+        "3",
+        "--sync",
+        "off",
     )
     assert_valid(out / "summary.json", "failover.schema.json")
     assert_plots(out, ["throughput.png", "replica_lag.png"])
@@ -78,11 +95,11 @@ def test_failover_experiment_drives_the_stacks_load_balancer_and_rejoins_through
 
 
 def test_lag_experiment_injects_lag_over_sql_and_reads_metrics_from_the_admin_url(
-    compose_stack: tuple[Cluster, FakeCompose, str],
+    compose_stack: tuple[Cluster, FakeCompose, str], tmp_path: Path
 ) -> None:
     _, fake, _ = compose_stack
     out, summary = experiment(
-        fake, "lag", "--apply-delay", "1s", "--consistency", "eventual,read_your_writes",
+        fake, tmp_path, "lag", "--apply-delay", "1s", "--consistency", "eventual,read_your_writes",
         "--users", "4", "--duration", "8",
     )  # fmt: skip
     assert_valid(out / "summary.json", "lag.schema.json")
@@ -97,13 +114,12 @@ def test_lag_experiment_injects_lag_over_sql_and_reads_metrics_from_the_admin_ur
 
 
 def test_an_upload_rate_limit_on_the_stack_is_refused_before_the_load(
-    cluster: Cluster,
+    cluster: Cluster, tmp_path: Path
 ) -> None:
     endpoints = ServiceEndpoints(url="http://127.0.0.1:9", admin_url="http://127.0.0.1:9")
     with fake_compose(cluster, service=endpoints, stack_env="") as fake:
-        results = reachable_temp_dir("replikit-compose-results-")
         done = replikit(
-            "experiment", "lag", "--data-dir", str(fake.data_dir), "--results", str(results),
+            "experiment", "lag", "--data-dir", str(fake.data_dir), "--results", str(tmp_path),
             env=fake.env,
         )  # fmt: skip
     assert done.returncode == 2, done.stderr
