@@ -14,11 +14,12 @@ options both versions accept are used (``ps --services --filter status=running``
 from __future__ import annotations
 
 import functools
+import io
 import re
 import shlex
 import shutil
 import subprocess
-import tempfile
+import tarfile
 import time
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from replication.errors import BadInputError, ClusterTimeoutError, NodeCommandEr
 from replication.topology import ClusterState, NodeSpec
 
 START_TIMEOUT_SECONDS = 90.0
+# standby.signal keeps a started node read-only; the marker (see lib.sh) keeps the container's
+# entrypoint from starting it at all until a rejoin removes it.
+FENCE_FILES = ("standby.signal", "replikit.fenced")
 STOP_TIMEOUT_SECONDS = 30.0
 
 
@@ -212,35 +216,53 @@ class ComposeDriver:
         return lines[-1].removeprefix("result=") if lines else "unknown"
 
     def fence(self, node: NodeSpec) -> None:
-        """Put standby.signal in the stopped node's data directory.
+        """Put standby.signal and the fence marker in the stopped node's data directory.
 
         Failover does this before it promotes, so it is on the clients' critical path: copying
-        the file into the stopped container's volume takes a fraction of a second, where a
+        the files into the stopped container's volume takes a fraction of a second, where a
         one-off container takes several (compose v1). The one-off stays the fallback.
         """
         containers = self._containers(node, running=False)
-        if containers and self.docker is not None:
-            inspect = subprocess.run(
-                [self.docker, "inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}",
-                 containers[0]],
-                capture_output=True, text=True, timeout=60, check=False,
-            )  # fmt: skip
-            pgdata = next(
-                (line[len("PGDATA=") :] for line in inspect.stdout.splitlines()
-                 if line.startswith("PGDATA=")),
-                None,
-            )  # fmt: skip
-            if pgdata:
-                with tempfile.TemporaryDirectory() as scratch:
-                    signal = Path(scratch) / "standby.signal"
-                    signal.touch()
-                    copied = subprocess.run(
-                        [self.docker, "cp", str(signal), f"{containers[0]}:{pgdata}/"],
-                        capture_output=True, text=True, timeout=60, check=False,
-                    )  # fmt: skip
-                if copied.returncode == 0:
-                    return
-        self._one_off(node, 'touch "$PGDATA/standby.signal"', what=f"fencing {node.name}", env={})
+        if containers and self._copy_fence_files(containers[0]):
+            return
+        touch = " ".join(f'"$PGDATA/{name}"' for name in FENCE_FILES)
+        self._one_off(node, f"touch {touch}", what=f"fencing {node.name}", env={})
+
+    def _copy_fence_files(self, container: str) -> bool:
+        """``docker cp`` the fence files in, owned like PG_VERSION (the server's account), so
+        the scripts that later replace or remove them, as that account, may."""
+        assert self.docker is not None
+        inspect = subprocess.run(
+            [self.docker, "inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", container],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        pgdata = next(
+            (line.partition("=")[2] for line in inspect.stdout.splitlines()
+             if line.startswith("PGDATA=")),
+            None,
+        )  # fmt: skip
+        if not pgdata:
+            return False
+        probe = subprocess.run(
+            [self.docker, "cp", f"{container}:{pgdata}/PG_VERSION", "-"],
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+        if probe.returncode != 0:
+            return False
+        with tarfile.open(fileobj=io.BytesIO(probe.stdout)) as archive:
+            owner = archive.getmembers()[0]
+        files = io.BytesIO()
+        with tarfile.open(fileobj=files, mode="w") as archive:
+            for name in FENCE_FILES:
+                member = tarfile.TarInfo(name)
+                member.uid, member.gid, member.mode = owner.uid, owner.gid, 0o600
+                member.mtime = int(time.time())
+                archive.addfile(member, io.BytesIO(b""))
+        copied = subprocess.run(
+            [self.docker, "cp", "-", f"{container}:{pgdata}"],
+            input=files.getvalue(), capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+        return copied.returncode == 0
 
     def controldata(self, node: NodeSpec) -> dict[str, str]:
         output = self._one_off(

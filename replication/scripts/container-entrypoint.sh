@@ -45,6 +45,9 @@ current_primary() {
     return 1
 }
 
+if [ -f "$PGDATA/$fence_marker" ]; then
+    fail "${REPLIKIT_NODE_NAME:-this node} is a fenced former primary and stays down; rejoin it as a replica: make compose-rejoin NODE=${REPLIKIT_NODE_NAME:-<node>} (replikit cluster rejoin ${REPLIKIT_NODE_NAME:-<node>} --data-dir .replikit/compose)"
+fi
 if [ -s "$PGDATA/PG_VERSION" ]; then
     # Built before: the scripts only rewrite this node's own settings.
     if [ -f "$PGDATA/standby.signal" ]; then

@@ -53,6 +53,12 @@ write_node_conf() {
     } >"$PGDATA/replikit-node.conf"
 }
 
+# Written next to standby.signal when a failed-over primary is fenced; only a rejoin removes it.
+# A container entrypoint refuses to start such a node: started, it would be a read-only node on
+# the old timeline, following nobody, that readers could take for a replica.
+fence_marker=replikit.fenced
+export fence_marker
+
 # The user names every node agrees on.
 superuser=${REPLIKIT_SUPERUSER:-postgres}
 replication_user=${REPLIKIT_REPLICATION_USER:-replicator}

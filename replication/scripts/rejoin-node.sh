@@ -68,6 +68,7 @@ else
     log "pg_rewind failed ($(tail -n 1 "$workdir/rewind.log")); taking a fresh base backup"
     find "$PGDATA" -mindepth 1 -delete
     bash "$here/bootstrap-replica.sh" >&2
+    rm -f "$PGDATA/$fence_marker"
     echo "result=recloned"
     exit 0
 fi
@@ -88,5 +89,6 @@ grep -v -E '^[[:space:]]*(primary_conninfo|primary_slot_name|synchronous_standby
     echo "primary_slot_name = $(conf_quote "$slot")"
 } >"$auto_conf"
 write_node_conf
+rm -f "$PGDATA/$fence_marker"
 log "rejoined as a replica of $REPLIKIT_PRIMARY_HOST:$REPLIKIT_PRIMARY_PORT ($result)"
 echo "result=$result"
