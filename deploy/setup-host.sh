@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare this machine for replikit: the system packages it needs (PostgreSQL server,
 # python3-venv, shellcheck, docker-compose), uv, and .venv with the project and its dev extras from uv.lock.
-# Safe to run again: it installs only what is missing.
+# Safe to run again: it installs only what is missing. As an ordinary user it installs uv and
+# .venv, names the command that installs the rest as root, and exits 1 while something is missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export UV_PYTHON_DOWNLOADS=never
@@ -31,28 +32,44 @@ command -v shellcheck >/dev/null || missing+=(shellcheck)
 # The compose files are checked without a Docker engine by Debian's docker-compose (v1).
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 
+# What needs root is installed here only when we are root; otherwise (an ordinary user, or a
+# system without apt-get) everything that needs no privileges is still done, then the one
+# command to run as root is printed and setup fails. It never calls sudo behind your back.
+packages_needed=""
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "setup: installing ${missing[*]} with apt-get" >&2
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             "${missing[@]}" >/dev/null
+    elif command -v apt-get >/dev/null; then
+        packages_needed="replikit needs ${missing[*]}, which only root can install; as root"
+        packages_needed+=" (e.g. with sudo) run: apt-get install --no-install-recommends ${missing[*]}"
     else
-        echo "setup: replikit needs ${missing[*]}; install them with your package manager" \
-            "(on Debian, as root: apt-get install ${missing[*]})." >&2
-        exit 1
+        packages_needed="replikit needs ${missing[*]}; install them with your package manager"
     fi
 fi
-python=${REPLIKIT_PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
+python=${REPLIKIT_PYTHON:-$(command -v /usr/bin/python3 || command -v python3 || true)}
 
+# uv and .venv need no privileges: on PATH already, or installed into .tools/ with the system
+# python's venv module (python3-venv).
 uv=$(command -v uv || true)
-if [ -z "$uv" ]; then
-    if [ ! -x .tools/bin/uv ]; then
-        echo "setup: installing uv into .tools/" >&2
-        "$python" -m venv .tools
-        .tools/bin/pip install --quiet uv
-    fi
+if [ -z "$uv" ] && [ -x .tools/bin/uv ]; then
     uv=.tools/bin/uv
 fi
+if [ -z "$uv" ] && [ -n "$python" ] && "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+    echo "setup: installing uv into .tools/" >&2
+    "$python" -m venv .tools
+    .tools/bin/pip install --quiet uv
+    uv=.tools/bin/uv
+fi
+if [ -n "$uv" ] && [ -n "$python" ]; then
+    "$uv" sync --locked --extra dev --python "$python" --quiet
+elif [ -z "$packages_needed" ]; then
+    packages_needed="uv could not be installed; install python3-venv or put uv on PATH"
+fi
 
-"$uv" sync --locked --extra dev --python "$python" --quiet
+if [ -n "$packages_needed" ]; then
+    echo "setup: $packages_needed (then run make setup again)." >&2
+    exit 1
+fi

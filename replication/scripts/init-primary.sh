@@ -13,6 +13,11 @@
 #   REPLIKIT_LISTEN_ADDRESSES (default 127.0.0.1), REPLIKIT_SOCKET_DIR (default: no socket)
 #   REPLIKIT_WAL_KEEP_SIZE    (default 256MB), REPLIKIT_MAX_CONNECTIONS (default 200)
 #
+# The superuser is reachable on the local socket only by the OS account that runs this script
+# (the one that owns the cluster and runs its server: `postgres` as root or in a container, the
+# user themself otherwise), through the peer map "replikit" in pg_ident.conf; everyone else
+# needs a SCRAM password over TCP.
+#
 # Safe to run twice: an already initialised directory only gets its node settings rewritten.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -53,6 +58,10 @@ case "$sync_mode" in
     *) fail "REPLIKIT_SYNC_MODE must be off, on or quorum, not '$sync_mode'" ;;
 esac
 
+# The OS account that owns the cluster: whoever runs initdb, and so the server.
+os_user=$(id -un 2>/dev/null) ||
+    fail "the OS account $(id -u) has no name; run this script as an account listed in /etc/passwd"
+
 mkdir -p "$PGDATA"
 chmod 700 "$PGDATA"
 workdir=$(mktemp -d)
@@ -90,7 +99,7 @@ CONF
     echo "# Written by replikit: SCRAM passwords from $hba_address only;"
     echo "# replication only for $replication_user."
     echo "# TYPE  DATABASE     USER                 ADDRESS          METHOD"
-    echo "local   all          $superuser                            peer"
+    echo "local   all          $superuser                            peer map=replikit"
     IFS=',' read -r -a addresses <<<"$hba_address"
     for address in "${addresses[@]}"; do
         echo "host    replication  $replication_user    $address     scram-sha-256"
@@ -98,6 +107,12 @@ CONF
         echo "host    all          all                  $address     scram-sha-256"
     done
 } >"$PGDATA/pg_hba.conf"
+{
+    echo "# Written by replikit: only the OS account that owns this cluster may log in as"
+    echo "# the superuser on the local socket."
+    echo "# MAPNAME  SYSTEM-USERNAME  PG-USERNAME"
+    echo "replikit   \"$os_user\"  \"$superuser\""
+} >"$PGDATA/pg_ident.conf"
 write_node_conf
 
 log "creating roles and database"

@@ -203,7 +203,7 @@ async def test_pg_hba_allows_only_scram_from_loopback(cluster: Cluster) -> None:
         connection = await connect(cluster, node, superuser=True)
         try:
             rules = await connection.fetch(
-                "SELECT type, address, auth_method FROM pg_hba_file_rules"
+                "SELECT type, user_name, address, auth_method, options FROM pg_hba_file_rules"
             )
             listen = await connection.fetchval("SHOW listen_addresses")
         finally:
@@ -213,6 +213,11 @@ async def test_pg_hba_allows_only_scram_from_loopback(cluster: Cluster) -> None:
             assert rule["auth_method"] in {"scram-sha-256", "reject", "peer"}
             if rule["type"] == "host":
                 assert rule["address"] == "127.0.0.1"
+            if rule["auth_method"] == "peer":
+                # Only the superuser, and only for the OS account mapped to it in pg_ident.
+                assert rule["type"] == "local"
+                assert rule["user_name"] == [cluster.state.superuser]
+                assert rule["options"] == ["map=replikit"]
 
 
 def test_state_file_is_private_and_passwords_are_not_printed(cluster: Cluster) -> None:

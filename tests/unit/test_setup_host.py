@@ -1,0 +1,95 @@
+"""`make setup` (deploy/setup-host.sh) as an ordinary user and as root, with fake system tools.
+
+An ordinary user gets everything that needs no privileges (uv, .venv) and the one command that
+installs the rest as root; setup never calls sudo or apt-get for them. Root gets the packages
+installed with apt-get. The script runs from a copy, with a PATH of fakes that record their
+calls, so nothing on this machine is installed or changed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = "/usr/bin/python3"
+
+RECORDER = """#!/bin/bash
+echo "${{0##*/}} $*" >>"{calls}"
+"""
+
+
+def _fake_host(tmp_path: Path, *, uid: int) -> tuple[Path, dict[str, str]]:
+    """A copy of the script and a PATH where shellcheck and docker-compose are missing,
+    PostgreSQL is present, ``id -u`` answers ``uid`` and every installer records its call."""
+    repo = tmp_path / "repo"
+    (repo / "deploy").mkdir(parents=True)
+    shutil.copy(ROOT / "deploy/setup-host.sh", repo / "deploy/setup-host.sh")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    for tool in ("uv", "apt-get", "sudo"):
+        (bin_dir / tool).write_text(RECORDER.format(calls=calls))
+    (bin_dir / "id").write_text(
+        f'#!/bin/bash\nif [ "$1" = -u ]; then echo {uid}; else echo someone; fi\n'
+    )
+    dirname = shutil.which("dirname")
+    assert dirname
+    (bin_dir / "dirname").symlink_to(dirname)
+    pg_bin = tmp_path / "pg"
+    pg_bin.mkdir()
+    (pg_bin / "initdb").write_text("#!/bin/bash\n")
+    for program in [*bin_dir.iterdir(), pg_bin / "initdb"]:
+        if not program.is_symlink():
+            program.chmod(0o755)
+    env = {"PATH": str(bin_dir), "PG_BIN": str(pg_bin), "REPLIKIT_PYTHON": PYTHON}
+    return repo, env
+
+
+def _calls(tmp_path: Path) -> list[str]:
+    calls = tmp_path / "calls"
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.mark.skipif(not Path(PYTHON).exists(), reason="needs the system python3")
+def test_an_ordinary_user_gets_the_venv_and_the_one_root_command_and_no_sudo(
+    tmp_path: Path,
+) -> None:
+    repo, env = _fake_host(tmp_path, uid=1000)
+    result = subprocess.run(
+        ["/bin/bash", str(repo / "deploy/setup-host.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "setup: replikit needs shellcheck docker-compose, which only root can install; as root "
+        "(e.g. with sudo) run: apt-get install --no-install-recommends shellcheck docker-compose "
+        "(then run make setup again)."
+    )
+    assert _calls(tmp_path) == [f"uv sync --locked --extra dev --python {PYTHON} --quiet"]
+
+
+@pytest.mark.skipif(not Path(PYTHON).exists(), reason="needs the system python3")
+def test_root_installs_the_missing_packages_with_apt_get(tmp_path: Path) -> None:
+    repo, env = _fake_host(tmp_path, uid=0)
+    result = subprocess.run(
+        ["/bin/bash", str(repo / "deploy/setup-host.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert _calls(tmp_path) == [
+        "apt-get update -qq",
+        "apt-get install -y -qq --no-install-recommends shellcheck docker-compose",
+        f"uv sync --locked --extra dev --python {PYTHON} --quiet",
+    ]
