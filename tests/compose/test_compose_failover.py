@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.benchmarks.acked_uploads import AckedUploads, running
+from replication.errors import ClusterTimeoutError
 from tests.compose.stacks import ROOT, api_url, compose_stack, leftovers
 
 pytestmark = [pytest.mark.compose, pytest.mark.destructive]
@@ -61,6 +62,11 @@ def test_crash_of_the_primary_under_uploads_loses_no_acknowledged_upload(
         assert roles["pg0"] != "primary"
         assert sorted(roles.values()).count("primary") == 1, roles
         assert stream.missing(api_url(stack)) == [], f"of {len(stream.acknowledged)} acked"
+
+        # Started before its rejoin, the fenced former primary refuses to run at all.
+        stack.run("up", "-d", "--no-build", what="up -d before the rejoin")
+        with pytest.raises(ClusterTimeoutError, match="fenced former primary"):
+            stack.wait_ready(services=["pg0"], timeout=90)
 
         replikit("cluster", "rejoin", "pg0", *data_dir)
         stack.run("up", "-d", "--no-build", what="up -d after the failover")
