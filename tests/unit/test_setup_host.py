@@ -54,12 +54,8 @@ def _calls(tmp_path: Path) -> list[str]:
     return calls.read_text().splitlines() if calls.exists() else []
 
 
-@pytest.mark.skipif(not Path(PYTHON).exists(), reason="needs the system python3")
-def test_an_ordinary_user_gets_the_venv_and_the_one_root_command_and_no_sudo(
-    tmp_path: Path,
-) -> None:
-    repo, env = _fake_host(tmp_path, uid=1000)
-    result = subprocess.run(
+def _run_setup(repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         ["/bin/bash", str(repo / "deploy/setup-host.sh")],
         env=env,
         capture_output=True,
@@ -67,6 +63,14 @@ def test_an_ordinary_user_gets_the_venv_and_the_one_root_command_and_no_sudo(
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.skipif(not Path(PYTHON).exists(), reason="needs the system python3")
+def test_an_ordinary_user_gets_the_venv_and_the_one_root_command_and_no_sudo(
+    tmp_path: Path,
+) -> None:
+    repo, env = _fake_host(tmp_path, uid=1000)
+    result = _run_setup(repo, env)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "setup: replikit needs shellcheck docker-compose, which only root can install; as root "
@@ -79,14 +83,7 @@ def test_an_ordinary_user_gets_the_venv_and_the_one_root_command_and_no_sudo(
 @pytest.mark.skipif(not Path(PYTHON).exists(), reason="needs the system python3")
 def test_root_installs_the_missing_packages_with_apt_get(tmp_path: Path) -> None:
     repo, env = _fake_host(tmp_path, uid=0)
-    result = subprocess.run(
-        ["/bin/bash", str(repo / "deploy/setup-host.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _run_setup(repo, env)
     assert result.returncode == 0, result.stderr
     assert _calls(tmp_path) == [
         "apt-get update -qq",
