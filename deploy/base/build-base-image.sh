@@ -34,6 +34,7 @@ fi
 if ! command -v mmdebstrap >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         say "installing mmdebstrap with apt-get"
+        apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             mmdebstrap >/dev/null
     else
