@@ -35,6 +35,7 @@ SELECT pg_is_in_recovery() AS in_recovery,
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
        END AS timeline,
        CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS paused,
+       pg_last_wal_receive_lsn() IS NOT NULL AS has_streamed,
        current_setting('cluster_name') AS cluster_name
 """
 
@@ -108,6 +109,7 @@ class NodeMonitor:
             current_lsn=parse_lsn(row["current_lsn"]) if row["current_lsn"] else None,
             replay_lsn=parse_lsn(row["replay_lsn"]) if row["replay_lsn"] else None,
             replay_paused=bool(row["paused"]),
+            has_streamed=bool(row["has_streamed"]),
             cluster_name=row["cluster_name"] or "",
         )
 
@@ -157,7 +159,7 @@ class NodeMonitor:
             elif node is writer:
                 role = Role.PRIMARY
             elif node.probe.in_recovery:
-                role = Role.REPLICA
+                role = Role.REPLICA if node.probe.has_streamed else Role.DETACHED
             else:
                 role = Role.STALE_PRIMARY
             self._set_role(node, role)

@@ -16,6 +16,10 @@ class Role(StrEnum):
     PRIMARY = "primary"  # the writer
     REPLICA = "replica"
     STALE_PRIMARY = "stale_primary"  # out of recovery but not the writer: never used
+    # In recovery but has streamed nothing since it started (a fenced former primary started
+    # by hand, or a node following a primary that no longer exists): never used, since what
+    # it replays may be stale or even a history the cluster has left.
+    DETACHED = "detached"
     DOWN = "down"
 
 
@@ -29,6 +33,9 @@ class Probe:
     replay_lsn: int | None
     replay_paused: bool
     cluster_name: str
+    # pg_last_wal_receive_lsn() is set by the first streamed WAL and kept while the server
+    # runs, so a replica whose upstream just died still counts as streaming.
+    has_streamed: bool = True
 
 
 @dataclass(eq=False)

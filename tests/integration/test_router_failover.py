@@ -131,3 +131,44 @@ async def test_a_commit_stuck_on_sync_replication_times_out_as_503() -> None:
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "PRIMARY_UNAVAILABLE"
         assert took < 1.5 + 1.0, f"the write hung for {took:.1f} s"
+
+
+async def test_a_node_in_recovery_that_follows_no_primary_gets_no_reads() -> None:
+    """A fenced former primary started by hand is in recovery, like a replica, but follows no
+    one: what it would serve may be a history the cluster has left."""
+    async with running_cluster_async(replicas=2, name="detached") as cluster:
+        await asyncio.to_thread(migrate.upgrade, cluster.state.app_url(cluster.state.primary_node))
+        pg2 = cluster.state.node("pg2")
+        admin = await connect(cluster, pg2, superuser=True)
+        try:
+            conninfo = await admin.fetchval("SHOW primary_conninfo")
+            await admin.execute("ALTER SYSTEM SET primary_conninfo = ''")
+        finally:
+            await admin.close()
+        await asyncio.to_thread(cluster.driver.stop, pg2)
+        await asyncio.to_thread(cluster.driver.start, pg2)
+        settings = service_settings(cluster, replicas=True, health_interval=INTERVAL)
+        async with service_client(settings) as client:
+            view = {n["name"]: n for n in (await client.get("/cluster")).json()["nodes"]}
+            assert view["pg2"]["role"] == "detached"
+            assert view["pg2"]["in_rotation"] is False
+            assert view["pg1"]["in_rotation"] is True
+            served: Counter[str] = Counter()
+            for _ in range(20):
+                served[(await client.get("/api/v1/images")).headers["X-Replikit-Node"]] += 1
+            assert served["pg2"] == 0, served
+
+            admin = await connect(cluster, pg2, superuser=True)
+            try:
+                quoted = conninfo.replace("'", "''")
+                await admin.execute(f"ALTER SYSTEM SET primary_conninfo = '{quoted}'")
+            finally:
+                await admin.close()
+            await asyncio.to_thread(cluster.driver.stop, pg2)
+            await asyncio.to_thread(cluster.driver.start, pg2)
+
+            async def back_in_rotation() -> bool:
+                nodes = (await client.get("/cluster")).json()["nodes"]
+                return any(n["name"] == "pg2" and n["in_rotation"] for n in nodes)
+
+            await wait_until(back_in_rotation, within=20, what="pg2 back in the rotation")
