@@ -116,6 +116,17 @@ def test_both_replicas_stream_from_the_primary_over_their_slots(stack: ComposeSt
     assert sorted((r["slot_name"], r["active"]) for r in slots) == [("pg1", True), ("pg2", True)]
 
 
+def test_psql_inside_a_node_is_the_superuser_through_the_peer_map(stack: ComposeStack) -> None:
+    """`docker compose exec pg1 psql -U postgres`, as the README says: the node's own account
+    is mapped to the superuser on the local socket, with no password."""
+    result = stack.run(
+        "exec", "-T", "pg1", "psql", "-U", "postgres", "-Atc", "SELECT rolsuper FROM pg_roles "
+        "WHERE rolname = current_user",
+        what="psql in pg1",
+    )  # fmt: skip
+    assert result.stdout.strip() == "t"
+
+
 def test_app_instances_start_only_after_the_migration_succeeded(stack: ComposeStack) -> None:
     def inspect(container: str) -> dict[str, Any]:
         output = subprocess.run(
