@@ -10,6 +10,7 @@ import pytest
 
 from replication.cluster import Cluster
 from service import migrate
+from tests.integration.clusters import replikit
 from tests.integration.conftest import connect
 
 TABLES = {"images", "image_blobs", "upload_rate_limits"}
@@ -47,3 +48,25 @@ async def test_downgrade_to_base_then_upgrade_to_head(
     assert await tables(cluster, scratch_database) == {"alembic_version"}
     await asyncio.to_thread(migrate.upgrade, scratch_database, "head")
     assert await tables(cluster, scratch_database) >= TABLES
+
+
+def test_migrate_finds_the_primary_among_the_configured_urls(cluster: Cluster) -> None:
+    """Roles move on failover: the URL named primary may be a replica now."""
+    state = cluster.state
+    replica_urls = [state.app_url(node) for node in state.nodes if node.name != state.primary]
+    primary_url = state.app_url(state.primary_node)
+    swapped = {
+        "REPLIKIT_PRIMARY_URL": replica_urls[0],
+        "REPLIKIT_REPLICA_URLS": ",".join([primary_url, *replica_urls[1:]]),
+    }
+    result = replikit("migrate", env=swapped)
+    assert result.returncode == 0, result.stderr
+    assert "upgraded to head" in result.stdout
+
+    only_replicas = {
+        "REPLIKIT_PRIMARY_URL": replica_urls[0],
+        "REPLIKIT_REPLICA_URLS": ",".join(replica_urls[1:]),
+    }
+    refused = replikit("migrate", "--wait-for-primary", "1", env=only_replicas)
+    assert refused.returncode != 0
+    assert "No single node answered as the primary" in refused.stderr
