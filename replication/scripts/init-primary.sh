@@ -12,6 +12,8 @@
 #                             (default 127.0.0.1/32)
 #   REPLIKIT_LISTEN_ADDRESSES (default 127.0.0.1), REPLIKIT_SOCKET_DIR (default: no socket)
 #   REPLIKIT_WAL_KEEP_SIZE    (default 256MB), REPLIKIT_MAX_CONNECTIONS (default 200)
+#   REPLIKIT_MONITOR_PASSWORD when set, a login role (REPLIKIT_MONITOR_USER, default monitor)
+#                             with only pg_monitor's rights, for metrics exporters
 #
 # The superuser is reachable on the local socket only by the OS account that runs this script
 # (the one that owns the cluster and runs its server: `postgres` as root or in a container, the
@@ -133,6 +135,16 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 \connect :"database"
 ALTER SCHEMA public OWNER TO :"app_user";
 SQL
+if [ -n "${REPLIKIT_MONITOR_PASSWORD:-}" ]; then
+    # Exporters read statistics and replication state; pg_monitor is all they need.
+    psql --host="$workdir" --port="$PGPORT" --username="$superuser" --dbname=postgres \
+        --no-psqlrc --quiet --set=ON_ERROR_STOP=1 --set=monitor_user="$monitor_user" <<'SQL' ||
+\getenv monitor_password REPLIKIT_MONITOR_PASSWORD
+CREATE ROLE :"monitor_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+    IN ROLE pg_monitor PASSWORD :'monitor_password';
+SQL
+        { pg_ctl --pgdata="$PGDATA" -m fast stop >/dev/null; fail "creating the monitor role failed"; }
+fi
 pg_ctl --pgdata="$PGDATA" --wait --mode=fast stop >/dev/null
 touch "$marker"
 log "initialised (sync=$sync_mode)"

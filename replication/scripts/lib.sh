@@ -63,5 +63,6 @@ export fence_marker
 superuser=${REPLIKIT_SUPERUSER:-postgres}
 replication_user=${REPLIKIT_REPLICATION_USER:-replicator}
 app_user=${REPLIKIT_APP_USER:-app}
+monitor_user=${REPLIKIT_MONITOR_USER:-monitor}
 database=${REPLIKIT_DATABASE:-replikit}
-export superuser replication_user app_user database
+export superuser replication_user app_user monitor_user database

@@ -265,6 +265,20 @@ def test_monitoring_profile_has_every_target_up_and_the_dashboard_queries_return
             assert time.monotonic() < deadline, health
             time.sleep(2)
         assert len(targets) == 2 + 3  # two app instances, three exporters
+        # The exporters log in as `monitor`, with pg_monitor's rights and nothing more.
+        deadline = time.monotonic() + 30
+        while True:
+            up = client.get(f"{prometheus}/api/v1/query", params={"query": "pg_up"}).json()
+            values = sorted(r["value"][1] for r in up["data"]["result"])
+            if values == ["1", "1", "1"] or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert values == ["1", "1", "1"], up
+        (role,) = superuser_fetch(
+            stack, "pg0", "SELECT rolsuper, pg_has_role(oid, 'pg_monitor', 'MEMBER') AS monitor "
+            "FROM pg_roles WHERE rolname = 'monitor'",
+        )  # fmt: skip
+        assert (role["rolsuper"], role["monitor"]) == (False, True)
         empty = []
         exposed = client.get(f"{admin_url(stack)}/metrics").text
         for expr in dashboard_queries():

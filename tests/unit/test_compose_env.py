@@ -22,8 +22,8 @@ def test_missing_settings_generate_distinct_passwords_and_keep_what_is_set(
     values = compose_env.missing_settings({"REPLIKIT_APP_PASSWORD": "mine"})
     assert "REPLIKIT_APP_PASSWORD" not in values
     passwords = [values[key] for key in compose_env.PASSWORD_KEYS if key in values]
-    assert len(passwords) == 3
-    assert len(set(passwords)) == 3
+    assert len(passwords) == 4
+    assert len(set(passwords)) == 4
     assert all(len(p) == 48 for p in passwords)
     assert values["REPLIKIT_HTTP_PORT"] == "8080"
     subnet = ipaddress.ip_network(values["REPLIKIT_SUBNET"])
