@@ -402,10 +402,21 @@ def migrate(
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    ops_host: Annotated[
+        str, typer.Option(help="Address of the operations listener (/cluster, /metrics).")
+    ] = "127.0.0.1",
+    ops_port: Annotated[
+        int | None,
+        typer.Option(help="Port of the operations listener; default PORT+1, 0 for none."),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
     forwarded_allow_ips: Annotated[
         str | None,
-        typer.Option(help="Proxies whose X-Forwarded-For is trusted (comma-separated)."),
+        typer.Option(
+            help="Proxies whose X-Forwarded-For is trusted (comma-separated addresses or "
+            "networks); the client is the rightmost address that is not one of them.",
+            envvar="REPLIKIT_FORWARDED_ALLOW_IPS",
+        ),
     ] = None,
     detach: Annotated[
         bool, typer.Option(help="Run in the background; stop with 'replikit serve --stop'.")
@@ -413,7 +424,8 @@ def serve(
     stop: Annotated[bool, typer.Option(help="Stop the service started with --detach.")] = False,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
 ) -> None:
-    """Run the image service with uvicorn (URLs from the environment or the local cluster)."""
+    """Run the image service (uvicorn with connection limits; URLs from the environment or
+    the local cluster)."""
     # Imported here: the cluster commands should not pay for the service's imports.
     from replication.service_env import resolve_settings
     from replication.service_process import running_service, start_service, stop_service
@@ -427,26 +439,35 @@ def serve(
     if running is not None:
         console.print(f"The service already runs on {running.url} (pid {running.pid}).")
         return
-    _, filled = resolve_settings(data_dir)
-    require_free_ports([port], host)
+    ops = port + 1 if ops_port is None else ops_port
+    if ops == port:
+        raise BadInputError(
+            f"--ops-port {ops} is the public port; pick another or 0 for no operations listener."
+        )
+    settings, filled = resolve_settings(data_dir)
+    require_free_ports([port, ops] if ops else [port], host)
     urls = f"API: http://{host}:{port}/api/v1/images   docs: http://{host}:{port}/docs"
+    if ops:
+        urls += f"   operations: http://{ops_host}:{ops}/cluster /metrics"
     if detach:
-        record = start_service(data_dir, host=host, port=port, workers=workers, env=filled)
+        record = start_service(
+            data_dir, host=host, port=port, ops_port=ops, workers=workers, env=filled
+        )
         console.print(f"Service running (pid {record.pid}). {urls}")
         return
-    import uvicorn
+    from service.http_server import Listener, run_server
 
-    os.environ.update(filled)  # worker processes read their settings from the environment
+    # Worker processes read their settings from the environment.
+    os.environ.update(filled)
+    if ops:
+        os.environ["REPLIKIT_OPS_PORT"] = str(ops)
     console.print(urls)
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
+    run_server(
+        settings,
+        public=Listener(host, port),
+        ops=Listener(ops_host, ops) if ops else None,
         workers=workers,
-        proxy_headers=forwarded_allow_ips is not None,
         forwarded_allow_ips=forwarded_allow_ips,
-        access_log=False,
     )
 
 

@@ -29,10 +29,16 @@ class ServiceRecord:
     pid: int
     host: str
     port: int
+    ops_port: int = 0  # 0: no operations listener
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def ops_url(self) -> str:
+        """Where /cluster and /metrics answer (the operations listener, on loopback)."""
+        return f"http://127.0.0.1:{self.ops_port}" if self.ops_port else self.url
 
 
 def record_path(data_dir: Path) -> Path:
@@ -78,25 +84,33 @@ def _healthy(url: str) -> bool:
 
 
 def start_service(
-    data_dir: Path, *, host: str, port: int, workers: int, env: dict[str, str]
+    data_dir: Path,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    env: dict[str, str],
+    ops_port: int = 0,
 ) -> ServiceRecord:
-    """Start uvicorn detached and return once /health answers."""
+    """Start ``replikit serve`` detached and return once /health answers."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = log_path(data_dir).open("ab")
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "uvicorn",
-            "service.app:create_app",
-            "--factory",
+            "replication",
+            "serve",
             "--host",
             host,
             "--port",
             str(port),
+            "--ops-port",
+            str(ops_port),
             "--workers",
             str(workers),
-            "--no-access-log",
+            "--data-dir",
+            str(data_dir),
         ],
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -104,7 +118,7 @@ def start_service(
         env={**os.environ, **env},
         start_new_session=True,
     )
-    record = ServiceRecord(pid=process.pid, host=host, port=port)
+    record = ServiceRecord(pid=process.pid, host=host, port=port, ops_port=ops_port)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while not _healthy(record.url):
         if process.poll() is not None or time.monotonic() > deadline:

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from service.api.errors import install_error_handlers
+from service.api.limits import InFlightLimit
 from service.api.routes import health, images
 from service.images.storage import BlobStore, FilesystemBlobStore, PostgresBlobStore
 from service.routing.consistency import LSN_COOKIE, LSN_HEADER, newest_token
@@ -43,6 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Image hosting over a replicated PostgreSQL cluster.",
         lifespan=lifespan,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -50,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.blob_store = make_blob_store(settings, router)
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(health.operations)
     app.include_router(images.router)
 
     @app.middleware("http")
@@ -72,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         template = getattr(route, "path", "unmatched")
         metrics.requests.labels(request.method, template, str(response.status_code)).inc()
         metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
 
+    # Outermost, so a refused request costs no routing, middleware or dependency work.
+    app.add_middleware(InFlightLimit, limit=settings.max_in_flight, metrics=metrics)
     return app

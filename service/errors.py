@@ -31,6 +31,20 @@ class ImageNotFoundError(ServiceError):
     code = "IMAGE_NOT_FOUND"
 
 
+class NonCanonicalIdError(ServiceError):
+    """The id parses as a UUID but is not spelled canonically; the route redirects."""
+
+    status_code = 308
+    code = "NON_CANONICAL_ID"
+
+    def __init__(self, canonical: str) -> None:
+        super().__init__(
+            "Image ids are lowercase hyphenated UUIDs; use the Location URL.",
+            details={"canonical_id": canonical},
+        )
+        self.canonical = canonical
+
+
 class InvalidUploadError(ServiceError):
     status_code = 400
     code = "INVALID_UPLOAD"
@@ -84,6 +98,20 @@ class RateLimitExceededError(ServiceError):
 class DatabaseUnavailableError(ServiceError):
     status_code = 503
     code = "DATABASE_UNAVAILABLE"
+
+
+class DatabaseBusyError(ServiceError):
+    """Every pooled connection to the node is in use: capacity, not failure; retry shortly."""
+
+    status_code = 503
+    code = "DATABASE_BUSY"
+
+
+class ServerBusyError(ServiceError):
+    """This worker already handles REPLIKIT_MAX_IN_FLIGHT requests."""
+
+    status_code = 503
+    code = "SERVER_BUSY"
 
 
 class InvalidConsistencyError(ServiceError):

@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.routing.consistency import Consistency
@@ -76,6 +76,25 @@ class Settings(BaseSettings):
     max_lag_bytes: int = Field(default=16 * MIB, ge=0)
     ryw_wait: float = Field(default=0.2, ge=0)
     write_timeout: float = Field(default=5.0, gt=0)
+
+    # Hostile clients (docs/security.md). Connection hygiene, enforced by `replikit serve`:
+    header_timeout: float = Field(default=10.0, gt=0)
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    body_idle_timeout: float = Field(default=15.0, gt=0)
+    body_timeout: float = Field(default=120.0, gt=0)
+    send_timeout: float = Field(default=30.0, gt=0)
+    keepalive_timeout: int = Field(default=5, ge=1)
+    max_connections: int = Field(default=2000, gt=0)
+    # Requests handled at once per worker; past it, an immediate 503 (0 = no bound).
+    max_in_flight: int = Field(default=256, ge=0)
+    # Seconds a request waits for a pooled database connection before 503 (or another node).
+    db_pool_timeout: float = Field(default=2.0, gt=0)
+    # Operational endpoints (/cluster, /metrics): on the operations listener only, unless
+    # a bearer token is configured or they are explicitly made public (behind a gating proxy).
+    ops_port: int | None = Field(default=None, ge=1, le=65535)
+    ops_token: SecretStr | None = None
+    ops_public: bool = False
+    docs_enabled: bool = True
 
     @field_validator("replica_urls", "allowed_formats", "replica_weights", mode="before")
     @classmethod

@@ -1,7 +1,8 @@
 """Where an experiment sends its load and reads the router's view: a service target.
 
 A local cluster has no service in front of it, so the experiment starts its own
-``replikit serve`` instances and talks to each directly. A compose stack already runs its
+``replikit serve`` instances and talks to each directly (the router's view on each one's
+operations listener). A compose stack already runs its
 instances behind a load balancer: the load goes to the public URL, and the router's view
 (``/cluster``, ``/metrics``) comes from the load balancer's admin URL, since the public one does
 not serve it. Everything else in an experiment is the same for both.
@@ -80,9 +81,11 @@ class LocalInstances:
         instances = cls()
         try:
             for index in range(count):
-                port = find_free_port_range(1, start=first_port + 50 * index)
+                port = find_free_port_range(2, start=first_port + 50 * index)
                 record_dir = scratch / f"service-{index}"
-                record = start_service(record_dir, host="127.0.0.1", port=port, workers=1, env=env)
+                record = start_service(
+                    record_dir, host="127.0.0.1", port=port, ops_port=port + 1, workers=1, env=env
+                )
                 instances.records.append((record_dir, record))
         except BaseException:
             instances.close()
@@ -95,10 +98,12 @@ class LocalInstances:
 
     @property
     def view_url(self) -> str:
-        return self.load_urls[0]
+        return self.records[0][1].ops_url
 
     def metrics_texts(self) -> list[str]:
-        return [httpx.get(f"{url}/metrics", timeout=5).text for url in self.load_urls]
+        return [
+            httpx.get(f"{record.ops_url}/metrics", timeout=5).text for _, record in self.records
+        ]
 
     def close(self) -> None:
         for record_dir, _ in self.records:

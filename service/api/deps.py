@@ -2,6 +2,8 @@
 
 ``WriteSession`` is a session on the current primary; ``ReadSession`` a session on whichever
 node the router picks for this request's consistency. Routes never pick nodes themselves.
+A route that must read the request body first (upload) opens its write sessions itself with
+``Router.write_session``, so a slow uploader holds no connection while it trickles.
 """
 
 from __future__ import annotations
@@ -57,5 +59,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RouterDep = Annotated[Router, Depends(get_router)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
-WriteSession = Annotated[AsyncSession, Depends(write_session)]
-ReadSession = Annotated[AsyncSession, Depends(read_session)]
+# scope="function": the session (and its pooled connection) is closed when the route returns,
+# before the response is sent, so a client that reads slowly holds no database connection.
+WriteSession = Annotated[AsyncSession, Depends(write_session, scope="function")]
+ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]

@@ -28,7 +28,7 @@ def make_engine(url: str, settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
-        pool_timeout=settings.write_timeout,
+        pool_timeout=settings.db_pool_timeout,
         connect_args={
             "timeout": min(settings.db_connect_timeout, settings.write_timeout),
             "command_timeout": settings.write_timeout,

@@ -16,7 +16,7 @@ from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import Image
-from service.errors import ImageNotFoundError, InvalidDeleteTokenError
+from service.errors import ImageNotFoundError, InvalidDeleteTokenError, NonCanonicalIdError
 from service.images.pagination import Cursor
 from service.images.storage import BlobStore
 from service.images.validation import ImageFacts
@@ -34,12 +34,26 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+ECHO_LIMIT = 64  # characters of a client's id an error repeats
+
+
 def parse_image_id(raw: str) -> uuid.UUID:
-    """A malformed id is simply an id that names no image: 404, never 422 or 500."""
+    """A malformed id is simply an id that names no image: 404, never 422 or 500.
+
+    Only the canonical spelling (lowercase, hyphenated) names an image; other spellings that
+    parse to the same UUID (uppercase, braces, ``urn:uuid:``, no hyphens) raise
+    :class:`NonCanonicalIdError`, which the routes turn into a redirect, so one image has one
+    URL and one cache entry.
+    """
     try:
-        return uuid.UUID(raw)
+        parsed = uuid.UUID(raw)
     except ValueError:
-        raise ImageNotFoundError(f"No image has the id {raw!r}.") from None
+        raise ImageNotFoundError(
+            "No image has this id.", details={"id": raw[:ECHO_LIMIT]}
+        ) from None
+    if str(parsed) != raw:
+        raise NonCanonicalIdError(str(parsed))
+    return parsed
 
 
 async def create_image(

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # keep the CLI, which imports this for settings, free of Fast
 CONSISTENCY_HEADER = "X-Replikit-Consistency"
 LSN_HEADER = "X-Replikit-LSN"
 LSN_COOKIE = "replikit_lsn"
+ECHO_LIMIT = 64  # characters of client input an error message may repeat
 
 
 class Consistency(StrEnum):
@@ -56,7 +57,7 @@ def request_routing(request: Request, default: Consistency) -> RequestRouting:
         except ValueError:
             raise InvalidConsistencyError(
                 f"{CONSISTENCY_HEADER} must be one of "
-                f"{', '.join(mode.value for mode in Consistency)}, not {raw!r}.",
+                f"{', '.join(mode.value for mode in Consistency)}, not {raw[:ECHO_LIMIT]!r}.",
                 details={"allowed": [mode.value for mode in Consistency]},
             ) from None
     tokens = [

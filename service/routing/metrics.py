@@ -73,6 +73,11 @@ class ServiceMetrics:
         self.unavailable = Counter(
             "replikit_unavailable_total", "503 responses, by reason.", ["reason"], registry=r
         )
+        self.in_flight = Gauge(
+            "replikit_in_flight_requests",
+            "Requests this instance is handling now (bounded by REPLIKIT_MAX_IN_FLIGHT).",
+            registry=r,
+        )
         self.requests = Counter(
             "replikit_http_requests_total",
             "HTTP requests.",

@@ -31,10 +31,11 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.engines import address_of, make_engine
-from service.errors import NoReaderAvailableError, PrimaryUnavailableError
+from service.errors import DatabaseBusyError, NoReaderAvailableError, PrimaryUnavailableError
 from service.routing.consistency import Consistency, RequestRouting
 from service.routing.lsn import parse_lsn
 from service.routing.metrics import ServiceMetrics
@@ -60,7 +61,12 @@ def _sqlstate(error: BaseException) -> str | None:
 
 
 def is_node_failure(error: BaseException) -> bool:
-    """True for errors that say the node (not the request) is the problem."""
+    """True for errors that say the node (not the request) is the problem.
+
+    A full connection pool is not one: the node is fine, this worker is busy with it.
+    """
+    if isinstance(error, PoolTimeoutError):
+        return False
     if isinstance(error, OSError | TimeoutError):
         return True
     if isinstance(error, DBAPIError) and error.connection_invalidated:
@@ -128,17 +134,30 @@ class Router:
         writer = self.monitor.writer
         return writer if writer is not None and not writer.suspect else None
 
-    def writer_sessions(self) -> async_sessionmaker[AsyncSession]:
-        """Sessions on the current writer, for work outside a request (blob cleanup)."""
+    def require_writer(self) -> Node:
+        """The current writer, or a 503 at once: used before work that would be wasted."""
         writer = self.writer
         if writer is None:
             raise self._primary_unavailable("no_writer", "No primary is accepting writes.")
-        return writer.sessions
+        return writer
+
+    def writer_sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions on the current writer, for work outside a request (blob cleanup)."""
+        return self.require_writer().sessions
 
     def _primary_unavailable(self, reason: str, message: str) -> PrimaryUnavailableError:
         self.metrics.unavailable.labels(reason=reason).inc()
         return PrimaryUnavailableError(
             message, details={"reason": reason}, headers=_retry_after(self.settings)
+        )
+
+    def _busy(self, node: Node) -> DatabaseBusyError:
+        """Every pooled connection to ``node`` is in use for longer than the pool timeout."""
+        self.metrics.unavailable.labels(reason="pool_exhausted").inc()
+        return DatabaseBusyError(
+            f"Every connection to {node.name} is busy; retry shortly.",
+            details={"node": node.name, "reason": "pool_exhausted"},
+            headers={"Retry-After": "1"},
         )
 
     def suspect(self, node: Node, error: BaseException) -> None:
@@ -153,9 +172,7 @@ class Router:
 
     @asynccontextmanager
     async def write_session(self, routing: RequestRouting) -> AsyncIterator[AsyncSession]:
-        node = self.writer
-        if node is None:
-            raise self._primary_unavailable("no_writer", "No primary is accepting writes.")
+        node = self.require_writer()
         try:
             async with _closing(node.sessions()) as session:
                 # Check out (and pre-ping) a connection now, so a dead primary is a 503
@@ -167,6 +184,8 @@ class Router:
                 routing.served_by = node.name
                 self.metrics.routed.labels(node=node.name, kind="write").inc()
                 yield session
+        except PoolTimeoutError as error:
+            raise self._busy(node) from error
         except Exception as error:
             if not is_node_failure(error):
                 raise
@@ -254,6 +273,11 @@ class Router:
                 return node, await self._open_writer_for_read(node)
             try:
                 session = await self._open(node)
+            except PoolTimeoutError:
+                # Busy, not broken: another replica (or the primary) may have room.
+                self.metrics.fallbacks.labels(reason="pool_exhausted").inc()
+                tried.add(id(node))
+                continue
             except Exception as error:
                 if not is_node_failure(error):
                     raise
@@ -287,6 +311,8 @@ class Router:
             raise self._primary_unavailable("no_writer", "No primary is available for this read.")
         try:
             return await self._open(node)
+        except PoolTimeoutError as error:
+            raise self._busy(node) from error
         except Exception as error:
             if not is_node_failure(error):
                 raise

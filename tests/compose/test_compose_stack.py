@@ -78,6 +78,25 @@ def fetch_inside(container: str, path: str, headers: dict[str, str]) -> bytes:
     ).stdout
 
 
+def status_inside(container: str, url: str) -> int:
+    """The HTTP status an app container gets for ``url`` from inside itself."""
+    script = (
+        "import sys, urllib.error, urllib.request\n"
+        "try:\n"
+        "    print(urllib.request.urlopen(sys.argv[1], timeout=10).status)\n"
+        "except urllib.error.HTTPError as error:\n"
+        "    print(error.code)\n"
+    )
+    result = subprocess.run(
+        ["docker", "exec", container, "python3", "-c", script, url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return int(result.stdout.strip())
+
+
 def test_stack_comes_up_healthy_from_empty_volumes(stack: ComposeStack) -> None:
     states = {state.name: state for state in stack.containers()}
     services = sorted({state.service for state in states.values()})
@@ -154,6 +173,10 @@ def test_operational_endpoints_are_off_the_public_port(stack: ComposeStack) -> N
         assert response.json()["error"]["code"] == "NOT_FOUND"
     assert httpx.get(f"{admin_url(stack)}/cluster", timeout=10).json()["writer"] == "pg0"
     assert "replikit_http_requests_total" in httpx.get(f"{admin_url(stack)}/metrics").text
+    # Not only the proxy: each instance itself answers them on its operations listener only.
+    app = containers_of(stack, "app")[0]
+    assert status_inside(app, "http://127.0.0.1:8000/cluster") == 404
+    assert status_inside(app, "http://127.0.0.1:8001/cluster") == 200
 
 
 def test_the_load_balancer_limits_bodies_before_the_service_reads_them(

@@ -32,6 +32,9 @@ def service_settings(cluster: Cluster, *, replicas: bool = False, **overrides: A
         "primary_url": state.app_url(state.primary_node),
         "replica_urls": [state.app_url(n) for n in state.replicas] if replicas else [],
         "upload_rate_limit": 0,
+        # In-process apps have no operations listener; tests read /cluster and /metrics
+        # directly (the gate itself is tested against a real server).
+        "ops_public": True,
         "_env_file": None,
     }
     values.update(overrides)

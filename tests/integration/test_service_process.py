@@ -4,7 +4,6 @@ real HTTP, and a schemathesis run over its OpenAPI that must find no 5xx."""
 from __future__ import annotations
 
 import itertools
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,19 +16,13 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from replication.cluster import Cluster
-from tests.integration.clusters import replikit
+from tests.integration.clusters import free_base_port, replikit
 from tests.integration.service_fixtures import image_bytes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def live_service(migrated: Cluster) -> Iterator[str]:
-    port = free_port()
+    port = free_base_port(2)  # the public port and the operations listener after it
     data_dir = str(migrated.data_dir)
     started = replikit(
         "serve",

@@ -1,4 +1,5 @@
-"""Liveness, readiness, the router's view and metrics.
+"""Liveness, readiness, and (for operators, see service/api/operations.py) the router's view
+and metrics.
 
 ``/ready`` is green while *any* database node answers the monitor: a load balancer must keep
 sending reads to an instance whose replicas can serve them even when the primary is gone. The
@@ -9,15 +10,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import MetricsDep, RouterDep
 from service.api.errors import error_response
+from service.api.operations import require_operations_access
 from service.api.schemas import ErrorBody, Health, Readiness
 
 router = APIRouter(tags=["health"])
+# Not in the public API description: they answer on the operations listener only.
+operations = APIRouter(
+    tags=["routing"], dependencies=[Depends(require_operations_access)], include_in_schema=False
+)
 
 
 @router.get("/health", response_model=Health)
@@ -36,12 +42,12 @@ async def ready(router: RouterDep) -> Readiness | JSONResponse:
     return Readiness(writer=writer, nodes=nodes)
 
 
-@router.get("/cluster", tags=["routing"])
+@operations.get("/cluster")
 async def cluster(router: RouterDep) -> dict[str, Any]:
     """The router's view: every node's role, timeline, health, lag and rotation status."""
     return router.view()
 
 
-@router.get("/metrics", tags=["routing"], response_class=Response)
+@operations.get("/metrics", response_class=Response)
 async def metrics(service_metrics: MetricsDep) -> Response:
     return Response(generate_latest(service_metrics.registry), media_type=CONTENT_TYPE_LATEST)

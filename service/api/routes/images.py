@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import BlobStoreDep, ReadSession, SettingsDep, WriteSession
+from service.api.deps import (
+    BlobStoreDep,
+    ReadSession,
+    RouterDep,
+    SettingsDep,
+    WriteSession,
+    get_request_routing,
+)
 from service.api.schemas import ErrorBody, ImageCreated, ImageList, ImagePublic
 from service.api.upload_stream import read_upload
 from service.db.lsn import current_wal_lsn
-from service.errors import DeleteTokenRequiredError
+from service.errors import DeleteTokenRequiredError, NonCanonicalIdError
 from service.images import service as images
 from service.images.filenames import content_disposition, sanitize_filename
 from service.images.pagination import Cursor
@@ -20,6 +28,7 @@ from service.ratelimit import client_address, count_upload
 
 LSN_HEADER = "X-Replikit-LSN"
 IMMUTABLE = "public, max-age=31536000, immutable"
+FILE_CSP = "default-src 'none'; sandbox"
 
 router = APIRouter(prefix="/api/v1/images", tags=["images"])
 
@@ -48,20 +57,30 @@ UPLOAD_BODY: dict[str, Any] = {
     "/upload",
     status_code=201,
     response_model=ImageCreated,
-    responses=errors(400, 413, 415, 429, 503),
+    responses=errors(400, 408, 413, 415, 429, 503),
     openapi_extra=UPLOAD_BODY,
 )
 async def upload_image(
     request: Request,
     response: Response,
-    session: WriteSession,
+    db_router: RouterDep,
     store: BlobStoreDep,
     settings: SettingsDep,
 ) -> ImageCreated:
-    """Upload an image (multipart field ``file``). The type is decided from the bytes."""
+    """Upload an image (multipart field ``file``). The type is decided from the bytes.
+
+    No database connection is held while the body arrives or the image is decoded: the rate
+    limit and the insert each take a short session of their own, so slow or hostile uploaders
+    cannot exhaust the primary's pool.
+    """
+    routing = get_request_routing(request)
+    db_router.require_writer()  # a known-dead primary is a 503 before the body is read
     client_ip = client_address(request)
-    if client_ip:
-        await count_upload(session=session, client_ip=client_ip, limit=settings.upload_rate_limit)
+    if client_ip and settings.upload_rate_limit > 0:
+        async with db_router.write_session(routing) as session:
+            await count_upload(
+                session=session, client_ip=client_ip, limit=settings.upload_rate_limit
+            )
     upload = await read_upload(request, field_name="file", max_bytes=settings.max_upload_bytes)
     facts = await run_in_threadpool(
         inspect_image,
@@ -70,16 +89,17 @@ async def upload_image(
         max_pixels=settings.max_image_pixels,
         max_frames=settings.max_image_frames,
     )
-    created = await images.create_image(
-        session=session,
-        store=store,
-        facts=facts,
-        data=upload.data,
-        filename=sanitize_filename(upload.filename, facts.format),
-        upload_ip=client_ip,
-    )
-    response.headers["Location"] = f"/api/v1/images/{created.image.id}"
-    response.headers[LSN_HEADER] = await current_wal_lsn(session)
+    async with db_router.write_session(routing) as session:
+        created = await images.create_image(
+            session=session,
+            store=store,
+            facts=facts,
+            data=upload.data,
+            filename=sanitize_filename(upload.filename, facts.format),
+            upload_ip=client_ip,
+        )
+        response.headers[LSN_HEADER] = await current_wal_lsn(session)
+    response.headers["Location"] = f"{router.prefix}/{created.image.id}"
     return ImageCreated(
         **ImagePublic.from_image(created.image).model_dump(), delete_token=created.delete_token
     )
@@ -101,9 +121,22 @@ async def list_images(
     )
 
 
-@router.get("/{image_id}", response_model=ImagePublic, responses=errors(404, 503))
-async def get_image(image_id: str, session: ReadSession) -> ImagePublic:
-    image = await images.get_image(session=session, image_id=images.parse_image_id(image_id))
+def image_id_in_path(image_id: str, request: Request) -> uuid.UUID:
+    """The path's id; other spellings of a UUID are redirected to the canonical URL."""
+    try:
+        return images.parse_image_id(image_id)
+    except NonCanonicalIdError as error:
+        suffix = "/file" if request.url.path.endswith("/file") else ""
+        error.headers["Location"] = f"{router.prefix}/{error.canonical}{suffix}"
+        raise
+
+
+ImageId = Annotated[uuid.UUID, Depends(image_id_in_path)]
+
+
+@router.get("/{image_id}", response_model=ImagePublic, responses=errors(308, 404, 503))
+async def get_image(image_id: ImageId, session: ReadSession) -> ImagePublic:
+    image = await images.get_image(session=session, image_id=image_id)
     return ImagePublic.from_image(image)
 
 
@@ -121,24 +154,29 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     responses={
         200: {"content": {"image/*": {}}},
         304: {"description": "Not modified"},
-        **errors(404, 503),
+        **errors(308, 404, 503),
     },
 )
 async def get_image_file(
-    image_id: str,
+    image_id: ImageId,
     request: Request,
     session: ReadSession,
     store: BlobStoreDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The stored bytes; cacheable forever (ids are never reused, content never changes)."""
-    image = await images.get_image(session=session, image_id=images.parse_image_id(image_id))
+    """The stored bytes; cacheable forever (ids are never reused, content never changes).
+
+    Served as inert data: ``nosniff`` and a sandboxing CSP, so a file that a browser would
+    misread as HTML or script cannot run in the API's origin.
+    """
+    image = await images.get_image(session=session, image_id=image_id)
     etag = f'"{image.sha256}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
     if _etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     headers["Content-Disposition"] = content_disposition(image.filename)
     headers["X-Content-Type-Options"] = "nosniff"
+    headers["Content-Security-Policy"] = FILE_CSP
     if request.method == "HEAD":
         headers["Content-Length"] = str(image.file_size)
         return Response(media_type=image.content_type, headers=headers)
@@ -147,21 +185,22 @@ async def get_image_file(
 
 
 @router.delete(
-    "/{image_id}", status_code=204, response_class=Response, responses=errors(401, 403, 404, 503)
+    "/{image_id}",
+    status_code=204,
+    response_class=Response,
+    responses=errors(308, 401, 403, 404, 503),
 )
 async def delete_image(
-    image_id: str,
+    image_id: ImageId,
     session: WriteSession,
     store: BlobStoreDep,
-    x_delete_token: Annotated[str | None, Header()] = None,
-    delete_token: Annotated[str | None, Query()] = None,
+    x_delete_token: Annotated[str | None, Header(max_length=256)] = None,
 ) -> Response:
-    """Delete metadata and bytes; needs the token the upload returned."""
-    token = x_delete_token or delete_token
-    parsed_id = images.parse_image_id(image_id)
-    if not token:
+    """Delete metadata and bytes; needs the token the upload returned, in ``X-Delete-Token``
+    (never in the URL, where proxies and browsers log it)."""
+    if not x_delete_token:
         raise DeleteTokenRequiredError(
             "Send the delete token from the upload response in the X-Delete-Token header."
         )
-    await images.delete_image(session=session, store=store, image_id=parsed_id, token=token)
+    await images.delete_image(session=session, store=store, image_id=image_id, token=x_delete_token)
     return Response(status_code=204, headers={LSN_HEADER: await current_wal_lsn(session)})
