@@ -13,7 +13,8 @@ hold the process's file descriptors. :class:`GuardedHttpProtocol` adds, per conn
 * a **send deadline**: a client that reads nothing of a response for
   ``REPLIKIT_SEND_TIMEOUT`` seconds while the server has bytes waiting is dropped;
 * a **connection cap** (``REPLIKIT_MAX_CONNECTIONS`` per worker): past it, a new connection
-  gets a JSON 503 and is closed at once, before it can hold anything.
+  replaces the one that has waited longest for its request headers; only when every
+  connection is busy with a request does the new one get a JSON 503 and is closed at once.
 
 A request cut off by a deadline gets a 408 (or 431 for oversized headers) when nothing has
 been answered yet, then the connection is closed. The protocol subclasses uvicorn's httptools
@@ -108,6 +109,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.read_timer: asyncio.TimerHandle | None = None
         self.send_timer: asyncio.TimerHandle | None = None
         self.awaiting_headers = True
+        self.waiting_since = 0.0
         self.header_bytes = 0
         self.body_deadline = 0.0
 
@@ -146,11 +148,33 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # connection -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.waiting_since = self.loop.time()
         if len(self.connections) > self.limits.max_connections:
-            transport.write(TOO_MANY_CONNECTIONS)
-            transport.close()
-            return
+            victim = self._eviction_candidate()
+            if victim is None:
+                transport.write(TOO_MANY_CONNECTIONS)
+                transport.close()
+                return
+            victim._refuse(HEADER_TIMEOUT)
         self._arm_read(self.limits.header_timeout, HEADER_TIMEOUT)
+
+    def _eviction_candidate(self) -> GuardedHttpProtocol | None:
+        """The connection that has waited longest for request headers (a trickler, or an idle
+        keep-alive connection), which a new connection may replace at the cap.
+
+        Without this, a few thousand trickling sockets would keep every new client out for
+        as long as they are allowed to trickle; with it, the cap only refuses when every
+        connection is busy with a request.
+        """
+        waiting = [
+            connection
+            for connection in self.connections
+            if isinstance(connection, GuardedHttpProtocol)
+            and connection is not self
+            and connection.awaiting_headers
+            and not connection.transport.is_closing()
+        ]
+        return min(waiting, key=lambda connection: connection.waiting_since, default=None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_read()
@@ -195,6 +219,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self.awaiting_headers = True
+        self.waiting_since = self.loop.time()
         self.header_bytes = 0
         self._cancel_read()  # idle now: uvicorn's keep-alive timeout applies until data comes
 

@@ -160,21 +160,39 @@ def test_a_stalled_body_gets_408_and_holds_nothing(live: LiveService) -> None:
     assert time.monotonic() - started < BODY_IDLE_TIMEOUT + 5
 
 
-def test_connections_past_the_cap_get_a_json_503_and_the_rest_still_work(
+def test_at_the_cap_a_new_connection_replaces_the_longest_waiting_one(
     live: LiveService,
 ) -> None:
-    held = []
+    held = [raw_socket(live) for _ in range(MAX_CONNECTIONS)]
     try:
-        for _ in range(MAX_CONNECTIONS):
-            held.append(raw_socket(live))
-        extra = raw_socket(live)
-        answer = read_until_closed(extra)
-        extra.close()
-        head, _, body = answer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 503"), answer[:80]
-        assert json.loads(body)["error"]["code"] == "TOO_MANY_CONNECTIONS"
+        time.sleep(0.1)
+        with raw_socket(live) as newcomer:
+            newcomer.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert read_until_closed(newcomer).startswith(b"HTTP/1.1 200")
+        assert read_until_closed(held[0]).startswith(b"HTTP/1.1 408")
     finally:
         for sock in held:
+            sock.close()
+
+
+def test_when_every_connection_is_busy_a_new_one_gets_a_json_503(live: LiveService) -> None:
+    busy = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            sock = raw_socket(live)
+            sock.sendall(
+                b"POST /api/v1/images/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+            )
+            busy.append(sock)
+        with raw_socket(live) as extra:
+            answer = read_until_closed(extra)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503"), answer[:80]
+        assert b"retry-after: 1" in head
+        assert json.loads(body)["error"]["code"] == "TOO_MANY_CONNECTIONS"
+    finally:
+        for sock in busy:
             sock.close()
     time.sleep(0.2)  # let the server see the closes
     assert healthy_quickly(live) < 2
