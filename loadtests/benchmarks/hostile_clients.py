@@ -131,9 +131,8 @@ async def slow_readers(record: ServiceRecord, count: int, file_path: str, second
     writers = []
     for _ in range(count):
         reader, writer = await asyncio.open_connection(record.host, record.port, limit=4096)
-        writer.write(
-            f"GET {file_path} HTTP/1.1\r\nHost: x\r\nX-Replikit-Consistency: strong\r\n\r\n".encode()
-        )
+        request = f"GET {file_path} HTTP/1.1\r\nHost: x\r\nX-Replikit-Consistency: strong\r\n\r\n"
+        writer.write(request.encode())
         writers.append((reader, writer))
     await asyncio.sleep(1)
     good = await good_client(record.url, file_path, seconds)
