@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 from PIL import Image
@@ -53,25 +54,18 @@ async def good_client(url: str, file_path: str, seconds: float) -> dict[str, obj
     latencies: dict[str, list[float]] = {}
     small = noise_png(0.01)
     deadline = time.monotonic() + seconds
+    requests: list[tuple[str, str, str, dict[str, Any]]] = [
+        ("health", "GET", "/health", {}),
+        ("metadata", "GET", "/api/v1/images?limit=1", {}),
+        ("strong_file", "GET", file_path, {"headers": {"X-Replikit-Consistency": "strong"}}),
+        ("upload", "POST", "/api/v1/images/upload", {"files": {"file": ("s.png", small)}}),
+    ]
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         while time.monotonic() < deadline:
-            for name, call in (
-                ("health", lambda: client.get("/health")),
-                ("metadata", lambda: client.get("/api/v1/images?limit=1")),
-                (
-                    "strong_file",
-                    lambda: client.get(file_path, headers={"X-Replikit-Consistency": "strong"}),
-                ),
-                (
-                    "upload",
-                    lambda: client.post(
-                        "/api/v1/images/upload", files={"file": ("s.png", small, "image/png")}
-                    ),
-                ),
-            ):
+            for name, method, path, options in requests:
                 started = time.monotonic()
                 try:
-                    response = await call()
+                    response = await client.request(method, path, **options)
                     statuses[f"{name} {response.status_code}"] += 1
                 except httpx.HTTPError as error:
                     statuses[f"{name} {type(error).__name__}"] += 1
