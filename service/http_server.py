@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import resource
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +42,7 @@ from uvicorn.supervisors import Multiprocess
 from service.settings import Settings
 
 LIMITS_ATTRIBUTE = "replikit_limits"
+FD_HEADROOM = 256  # descriptors beyond the connection cap: database pools, files, pipes
 STARTUP_FAILURE = 3  # uvicorn's own exit status when the app does not start
 
 
@@ -265,6 +268,19 @@ def build_config(
     return config
 
 
+def _allow_descriptors(wanted: int) -> None:
+    """Raise the soft descriptor limit towards the connection cap (never above the hard one),
+    so the cap, not EMFILE, decides which connections are refused."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < wanted:
+            logging.getLogger("replikit.server").warning(
+                "event=descriptor_limit limit=%d max_connections_needs=%d", target, wanted
+            )
+
+
 def run_server(
     settings: Settings,
     *,
@@ -277,6 +293,7 @@ def run_server(
     config = build_config(
         settings, public=public, workers=workers, forwarded_allow_ips=forwarded_allow_ips
     )
+    _allow_descriptors(settings.max_connections + FD_HEADROOM)
     sockets = [config.bind_socket()]
     if ops is not None:
         sockets.append(uvicorn.Config(config.app, host=ops.host, port=ops.port).bind_socket())
