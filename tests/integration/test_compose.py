@@ -131,7 +131,9 @@ def test_dashboard_queries_name_metrics_that_are_exported(migrated: Cluster) -> 
 
     async def exported() -> str:
         settings = Settings(
-            _env_file=None, primary_url=migrated.state.app_url(migrated.state.primary_node)
+            _env_file=None,
+            primary_url=migrated.state.app_url(migrated.state.primary_node),
+            ops_public=True,  # in-process: no operations listener to ask
         )
         async with service_client(settings) as client:
             await upload(client, image_bytes("PNG"))

@@ -1,7 +1,8 @@
 """Both experiments on a compose-attached cluster, through the CLI as a user runs them: the
 nodes are a local cluster acted on by the fake compose (v2, attached without a project name,
 so running nodes are listed with compose ps), and the "stack's" service is a
-``replikit serve`` instance standing in for the load balancer (public and admin URL alike).
+``replikit serve`` instance standing in for the load balancer (its public URL, and its
+operations listener as the admin URL).
 The experiments must drive that URL, never start instances of their own, and leave it and
 the cluster running."""
 
@@ -34,10 +35,11 @@ def compose_stack() -> Iterator[tuple[Cluster, FakeCompose, str]]:
         migrate.upgrade(service_urls(local.state)["REPLIKIT_PRIMARY_URL"])
         scratch = reachable_temp_dir("replikit-compose-exp-service-")
         # A port of its own: parallel test runs on this host start services at 41000 too.
-        lb = LocalInstances.start(local, scratch, 1, first_port=free_base_port(1))
+        lb = LocalInstances.start(local, scratch, 1, first_port=free_base_port(2))
         try:
             url = lb.load_urls[0]
-            endpoints = ServiceEndpoints(url=url, admin_url=url)
+            # The instance's operations listener plays the load balancer's admin port.
+            endpoints = ServiceEndpoints(url=url, admin_url=lb.view_url)
             with fake_compose(local, persona="v2", project=None, service=endpoints) as fake:
                 yield local, fake, url
         finally:
