@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import BlobStoreDep, ReadSession, SettingsDep, WriteSession
 from service.api.schemas import ErrorBody, ImageCreated, ImageList, ImagePublic
@@ -13,9 +12,9 @@ from service.api.upload_stream import read_upload
 from service.db.lsn import current_wal_lsn
 from service.errors import DeleteTokenRequiredError
 from service.images import service as images
+from service.images.decoder import ImageDecoder
 from service.images.filenames import content_disposition, sanitize_filename
 from service.images.pagination import Cursor
-from service.images.validation import inspect_image
 from service.ratelimit import client_address, count_upload
 
 LSN_HEADER = "X-Replikit-LSN"
@@ -63,18 +62,15 @@ async def upload_image(
     if client_ip:
         await count_upload(session=session, client_ip=client_ip, limit=settings.upload_rate_limit)
     upload = await read_upload(request, field_name="file", max_bytes=settings.max_upload_bytes)
-    facts = await run_in_threadpool(
-        inspect_image,
-        upload.data,
-        allowed_formats=settings.allowed_formats,
-        max_pixels=settings.max_image_pixels,
-        max_frames=settings.max_image_frames,
-    )
+    # Decoded in a worker process within the decode budget; the stored bytes are the cleaned
+    # ones (no metadata, nothing after the image's end), and facts describe those bytes.
+    decoder: ImageDecoder = request.app.state.decoder
+    facts, stored_bytes = await decoder.process(upload.data)
     created = await images.create_image(
         session=session,
         store=store,
         facts=facts,
-        data=upload.data,
+        data=stored_bytes,
         filename=sanitize_filename(upload.filename, facts.format),
         upload_ip=client_ip,
     )
