@@ -32,6 +32,7 @@ import math
 import multiprocessing
 import resource
 import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -47,6 +48,8 @@ logger = logging.getLogger("replikit.service")
 MIB = 1024 * 1024
 # Imported once in the fork server, so every worker starts with Pillow loaded.
 PRELOAD = ["service.images.decoder"]
+READY = b"ready"
+START_TIMEOUT = 30.0  # seconds for a new worker to say it is ready
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ def worker_main(connection: Connection, config: DecoderConfig) -> None:
     if config.memory_mib > 0:
         limit = config.memory_mib * MIB
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    connection.send_bytes(READY)
     while True:
         try:
             data = connection.recv_bytes()
@@ -118,46 +122,83 @@ def worker_main(connection: Connection, config: DecoderConfig) -> None:
             connection.send_bytes(cleaned)
 
 
+class WorkerGoneError(Exception):
+    """The worker was dead before it received the upload (killed while idle): safe to retry."""
+
+
 class _Worker:
-    """One decode process and the parent's end of its pipe (used from one thread at a time)."""
+    """One decode process and the parent's end of its pipe (used from one thread at a time).
+
+    Construction blocks until the worker says it is ready, so a worker's start (fork, and the
+    re-import of a script ``__main__`` that multiprocessing does in every child) is never
+    charged to the first decode's budget.
+    """
 
     def __init__(self, config: DecoderConfig) -> None:
-        context = multiprocessing.get_context("forkserver")
+        context: Any = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
+        self._io = threading.Lock()  # held by a round trip; see reap()
         self.connection, child_end = context.Pipe(duplex=True)
         self.process: BaseProcess = context.Process(
             target=worker_main, args=(child_end, config), name="replikit-decode", daemon=True
         )
         self.process.start()
         child_end.close()
+        try:
+            ready = self.connection.poll(START_TIMEOUT) and self.connection.recv_bytes() == READY
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.kill()
+            self.reap()
+            raise DecoderBusyError(
+                "The image decoder could not start; retry shortly.",
+                details={"reason": "worker_start_failed", "exitcode": self.process.exitcode},
+                headers={"Retry-After": "5"},
+            )
 
     def roundtrip(self, data: bytes) -> tuple[Any, ...]:
-        self.connection.send_bytes(data)
-        reply: tuple[Any, ...] = self.connection.recv()
-        if reply[0] == "ok":
-            return (*reply, self.connection.recv_bytes())
-        return reply
+        with self._io:
+            try:
+                self.connection.send_bytes(data)
+            except (BrokenPipeError, ConnectionResetError) as error:
+                raise WorkerGoneError from error
+            reply: tuple[Any, ...] = self.connection.recv()
+            if reply[0] == "ok":
+                return (*reply, self.connection.recv_bytes())
+            return reply
 
     def alive(self) -> bool:
         return self.process.is_alive()
 
     def kill(self) -> None:
-        """SIGKILL now; reaping (join) is left to :meth:`reap`, off the event loop."""
-        if self.process.is_alive():
+        """SIGKILL now; :meth:`reap` (off the event loop) waits for it and closes the pipe."""
+        if self.process.exitcode is None:
             self.process.kill()
-        self.connection.close()
 
     def reap(self, timeout: float = 5.0) -> int | None:
+        """Wait for the process, then close the pipe once no round trip is reading it.
+
+        A round trip abandoned on timeout may still be blocked reading the pipe until the
+        kill reaches the worker; closing the descriptor under it would let a new worker's pipe
+        reuse the number and the stale reader steal its reply.
+        """
         self.process.join(timeout)
+        with self._io:
+            self.connection.close()
         return self.process.exitcode
 
     def stop(self, timeout: float = 2.0) -> None:
         """Close the pipe (the worker exits on EOF); kill it if it does not within ``timeout``."""
-        self.connection.close()
-        self.process.join(timeout)
+        if self._io.acquire(blocking=False):
+            try:
+                self.connection.close()
+            finally:
+                self._io.release()
+            self.process.join(timeout)
         if self.process.is_alive():
             self.process.kill()
-            self.process.join(timeout)
+        self.reap(timeout)
 
 
 class ImageDecoder:
@@ -181,7 +222,7 @@ class ImageDecoder:
         return cls(DecoderConfig.from_settings(settings))
 
     def _slots(self) -> asyncio.LifoQueue[_Worker | None]:
-        if self._idle is None:  # made on first use, inside the running loop
+        if self._idle is None:  # made on first use, inside the running loop; warm slots first
             self._idle = asyncio.LifoQueue()
             for _ in range(self.config.workers):
                 self._idle.put_nowait(None)
@@ -206,33 +247,9 @@ class ImageDecoder:
                 details={"workers": self.config.workers},
                 headers={"Retry-After": retry},
             ) from None
-        loop = asyncio.get_running_loop()
-        finished = False
         try:
-            if worker is None or not worker.alive():
-                if worker is not None:
-                    self._discard(worker, reason="found_dead")
-                worker = await loop.run_in_executor(self._threads, _Worker, self.config)
-                self._workers.add(worker)
-            reply = await asyncio.wait_for(
-                loop.run_in_executor(self._threads, worker.roundtrip, data), self.config.timeout
-            )
-            finished = True
-        except TimeoutError:
-            raise DecodeBudgetExceededError(
-                f"Decoding the image took longer than {self.config.timeout:g} s.",
-                details={"reason": "time", "timeout_seconds": self.config.timeout},
-            ) from None
-        except (EOFError, OSError) as error:
-            raise DecodeBudgetExceededError(
-                "The image decoder stopped while decoding this image (over its CPU or memory "
-                "budget, or crashed).",
-                details={"reason": "worker_died"},
-            ) from error
+            reply, worker = await self._decode_on(worker, data)
         finally:
-            if not finished and worker is not None:
-                self._discard(worker, reason="unfinished")
-                worker = None
             slots.put_nowait(worker)
         if reply[0] == "ok":
             return reply[1], reply[2]
@@ -241,19 +258,71 @@ class ImageDecoder:
             raise RuntimeError(f"unexpected reply from a decode worker: {reply[0]!r}")
         raise error_type(message, details=details)
 
+    async def _decode_on(
+        self, worker: _Worker | None, data: bytes
+    ) -> tuple[tuple[Any, ...], _Worker | None]:
+        """One round trip on ``worker`` (started or replaced as needed).
+
+        Returns the reply and the worker to put back in the slot: the same one, or ``None``
+        when it was killed (its decode overran or was abandoned, or it died), so the slot
+        starts a fresh process on its next use. Never leaves a half-used worker in a slot.
+        """
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            if worker is not None and not worker.alive():
+                self._discard(worker, reason="found_dead")
+                worker = None
+            if worker is None:
+                worker = await loop.run_in_executor(self._threads, _Worker, self.config)
+                self._workers.add(worker)
+            finished = False
+            try:
+                reply = await asyncio.wait_for(
+                    loop.run_in_executor(self._threads, worker.roundtrip, data),
+                    self.config.timeout,
+                )
+                finished = True
+                return reply, worker
+            except WorkerGoneError:
+                if attempt == 2:
+                    raise DecoderBusyError(
+                        "The image decoder keeps stopping; retry shortly.",
+                        details={"reason": "worker_gone"},
+                        headers={"Retry-After": "5"},
+                    ) from None
+            except TimeoutError:
+                raise DecodeBudgetExceededError(
+                    f"Decoding the image took longer than {self.config.timeout:g} s.",
+                    details={"reason": "time", "timeout_seconds": self.config.timeout},
+                ) from None
+            except (EOFError, OSError) as error:
+                raise DecodeBudgetExceededError(
+                    "The image decoder stopped while decoding this image (over its CPU or "
+                    "memory budget, or crashed).",
+                    details={"reason": "worker_died"},
+                ) from error
+            finally:
+                if not finished:  # also on cancellation: the worker's state is unknown
+                    self._discard(worker, reason="unfinished")
+                    worker = None
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
     def _discard(self, worker: _Worker, *, reason: str) -> None:
         """Kill ``worker`` (its decode overran, was abandoned, or it died) and reap it off-loop."""
         worker.kill()
         self._workers.discard(worker)
         reaped = asyncio.get_running_loop().run_in_executor(self._threads, worker.reap)
-        reaped.add_done_callback(
-            lambda done: logger.info(
+
+        def log(done: asyncio.Future[int | None]) -> None:
+            exitcode = done.result() if not done.cancelled() and not done.exception() else None
+            logger.info(
                 "event=decode_worker_replaced reason=%s pid=%s exitcode=%s",
                 reason,
                 worker.process.pid,
-                done.result() if not done.exception() else "unknown",
+                exitcode,
             )
-        )
+
+        reaped.add_done_callback(log)
 
     async def close(self) -> None:
         """Stop every worker (app shutdown); uploads after this are refused with 503."""
