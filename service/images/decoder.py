@@ -84,7 +84,12 @@ class DecoderConfig:
         return math.ceil(self.timeout) + 1
 
 
-def _set_cpu_budget(seconds: int) -> None:
+def set_cpu_budget(seconds: int) -> None:
+    """Let this process use ``seconds`` more CPU seconds, then be killed by SIGXCPU.
+
+    RLIMIT_CPU counts the process's whole life, so a long-lived worker moves its soft limit
+    before every decode (an unprivileged process may raise it up to the hard limit).
+    """
     usage = resource.getrusage(resource.RUSAGE_SELF)
     soft = math.ceil(usage.ru_utime + usage.ru_stime) + seconds
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
@@ -105,7 +110,7 @@ def worker_main(connection: Connection, config: DecoderConfig) -> None:
             data = connection.recv_bytes()
         except (EOFError, OSError):
             return  # the service closed the pipe, or exited
-        _set_cpu_budget(config.cpu_seconds)
+        set_cpu_budget(config.cpu_seconds)
         reply: tuple[Any, ...]
         try:
             facts, cleaned = clean_image(data, config.limits)
