@@ -131,7 +131,7 @@ class WorkerGoneError(Exception):
     """The worker was dead before it received the upload (killed while idle): safe to retry."""
 
 
-class _Worker:
+class DecodeWorker:
     """One decode process and the parent's end of its pipe (used from one thread at a time).
 
     Construction blocks until the worker says it is ready, so a worker's start (fork, and the
@@ -215,18 +215,18 @@ class ImageDecoder:
 
     def __init__(self, config: DecoderConfig) -> None:
         self.config = config
-        self._idle: asyncio.LifoQueue[_Worker | None] | None = None
+        self._idle: asyncio.LifoQueue[DecodeWorker | None] | None = None
         self._threads = ThreadPoolExecutor(
             max_workers=2 * config.workers, thread_name_prefix="replikit-decode-io"
         )
-        self._workers: set[_Worker] = set()
+        self._workers: set[DecodeWorker] = set()
         self._closed = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageDecoder:
         return cls(DecoderConfig.from_settings(settings))
 
-    def _slots(self) -> asyncio.LifoQueue[_Worker | None]:
+    def _slots(self) -> asyncio.LifoQueue[DecodeWorker | None]:
         if self._idle is None:  # made on first use, inside the running loop; warm slots first
             self._idle = asyncio.LifoQueue()
             for _ in range(self.config.workers):
@@ -264,8 +264,8 @@ class ImageDecoder:
         raise error_type(message, details=details)
 
     async def _decode_on(
-        self, worker: _Worker | None, data: bytes
-    ) -> tuple[tuple[Any, ...], _Worker | None]:
+        self, worker: DecodeWorker | None, data: bytes
+    ) -> tuple[tuple[Any, ...], DecodeWorker | None]:
         """One round trip on ``worker`` (started or replaced as needed).
 
         Returns the reply and the worker to put back in the slot: the same one, or ``None``
@@ -278,7 +278,7 @@ class ImageDecoder:
                 self._discard(worker, reason="found_dead")
                 worker = None
             if worker is None:
-                worker = await loop.run_in_executor(self._threads, _Worker, self.config)
+                worker = await loop.run_in_executor(self._threads, DecodeWorker, self.config)
                 self._workers.add(worker)
             finished = False
             try:
@@ -312,7 +312,7 @@ class ImageDecoder:
                     worker = None
         raise AssertionError("unreachable: the second attempt returns or raises")
 
-    def _discard(self, worker: _Worker, *, reason: str) -> None:
+    def _discard(self, worker: DecodeWorker, *, reason: str) -> None:
         """Kill ``worker`` (its decode overran, was abandoned, or it died) and reap it off-loop."""
         worker.kill()
         self._workers.discard(worker)
