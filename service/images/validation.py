@@ -33,7 +33,7 @@ ROTATED_ORIENTATIONS = {5, 6, 7, 8}
 KEPT_ORIENTATIONS = {2, 3, 4, 5, 6, 7, 8}
 # Decoding one row costs about as much as 24 pixels of a frame composited onto a GIF canvas,
 # the cheapest per-pixel path (Pillow 13: ~110 ns per PNG row, ~4.7 ns per GIF canvas pixel);
-# without it a 77 KB 1x40,000,000 PNG passes the pixel checks and costs 4-5 s. See
+# without it a 77 KB 1x40,000,000 PNG passes the pixel checks and costs 3.6 s of CPU. See
 # docs/benchmarks.md, "Image decode budget".
 ROW_COST_PIXELS = 24
 # What Pillow's decoders raise on malformed input.
