@@ -31,9 +31,7 @@ _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,10}$")
 
 def _visible(name: str) -> str:
     return "".join(
-        c
-        for c in name
-        if c not in INVISIBLE and unicodedata.category(c) not in _DROPPED_CATEGORIES
+        c for c in name if c not in INVISIBLE and unicodedata.category(c) not in _DROPPED_CATEGORIES
     )
 
 
