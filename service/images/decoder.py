@@ -39,7 +39,12 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from service.errors import DecodeBudgetExceededError, DecoderBusyError, ServiceError
+from service.errors import (
+    DecodeBudgetExceededError,
+    DecoderBusyError,
+    ServiceError,
+    UnsupportedImageError,
+)
 from service.images.validation import DecodeLimits, ImageFacts, clean_image
 from service.settings import Settings
 
@@ -121,6 +126,11 @@ def worker_main(connection: Connection, config: DecoderConfig) -> None:
             message = "Decoding the image needs more memory than a decode may use."
             details = {"reason": "memory", "memory_mib": config.memory_mib}
             reply, cleaned = ("error", DecodeBudgetExceededError, message, details), b""
+        except Exception as error:  # Pillow raises odd types on hostile input: a 415, not a crash
+            logger.warning("event=decode_unexpected_error error=%s", type(error).__name__)
+            message = "The image data cannot be decoded."
+            details = {"reason": type(error).__name__}
+            reply, cleaned = ("error", UnsupportedImageError, message, details), b""
         del data
         connection.send(reply)
         if reply[0] == "ok":
