@@ -161,6 +161,25 @@ async def test_a_worker_killed_mid_decode_is_a_clean_422_and_is_replaced(
         assert forkserver_workers() != [worker]
 
 
+async def test_a_worker_killed_while_idle_is_replaced_without_failing_the_next_upload(
+    migrated: Cluster,
+) -> None:
+    settings = service_settings(migrated, decode_workers=1)
+    async with service_client(settings) as client:
+        assert (await upload(client, image_bytes("PNG"))).status_code == 201
+        (worker,) = forkserver_workers()
+        os.kill(worker, signal.SIGKILL)  # e.g. the kernel's OOM killer
+
+        async def gone() -> bool:
+            return worker not in forkserver_workers()
+
+        await wait_until(gone, within=10, what="the killed worker's exit")
+        after = await upload(client, image_bytes("WEBP"))
+        assert after.status_code == 201, after.text
+        (replacement,) = forkserver_workers()
+        assert replacement != worker
+
+
 async def test_a_decode_over_the_memory_limit_is_a_clean_422(migrated: Cluster) -> None:
     big = io.BytesIO()
     Image.new("RGBA", (6000, 6000), (1, 2, 3, 4)).save(big, "PNG")  # 137 MiB decoded
