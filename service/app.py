@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from service.api.errors import install_error_handlers
 from service.api.limits import InFlightLimit
 from service.api.routes import health, images
+from service.images.decoder import ImageDecoder
 from service.images.storage import BlobStore, FilesystemBlobStore, PostgresBlobStore
 from service.routing.consistency import LSN_COOKIE, LSN_HEADER, newest_token
 from service.routing.metrics import ServiceMetrics
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()  # filled from the environment
     metrics = ServiceMetrics()
     router = Router(settings, metrics)
+    decoder = ImageDecoder.from_settings(settings)  # worker processes start on first upload
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -37,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await decoder.close()
             await router.stop()
 
     app = FastAPI(
@@ -51,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.router = router
+    app.state.decoder = decoder
     app.state.blob_store = make_blob_store(settings, router)
     install_error_handlers(app)
     app.include_router(health.router)

@@ -131,3 +131,17 @@ class NoReaderAvailableError(ServiceError):
 
     status_code = 503
     code = "NO_READER_AVAILABLE"
+
+
+class DecodeBudgetExceededError(ServiceError):
+    """Decoding overran its wall-clock, CPU or memory budget, or killed its worker process."""
+
+    status_code = 422
+    code = "DECODE_BUDGET_EXCEEDED"
+
+
+class DecoderBusyError(ServiceError):
+    """Every decode worker stayed busy for the whole queue wait; retry shortly."""
+
+    status_code = 503
+    code = "DECODER_BUSY"

@@ -55,6 +55,23 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=10 * MIB, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
     max_image_frames: int = Field(default=1000, gt=0)
+    # Image decoding budget and privacy (service/images/decoder.py): see docs/configuration.md.
+    max_decoded_pixels: int = Field(
+        default=200_000_000,
+        gt=0,
+        description="Pixels one decode may touch: canvas x frames, plus 24 per row per frame.",
+    )
+    decode_timeout: float = Field(default=5.0, gt=0, description="Wall-clock seconds per decode.")
+    decode_workers: int = Field(default=2, gt=0, description="Decode processes per instance.")
+    decode_worker_memory_mib: int = Field(
+        default=1024, ge=0, description="Address-space limit of a decode process; 0 = none."
+    )
+    decode_queue_timeout: float = Field(
+        default=10.0, ge=0, description="How long an upload waits for a free decode process."
+    )
+    keep_image_metadata: bool = Field(
+        default=False, description="Store EXIF/XMP/comments as uploaded (trailing bytes still go)."
+    )
     allowed_formats: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["JPEG", "PNG", "GIF", "WEBP"]
     )

@@ -20,6 +20,8 @@ from tests.integration.service_fixtures import (
 )
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+# The stored name keeps the client's stem and takes the detected format's extension.
+EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp"}
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
@@ -38,7 +40,7 @@ async def test_upload_then_metadata_then_identical_bytes(migrated: Cluster, fmt:
         assert body["content_type"] == FORMATS[fmt]
         assert (body["width"], body["height"], body["file_size"]) == (64, 48, len(data))
         assert body["sha256"] == hashlib.sha256(data).hexdigest()
-        assert body["filename"] == f"My {fmt}.txt"
+        assert body["filename"] == f"My {fmt}{EXTENSIONS[fmt]}"
         assert body["url"] == f"/api/v1/images/{image_id}/file"
         assert len(body["delete_token"]) >= 32
 
@@ -53,7 +55,10 @@ async def test_upload_then_metadata_then_identical_bytes(migrated: Cluster, fmt:
         assert file.headers["Content-Type"] == FORMATS[fmt]
         assert file.headers["ETag"] == f'"{body["sha256"]}"'
         assert file.headers["Cache-Control"] == "public, max-age=31536000, immutable"
-        assert file.headers["Content-Disposition"].startswith(f'inline; filename="My {fmt}.txt"')
+        # The download name is the id and the detected format; the client's name is metadata.
+        assert file.headers["Content-Disposition"].startswith(
+            f'inline; filename="{body["id"]}{EXTENSIONS[fmt]}"'
+        )
 
 
 async def test_exif_rotated_jpeg_reports_displayed_dimensions(migrated: Cluster) -> None:

@@ -6,7 +6,6 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import (
     BlobStoreDep,
@@ -21,9 +20,9 @@ from service.api.upload_stream import read_upload
 from service.db.lsn import current_wal_lsn
 from service.errors import DeleteTokenRequiredError, NonCanonicalIdError
 from service.images import service as images
-from service.images.filenames import content_disposition, sanitize_filename
+from service.images.decoder import ImageDecoder
+from service.images.filenames import content_disposition, download_name, sanitize_filename
 from service.images.pagination import Cursor
-from service.images.validation import inspect_image
 from service.ratelimit import client_address, count_upload
 
 LSN_HEADER = "X-Replikit-LSN"
@@ -57,7 +56,7 @@ UPLOAD_BODY: dict[str, Any] = {
     "/upload",
     status_code=201,
     response_model=ImageCreated,
-    responses=errors(400, 408, 413, 415, 429, 503),
+    responses=errors(400, 408, 413, 415, 422, 429, 503),
     openapi_extra=UPLOAD_BODY,
 )
 async def upload_image(
@@ -82,19 +81,16 @@ async def upload_image(
                 session=session, client_ip=client_ip, limit=settings.upload_rate_limit
             )
     upload = await read_upload(request, field_name="file", max_bytes=settings.max_upload_bytes)
-    facts = await run_in_threadpool(
-        inspect_image,
-        upload.data,
-        allowed_formats=settings.allowed_formats,
-        max_pixels=settings.max_image_pixels,
-        max_frames=settings.max_image_frames,
-    )
+    # Decoded in a worker process within the decode budget; the stored bytes are the cleaned
+    # ones (no metadata, nothing after the image's end), and facts describe those bytes.
+    decoder: ImageDecoder = request.app.state.decoder
+    facts, stored_bytes = await decoder.process(upload.data)
     async with db_router.write_session(routing) as session:
         created = await images.create_image(
             session=session,
             store=store,
             facts=facts,
-            data=upload.data,
+            data=stored_bytes,
             filename=sanitize_filename(upload.filename, facts.format),
             upload_ip=client_ip,
         )
@@ -174,7 +170,10 @@ async def get_image_file(
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
     if _etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
-    headers["Content-Disposition"] = content_disposition(image.filename)
+    # Named after the id and the detected format, never the client's name (which stays in the
+    # metadata): a saved file gets an extension that matches its bytes.
+    image_format = image.content_type.removeprefix("image/").upper()
+    headers["Content-Disposition"] = content_disposition(download_name(image.id, image_format))
     headers["X-Content-Type-Options"] = "nosniff"
     headers["Content-Security-Policy"] = FILE_CSP
     if request.method == "HEAD":

@@ -1,0 +1,350 @@
+"""Decode uploads in a bounded pool of separate, resource-limited processes.
+
+Why processes, and why not ``concurrent.futures.ProcessPoolExecutor``:
+
+* A decode is CPU-bound C code that holds the GIL for long stretches; in a thread it would
+  still slow the event loop, and nothing can stop it once started. A process can be killed.
+* Each worker limits itself with ``setrlimit``: ``RLIMIT_AS`` (address space) once at start,
+  and before every decode ``RLIMIT_CPU`` to the CPU it has used so far plus the budget, so a
+  decode that outruns the budget gets SIGXCPU even if the parent is too starved to notice.
+* The parent enforces the wall-clock budget. ProcessPoolExecutor cannot say which process
+  runs which task, so the only way to stop one runaway decode there is to kill a worker and
+  break the whole pool, failing every innocent upload decoded at the same time. Here each
+  slot is one process with its own pipe: an overrun kills exactly that process, and the slot
+  starts a fresh one on its next use. A worker that dies (SIGXCPU, SIGKILL, a decoder crash)
+  is the same case, seen as end-of-file on its pipe.
+* Processes come from the ``forkserver`` start method: a clean server process (no event loop,
+  no threads, no open database connections) forks each worker, which is safe for an asyncio
+  process with threads, unlike ``fork``, and cheaper than ``spawn`` because the server has
+  imported Pillow once (numbers in docs/benchmarks.md).
+
+The pool holds ``workers`` slots. An upload waits for a free slot for at most
+``queue_timeout`` seconds, then gets 503 ``DECODER_BUSY`` with ``Retry-After``: concurrency is
+bounded by the slots, and excess uploads wait briefly, then are refused. The event loop only
+awaits; the blocking pipe I/O runs on a small thread pool of the decoder's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import multiprocessing
+import resource
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from service.errors import (
+    DecodeBudgetExceededError,
+    DecoderBusyError,
+    ServiceError,
+    UnsupportedImageError,
+)
+from service.images.validation import DecodeLimits, ImageFacts, clean_image
+from service.settings import Settings
+
+logger = logging.getLogger("replikit.service")
+
+MIB = 1024 * 1024
+# Imported once in the fork server, so every worker starts with Pillow loaded.
+PRELOAD = ["service.images.decoder"]
+READY = b"ready"
+START_TIMEOUT = 30.0  # seconds for a new worker to say it is ready
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """How many workers, and how much time and memory each decode may take."""
+
+    limits: DecodeLimits
+    workers: int = 2
+    timeout: float = 5.0
+    queue_timeout: float = 10.0
+    memory_mib: int = 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DecoderConfig:
+        return cls(
+            limits=DecodeLimits(
+                allowed_formats=tuple(settings.allowed_formats),
+                max_pixels=settings.max_image_pixels,
+                max_frames=settings.max_image_frames,
+                max_decoded_pixels=settings.max_decoded_pixels,
+                keep_metadata=settings.keep_image_metadata,
+            ),
+            workers=settings.decode_workers,
+            timeout=settings.decode_timeout,
+            queue_timeout=settings.decode_queue_timeout,
+            memory_mib=settings.decode_worker_memory_mib,
+        )
+
+    @property
+    def cpu_seconds(self) -> int:
+        """The per-decode CPU backstop: the wall-clock budget rounded up, plus one second."""
+        return math.ceil(self.timeout) + 1
+
+
+def set_cpu_budget(seconds: int) -> None:
+    """Let this process use ``seconds`` more CPU seconds, then be killed by SIGXCPU.
+
+    RLIMIT_CPU counts the process's whole life, so a long-lived worker moves its soft limit
+    before every decode (an unprivileged process may raise it up to the hard limit).
+    """
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = math.ceil(usage.ru_utime + usage.ru_stime) + seconds
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def worker_main(connection: Connection, config: DecoderConfig) -> None:
+    """The worker process: decode what arrives on ``connection`` until it closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
+    if config.memory_mib > 0:
+        limit = config.memory_mib * MIB
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    connection.send_bytes(READY)
+    while True:
+        try:
+            data = connection.recv_bytes()
+        except (EOFError, OSError):
+            return  # the service closed the pipe, or exited
+        set_cpu_budget(config.cpu_seconds)
+        reply: tuple[Any, ...]
+        try:
+            facts, cleaned = clean_image(data, config.limits)
+            reply = ("ok", facts)
+        except ServiceError as error:
+            reply, cleaned = ("error", type(error), error.message, error.details), b""
+        except MemoryError:
+            message = "Decoding the image needs more memory than a decode may use."
+            details = {"reason": "memory", "memory_mib": config.memory_mib}
+            reply, cleaned = ("error", DecodeBudgetExceededError, message, details), b""
+        except Exception as error:  # Pillow raises odd types on hostile input: a 415, not a crash
+            logger.warning("event=decode_unexpected_error error=%s", type(error).__name__)
+            message = "The image data cannot be decoded."
+            details = {"reason": type(error).__name__}
+            reply, cleaned = ("error", UnsupportedImageError, message, details), b""
+        del data
+        connection.send(reply)
+        if reply[0] == "ok":
+            connection.send_bytes(cleaned)
+
+
+class WorkerGoneError(Exception):
+    """The worker was dead before it received the upload (killed while idle): safe to retry."""
+
+
+class DecodeWorker:
+    """One decode process and the parent's end of its pipe (used from one thread at a time).
+
+    Construction blocks until the worker says it is ready, so a worker's start (fork, and the
+    re-import of a script ``__main__`` that multiprocessing does in every child) is never
+    charged to the first decode's budget.
+    """
+
+    def __init__(self, config: DecoderConfig) -> None:
+        context: Any = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        self._io = threading.Lock()  # held by a round trip; see reap()
+        self.connection, child_end = context.Pipe(duplex=True)
+        self.process: BaseProcess = context.Process(
+            target=worker_main, args=(child_end, config), name="replikit-decode", daemon=True
+        )
+        self.process.start()
+        child_end.close()
+        try:
+            ready = self.connection.poll(START_TIMEOUT) and self.connection.recv_bytes() == READY
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.kill()
+            self.reap()
+            raise DecoderBusyError(
+                "The image decoder could not start; retry shortly.",
+                details={"reason": "worker_start_failed", "exitcode": self.process.exitcode},
+                headers={"Retry-After": "5"},
+            )
+
+    def roundtrip(self, data: bytes) -> tuple[Any, ...]:
+        with self._io:
+            try:
+                self.connection.send_bytes(data)
+            except (BrokenPipeError, ConnectionResetError) as error:
+                raise WorkerGoneError from error
+            reply: tuple[Any, ...] = self.connection.recv()
+            if reply[0] == "ok":
+                return (*reply, self.connection.recv_bytes())
+            return reply
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def kill(self) -> None:
+        """SIGKILL now; :meth:`reap` (off the event loop) waits for it and closes the pipe."""
+        if self.process.exitcode is None:
+            self.process.kill()
+
+    def reap(self, timeout: float = 5.0) -> int | None:
+        """Wait for the process, then close the pipe once no round trip is reading it.
+
+        A round trip abandoned on timeout may still be blocked reading the pipe until the
+        kill reaches the worker; closing the descriptor under it would let a new worker's pipe
+        reuse the number and the stale reader steal its reply.
+        """
+        self.process.join(timeout)
+        with self._io:
+            self.connection.close()
+        return self.process.exitcode
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Close the pipe (the worker exits on EOF); kill it if it does not within ``timeout``."""
+        if self._io.acquire(blocking=False):
+            try:
+                self.connection.close()
+            finally:
+                self._io.release()
+            self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+        self.reap(timeout)
+
+
+class ImageDecoder:
+    """The service's entry point: ``facts, stored_bytes = await decoder.process(data)``.
+
+    Workers start lazily, on the first upload that needs one; :meth:`close` (app shutdown)
+    stops them all.
+    """
+
+    def __init__(self, config: DecoderConfig) -> None:
+        self.config = config
+        self._idle: asyncio.LifoQueue[DecodeWorker | None] | None = None
+        self._threads = ThreadPoolExecutor(
+            max_workers=2 * config.workers, thread_name_prefix="replikit-decode-io"
+        )
+        self._workers: set[DecodeWorker] = set()
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageDecoder:
+        return cls(DecoderConfig.from_settings(settings))
+
+    def _slots(self) -> asyncio.LifoQueue[DecodeWorker | None]:
+        if self._idle is None:  # made on first use, inside the running loop; warm slots first
+            self._idle = asyncio.LifoQueue()
+            for _ in range(self.config.workers):
+                self._idle.put_nowait(None)
+        return self._idle
+
+    async def process(self, data: bytes) -> tuple[ImageFacts, bytes]:
+        """Decode, check and clean ``data`` in a worker; return its facts and the bytes to store.
+
+        Raises the worker's ServiceError (413/415/...), ``DecodeBudgetExceededError`` (422)
+        when the decode overran its time or memory or killed its worker, ``DecoderBusyError``
+        (503) when no worker freed up within the queue timeout.
+        """
+        if self._closed:
+            raise DecoderBusyError("The service is shutting down.", headers={"Retry-After": "1"})
+        slots = self._slots()
+        try:
+            worker = await asyncio.wait_for(slots.get(), self.config.queue_timeout)
+        except TimeoutError:
+            retry = str(math.ceil(self.config.timeout))
+            raise DecoderBusyError(
+                "Every image decoder is busy; retry shortly.",
+                details={"workers": self.config.workers},
+                headers={"Retry-After": retry},
+            ) from None
+        try:
+            reply, worker = await self._decode_on(worker, data)
+        finally:
+            slots.put_nowait(worker)
+        if reply[0] == "ok":
+            return reply[1], reply[2]
+        error_type, message, details = reply[1], reply[2], reply[3]
+        if not (isinstance(error_type, type) and issubclass(error_type, ServiceError)):
+            raise RuntimeError(f"unexpected reply from a decode worker: {reply[0]!r}")
+        raise error_type(message, details=details)
+
+    async def _decode_on(
+        self, worker: DecodeWorker | None, data: bytes
+    ) -> tuple[tuple[Any, ...], DecodeWorker | None]:
+        """One round trip on ``worker`` (started or replaced as needed).
+
+        Returns the reply and the worker to put back in the slot: the same one, or ``None``
+        when it was killed (its decode overran or was abandoned, or it died), so the slot
+        starts a fresh process on its next use. Never leaves a half-used worker in a slot.
+        """
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            if worker is not None and not worker.alive():
+                self._discard(worker, reason="found_dead")
+                worker = None
+            if worker is None:
+                worker = await loop.run_in_executor(self._threads, DecodeWorker, self.config)
+                self._workers.add(worker)
+            finished = False
+            try:
+                reply = await asyncio.wait_for(
+                    loop.run_in_executor(self._threads, worker.roundtrip, data),
+                    self.config.timeout,
+                )
+                finished = True
+                return reply, worker
+            except WorkerGoneError:
+                if attempt == 2:
+                    raise DecoderBusyError(
+                        "The image decoder keeps stopping; retry shortly.",
+                        details={"reason": "worker_gone"},
+                        headers={"Retry-After": "5"},
+                    ) from None
+            except TimeoutError:
+                raise DecodeBudgetExceededError(
+                    f"Decoding the image took longer than {self.config.timeout:g} s.",
+                    details={"reason": "time", "timeout_seconds": self.config.timeout},
+                ) from None
+            except (EOFError, OSError) as error:
+                raise DecodeBudgetExceededError(
+                    "The image decoder stopped while decoding this image (over its CPU or "
+                    "memory budget, or crashed).",
+                    details={"reason": "worker_died"},
+                ) from error
+            finally:
+                if not finished:  # also on cancellation: the worker's state is unknown
+                    self._discard(worker, reason="unfinished")
+                    worker = None
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _discard(self, worker: DecodeWorker, *, reason: str) -> None:
+        """Kill ``worker`` (its decode overran, was abandoned, or it died) and reap it off-loop."""
+        worker.kill()
+        self._workers.discard(worker)
+        reaped = asyncio.get_running_loop().run_in_executor(self._threads, worker.reap)
+
+        def log(done: asyncio.Future[int | None]) -> None:
+            exitcode = done.result() if not done.cancelled() and not done.exception() else None
+            logger.info(
+                "event=decode_worker_replaced reason=%s pid=%s exitcode=%s",
+                reason,
+                worker.process.pid,
+                exitcode,
+            )
+
+        reaped.add_done_callback(log)
+
+    async def close(self) -> None:
+        """Stop every worker (app shutdown); uploads after this are refused with 503."""
+        self._closed = True
+        workers, self._workers = list(self._workers), set()
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._threads, worker.stop) for worker in workers)
+        )
+        self._threads.shutdown(wait=True, cancel_futures=True)
