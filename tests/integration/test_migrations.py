@@ -88,3 +88,26 @@ def test_migrate_finds_the_primary_among_the_configured_urls(cluster: Cluster) -
     refused = replikit("migrate", "--wait-for-primary", "1", env=only_replicas)
     assert refused.returncode != 0
     assert "No single node answered as the primary" in refused.stderr
+
+
+async def rate_limit_columns(url: str) -> list[str]:
+    connection = await asyncpg.connect(url.replace("+asyncpg", ""), timeout=5)
+    try:
+        rows = await connection.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'upload_rate_limits' ORDER BY ordinal_position"
+        )
+    finally:
+        await connection.close()
+    return [row["column_name"] for row in rows]
+
+
+async def test_the_sliding_rate_limit_migration_goes_down_to_fixed_windows_and_back(
+    scratch_database: str,
+) -> None:
+    await asyncio.to_thread(migrate.upgrade, scratch_database)
+    assert await rate_limit_columns(scratch_database) == ["client_ip", "stamps"]
+    await asyncio.to_thread(migrate.downgrade, scratch_database, "0001")
+    assert await rate_limit_columns(scratch_database) == ["client_ip", "window_start", "count"]
+    await asyncio.to_thread(migrate.upgrade, scratch_database, "head")
+    assert await rate_limit_columns(scratch_database) == ["client_ip", "stamps"]
