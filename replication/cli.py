@@ -384,7 +384,13 @@ def migrate(
     from service import migrate as migrations
 
     urls, user = resolve_migration_urls(data_dir)
-    primary_url = migrations.find_primary_url(urls, wait_seconds=wait_for_primary)
+    try:
+        primary_url = migrations.find_primary_url(urls, wait_seconds=wait_for_primary)
+    except migrations.MigrationLoginError as error:
+        raise BadInputError(
+            f"{error}. Check REPLIKIT_MIGRATION_USER and REPLIKIT_MIGRATION_PASSWORD (the schema "
+            "owner's; see docs/security.md)."
+        ) from None
     if primary_url is None:
         raise ClusterTimeoutError(
             "No single node answered as the primary; check the cluster with 'replikit cluster "

@@ -7,6 +7,7 @@ drop the service's tables, or reach the other databases of the cluster.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -186,3 +187,19 @@ def test_replikit_migrate_runs_as_the_owner_and_serve_settings_carry_only_the_ap
     assert f"export REPLIKIT_MIGRATION_USER={migrated.state.owner_user}" in env
     assert f"//{migrated.state.app_user}:" in env
     assert f"//{migrated.state.owner_user}:" not in env
+
+
+def test_migrate_with_a_wrong_owner_password_says_so_at_once(migrated: Cluster) -> None:
+    """Not 'no primary answered' after waiting: the credentials are what is wrong."""
+    state = migrated.state
+    env = {
+        "REPLIKIT_PRIMARY_URL": state.app_url(state.primary_node),
+        "REPLIKIT_MIGRATION_USER": state.owner_user,
+        "REPLIKIT_MIGRATION_PASSWORD": "not-the-password",
+    }
+    started = time.monotonic()
+    refused = replikit("migrate", "--wait-for-primary", "30", env=env)
+    assert time.monotonic() - started < 15  # did not wait out the 30 s
+    assert refused.returncode != 0
+    assert f"refused the role {state.owner_user}" in refused.stderr
+    assert "REPLIKIT_MIGRATION_PASSWORD" in refused.stderr
