@@ -44,6 +44,22 @@ async def app_connect(
     )
 
 
+async def owner_connect(
+    state: ClusterState, node: NodeSpec, connect_timeout: float = CONNECT_TIMEOUT_SECONDS
+) -> asyncpg.Connection:
+    """A connection as the schema's owner (the migrations' role): the one that may create
+    tables; the app role may only read and write rows."""
+    user, password = state.migration_credentials
+    return await asyncpg.connect(
+        host=state.host,
+        port=node.port,
+        user=user,
+        password=password,
+        database=state.database,
+        timeout=connect_timeout,
+    )
+
+
 async def with_admin(
     state: ClusterState, node: NodeSpec, work: Callable[[asyncpg.Connection], Awaitable[T]]
 ) -> T:

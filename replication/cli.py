@@ -377,15 +377,20 @@ def migrate(
     """Apply the database migrations on the primary (upgrade to head by default).
 
     The primary is whichever configured node (REPLIKIT_PRIMARY_URL or a replica URL) is out of
-    recovery now, so the command keeps working after a failover.
+    recovery now, so the command keeps working after a failover. It logs in as the schema's
+    owner (REPLIKIT_MIGRATION_USER/PASSWORD, or the local cluster's), not as the service.
     """
-    from replication.service_env import resolve_settings
+    from replication.service_env import resolve_migration_urls
     from service import migrate as migrations
 
-    settings, _ = resolve_settings(data_dir)
-    primary_url = migrations.find_primary_url(
-        [settings.primary_url, *settings.replica_urls], wait_seconds=wait_for_primary
-    )
+    urls, user = resolve_migration_urls(data_dir)
+    try:
+        primary_url = migrations.find_primary_url(urls, wait_seconds=wait_for_primary)
+    except migrations.MigrationLoginError as error:
+        raise BadInputError(
+            f"{error}. Check REPLIKIT_MIGRATION_USER and REPLIKIT_MIGRATION_PASSWORD (the schema "
+            "owner's; see docs/security.md)."
+        ) from None
     if primary_url is None:
         raise ClusterTimeoutError(
             "No single node answered as the primary; check the cluster with 'replikit cluster "
@@ -395,7 +400,7 @@ def migrate(
         migrations.downgrade(primary_url, revision)
     else:
         migrations.upgrade(primary_url, revision)
-    console.print(f"Database {'downgraded' if down else 'upgraded'} to {revision}.")
+    console.print(f"Database {'downgraded' if down else 'upgraded'} to {revision} (as {user}).")
 
 
 @app.command("serve")

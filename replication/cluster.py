@@ -144,9 +144,18 @@ def service_urls(state: ClusterState) -> dict[str, str]:
     }
 
 
+def migration_credentials(state: ClusterState) -> dict[str, str]:
+    """The role ``replikit migrate`` logs in as: the owner of the schema, never the service's
+    role (which may not create or alter tables)."""
+    user, password = state.migration_credentials
+    return {"REPLIKIT_MIGRATION_USER": user, "REPLIKIT_MIGRATION_PASSWORD": password}
+
+
 def env_lines(state: ClusterState) -> list[str]:
-    """``export`` lines of :func:`service_urls`, for ``eval "$(replikit cluster env)"``."""
-    return [f"export {name}={shlex.quote(value)}" for name, value in service_urls(state).items()]
+    """``export`` lines of :func:`service_urls` and :func:`migration_credentials`, for
+    ``eval "$(replikit cluster env)"``; ``replikit serve`` ignores the migration ones."""
+    values = {**service_urls(state), **migration_credentials(state)}
+    return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
 
 
 def _check_matches(

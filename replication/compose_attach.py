@@ -114,7 +114,7 @@ def attach_compose(
     values = {k: v or "" for k, v in dotenv_values(env_file).items()}
     missing = [
         name
-        for name in ("SUPERUSER", "REPLICATION", "APP")
+        for name in ("SUPERUSER", "REPLICATION", "OWNER", "APP")
         if not values.get(f"REPLIKIT_{name}_PASSWORD")
     ]
     if missing:
@@ -149,6 +149,7 @@ def attach_compose(
             superuser=values["REPLIKIT_SUPERUSER_PASSWORD"],
             replication=values["REPLIKIT_REPLICATION_PASSWORD"],
             app=values["REPLIKIT_APP_PASSWORD"],
+            owner=values["REPLIKIT_OWNER_PASSWORD"],
         ),
         driver="compose",
         compose_file=str(compose_file.absolute()),

@@ -1,7 +1,7 @@
 """The compose stack's .env: generated passwords, ports and a private subnet of its own.
 
 docker-compose.yml refuses to start without the passwords, and a user should not have to invent
-three of them; nor should two stacks on one host (a user's and a test's) collide on ports or on
+six of them; nor should two stacks on one host (a user's and a test's) collide on ports or on
 the subnet that gives the load balancer its fixed address (the one address the service trusts
 for X-Forwarded-For). An existing file is never rewritten: only missing keys are appended.
 """
@@ -20,6 +20,7 @@ from dotenv import dotenv_values
 PASSWORD_KEYS = (
     "REPLIKIT_SUPERUSER_PASSWORD",
     "REPLIKIT_REPLICATION_PASSWORD",
+    "REPLIKIT_OWNER_PASSWORD",
     "REPLIKIT_APP_PASSWORD",
     "REPLIKIT_MONITOR_PASSWORD",
     "REPLIKIT_GRAFANA_PASSWORD",

@@ -1,16 +1,34 @@
 """Settings for the service commands (serve, migrate): the environment or ``.env`` first,
-else the URLs of the local cluster, so `replikit serve` works right after `cluster up`."""
+else the URLs of the local cluster, so `replikit serve` works right after `cluster up`.
+
+``replikit migrate`` connects to the same nodes as a different role: the owner of the schema
+(REPLIKIT_MIGRATION_USER and REPLIKIT_MIGRATION_PASSWORD, or the local cluster's owner). The
+service's own settings never carry that password, so a running instance cannot alter tables.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from replication.cluster import service_urls
 from replication.errors import BadInputError
 from replication.topology import load_state
 from service.settings import Settings
+
+
+class MigrationCredentials(BaseSettings):
+    """REPLIKIT_MIGRATION_USER / REPLIKIT_MIGRATION_PASSWORD: who runs the migrations."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REPLIKIT_MIGRATION_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    user: str | None = None
+    password: SecretStr | None = None
 
 
 def _explain(error: ValidationError) -> str:
@@ -45,3 +63,30 @@ def resolve_settings(data_dir: Path) -> tuple[Settings, dict[str, str]]:
         ), filled
     except ValidationError as error:
         raise BadInputError(_explain(error)) from None
+
+
+def resolve_migration_urls(data_dir: Path) -> tuple[list[str], str]:
+    """Every configured node's URL with the migrations' credentials, and that user's name.
+
+    The credentials are REPLIKIT_MIGRATION_USER and REPLIKIT_MIGRATION_PASSWORD when set, else
+    the local cluster's owner when the URLs came from it, else the URLs' own (a deployment
+    with one role for both).
+    """
+    settings, filled = resolve_settings(data_dir)
+    urls = [settings.primary_url, *settings.replica_urls]
+    credentials = MigrationCredentials()
+    if credentials.user:
+        if credentials.password is None:
+            raise BadInputError(
+                "REPLIKIT_MIGRATION_USER is set but REPLIKIT_MIGRATION_PASSWORD is not; "
+                "see docs/configuration.md."
+            )
+        user, password = credentials.user, credentials.password.get_secret_value()
+    elif filled and (state := load_state(data_dir.absolute())) is not None:
+        user, password = state.migration_credentials
+    else:
+        return urls, make_url(settings.primary_url).username or "?"
+    return [
+        make_url(url).set(username=user, password=password).render_as_string(hide_password=False)
+        for url in urls
+    ], user

@@ -33,6 +33,9 @@ class Passwords(BaseModel):
     superuser: str
     replication: str
     app: str
+    # The migrations' role. None only in a state file written before the owner/app split, whose
+    # database the app role still owns (and migrates).
+    owner: str | None = None
 
     @classmethod
     def generate(cls) -> Passwords:
@@ -41,6 +44,7 @@ class Passwords(BaseModel):
             superuser=secrets.token_urlsafe(24),
             replication=secrets.token_urlsafe(24),
             app=secrets.token_urlsafe(24),
+            owner=secrets.token_urlsafe(24),
         )
 
 
@@ -69,6 +73,7 @@ class ClusterState(BaseModel):
     host: str = LOOPBACK
     database: str = "replikit"
     app_user: str = "app"
+    owner_user: str = "replikit_owner"
     replication_user: str = "replicator"
     superuser: str = "postgres"
     pg_bin: str
@@ -122,11 +127,25 @@ class ClusterState(BaseModel):
         return node.internal_host or self.host, node.internal_port or node.port
 
     def app_url(self, node: NodeSpec) -> str:
-        """SQLAlchemy asyncpg URL for the app role on one node."""
-        password = quote(self.passwords.app, safe="")
+        """SQLAlchemy asyncpg URL for the app role on one node: what the service runs as."""
+        return self._url(self.app_user, self.passwords.app, node)
+
+    @property
+    def migration_credentials(self) -> tuple[str, str]:
+        """User and password the migrations run as: the owner role, or the app role in a
+        cluster built before the split (it owns that database)."""
+        if self.passwords.owner is None:
+            return self.app_user, self.passwords.app
+        return self.owner_user, self.passwords.owner
+
+    def owner_url(self, node: NodeSpec) -> str:
+        """SQLAlchemy asyncpg URL for the migrations' role on one node."""
+        return self._url(*self.migration_credentials, node)
+
+    def _url(self, user: str, password: str, node: NodeSpec) -> str:
         return (
-            f"postgresql+asyncpg://{self.app_user}:{password}@{self.host}:{node.port}/"
-            f"{self.database}"
+            f"postgresql+asyncpg://{quote(user, safe='')}:{quote(password, safe='')}"
+            f"@{self.host}:{node.port}/{self.database}"
         )
 
 

@@ -15,6 +15,11 @@ from sqlalchemy.engine import make_url
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
+class MigrationLoginError(Exception):
+    """A node refused the migrations' role itself (wrong password, no such role, no CONNECT):
+    no amount of waiting for a primary will help, so it is reported at once."""
+
+
 def alembic_config(primary_url: str) -> Config:
     config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -40,6 +45,14 @@ async def _is_primary(url: str) -> bool:
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     try:
         connection = await asyncpg.connect(dsn, timeout=3)
+    except (
+        asyncpg.InvalidAuthorizationSpecificationError,
+        asyncpg.InsufficientPrivilegeError,
+    ) as e:
+        user = make_url(url).username
+        raise MigrationLoginError(
+            f"The node at {make_url(url).host}:{make_url(url).port} refused the role {user}: {e}"
+        ) from None
     except (OSError, asyncpg.PostgresError, TimeoutError):
         return False
     try:
@@ -68,6 +81,7 @@ def find_primary_url(urls: Sequence[str], wait_seconds: float = 0.0) -> str | No
     for exactly one to answer as primary; None when none (or more than one) does.
 
     Roles move on failover, so a migration must not trust which URL was configured as the
-    primary: it asks every node, as the router does.
+    primary: it asks every node, as the router does. Raises :class:`MigrationLoginError` when a
+    node rejects the credentials.
     """
     return asyncio.run(_find_primary(list(urls), wait_seconds))

@@ -1,27 +1,78 @@
 """Upload rate limit per client address, shared by every stateless instance.
 
-The counter lives in PostgreSQL (table ``upload_rate_limits``, one row per address and
-one-minute window) because the primary is the one store all instances already share; an
-in-memory counter would multiply the limit by the number of instances. One upsert per upload,
-in its own short transaction on the primary, so a rejected or failed upload still counts.
+At most ``limit`` uploads from one address are admitted in ANY interval of
+:data:`WINDOW_SECONDS` (a sliding window): table ``upload_rate_limits`` keeps, per address,
+the time stamps of its admitted uploads younger than the window. A fixed per-minute counter
+would admit twice the limit across a minute boundary (a burst at :59, another at :00).
+
+The stamps live in PostgreSQL because the primary is the one store all instances already
+share; an in-memory counter would multiply the limit by the number of instances. One statement
+per upload, in its own short transaction on the primary, before the body is read: an upload
+that fails afterwards (bad image, too large) has still spent its slot.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import random
-from datetime import datetime
 
-from sqlalchemy import delete, func, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
-from service.db.models import UploadRateLimit
 from service.errors import InvalidClientAddressError, RateLimitExceededError
 
 WINDOW_SECONDS = 60
+# Share of admitted uploads whose statement also deletes the rows of idle addresses (every
+# stamp older than the window: the same as no row). The deletion rides in the same statement,
+# so even those uploads take one round trip.
 PRUNE_PROBABILITY = 0.01
+
+# Admit iff fewer than :limit stamps are younger than the window; the row lock that ON CONFLICT
+# takes serialises concurrent uploads from one address, on every instance, so the count and the
+# append are one atomic step. No row returned = refused, and nothing was written. The prune
+# skips rows other transactions hold (never waits) and never touches this address's row.
+ADMIT_SQL = text(
+    """
+WITH pruned AS (
+    DELETE FROM upload_rate_limits
+    WHERE client_ip IN (
+        SELECT idle.client_ip FROM upload_rate_limits AS idle
+        WHERE CAST(:prune AS boolean)
+          AND idle.client_ip <> CAST(:client_ip AS inet)
+          AND (SELECT max(s) FROM unnest(idle.stamps) AS s)
+              <= now() - make_interval(secs => :window_seconds)
+        FOR UPDATE SKIP LOCKED
+    )
+)
+INSERT INTO upload_rate_limits AS held (client_ip, stamps)
+VALUES (CAST(:client_ip AS inet), ARRAY[now()])
+ON CONFLICT (client_ip) DO UPDATE
+SET stamps = ARRAY(
+        SELECT s FROM unnest(held.stamps) AS s
+        WHERE s > now() - make_interval(secs => :window_seconds) ORDER BY s
+    ) || now()
+WHERE (
+    SELECT count(*) FROM unnest(held.stamps) AS s
+    WHERE s > now() - make_interval(secs => :window_seconds)
+) < :limit
+RETURNING cardinality(held.stamps)
+"""
+)
+
+# Only after a refusal: seconds until the limit-th youngest live stamp leaves the window, when
+# one upload fits again (the oldest one when exactly ``limit`` are live).
+RETRY_AFTER_SQL = text(
+    """
+SELECT EXTRACT(EPOCH FROM (
+    SELECT s FROM unnest(stamps) AS s
+    WHERE s > now() - make_interval(secs => :window_seconds)
+    ORDER BY s DESC OFFSET :limit - 1 LIMIT 1
+) + make_interval(secs => :window_seconds) - now())
+FROM upload_rate_limits WHERE client_ip = CAST(:client_ip AS inet)
+"""
+)
 
 
 def client_address(request: Request) -> str | None:
@@ -43,36 +94,27 @@ def client_address(request: Request) -> str | None:
 
 
 async def count_upload(*, session: AsyncSession, client_ip: str, limit: int) -> None:
-    """Count one upload from ``client_ip``; raise 429 once the window's limit is passed."""
+    """Spend one of ``client_ip``'s ``limit`` uploads per window, or raise 429.
+
+    A refused attempt does not consume a slot: a client retrying too early is not pushed
+    further back, and Retry-After is exact. ``limit`` 0 turns the limit off.
+    """
     if limit <= 0:
         return
-    window = func.date_trunc("minute", func.now())
-    statement = (
-        insert(UploadRateLimit)
-        .values(client_ip=client_ip, window_start=window, count=1)
-        .on_conflict_do_update(
-            index_elements=[UploadRateLimit.client_ip, UploadRateLimit.window_start],
-            set_={"count": UploadRateLimit.count + 1},
-        )
-        .returning(UploadRateLimit.count, UploadRateLimit.window_start, func.now())
-    )
+    parameters = {
+        "client_ip": client_ip,
+        "limit": limit,
+        "window_seconds": float(WINDOW_SECONDS),
+        "prune": random.random() < PRUNE_PROBABILITY,
+    }
     async with session.begin():
-        count, window_start, now = (await session.execute(statement)).one()
-        if random.random() < PRUNE_PROBABILITY:
-            await session.execute(
-                delete(UploadRateLimit).where(
-                    UploadRateLimit.window_start < func.now() - text("interval '1 hour'")
-                )
-            )
-    if count > limit:
-        retry_after = _seconds_left(window_start, now)
-        raise RateLimitExceededError(
-            f"More than {limit} uploads a minute from this address; retry in {retry_after} s.",
-            details={"limit": limit, "window_seconds": WINDOW_SECONDS},
-            headers={"Retry-After": str(retry_after)},
-        )
-
-
-def _seconds_left(window_start: datetime, now: datetime) -> int:
-    elapsed = (now - window_start).total_seconds()
-    return max(1, int(WINDOW_SECONDS - elapsed + 0.999))
+        admitted = (await session.execute(ADMIT_SQL, parameters)).scalar_one_or_none()
+        if admitted is not None:
+            return
+        seconds = (await session.execute(RETRY_AFTER_SQL, parameters)).scalar_one_or_none()
+    retry_after = max(1, math.ceil(seconds)) if seconds is not None else 1
+    raise RateLimitExceededError(
+        f"More than {limit} uploads a minute from this address; retry in {retry_after} s.",
+        details={"limit": limit, "window_seconds": WINDOW_SECONDS},
+        headers={"Retry-After": str(retry_after)},
+    )

@@ -27,7 +27,7 @@ import asyncpg
 
 from replication import failover as failovers
 from replication import faults
-from replication.admin import app_connect
+from replication.admin import app_connect, owner_connect
 from replication.ports import find_free_port_range
 from replication.topology import require_state
 
@@ -52,7 +52,6 @@ async def first_write(data_dir: Path, deadline_seconds: float = 30.0) -> float:
         try:
             connection = await app_connect(state, node, connect_timeout=1)
             try:
-                await connection.execute("CREATE TABLE IF NOT EXISTS bench_writes (at timestamptz)")
                 await connection.execute("INSERT INTO bench_writes VALUES (now())")
                 return time.monotonic()
             finally:
@@ -60,6 +59,16 @@ async def first_write(data_dir: Path, deadline_seconds: float = 30.0) -> float:
         except (OSError, asyncpg.PostgresError):
             await asyncio.sleep(0.01)
     raise SystemExit("no write succeeded on the new primary")
+
+
+async def create_table(data_dir: Path) -> None:
+    """The benchmark's table, made by the owner: the app role that writes it may create none."""
+    state = require_state(data_dir)
+    connection = await owner_connect(state, state.primary_node)
+    try:
+        await connection.execute("CREATE TABLE IF NOT EXISTS bench_writes (at timestamptz)")
+    finally:
+        await connection.close()
 
 
 def main() -> None:
@@ -81,6 +90,7 @@ def main() -> None:
             check=True,
             capture_output=True,
         )
+        asyncio.run(create_table(data_dir))
         for number in range(1, 2 * options.rounds + 1):
             way = "cli" if number % 2 else "in-process"
             old = require_state(data_dir).primary

@@ -110,7 +110,7 @@ def main() -> None:
 
     cluster, _ = cluster_up(options.data_dir)
     urls = service_urls(cluster.state)
-    migrate.upgrade(urls["REPLIKIT_PRIMARY_URL"])
+    migrate.upgrade(cluster.state.owner_url(cluster.state.primary_node))
     variants = {
         "routed": {**urls, "REPLIKIT_READ_POLICY": "round_robin"},
         "pinned": {

@@ -37,17 +37,18 @@ from loadtests.experiments.heartbeat import Heartbeat, database_window, prepare
 from loadtests.experiments.report import write_failover_report
 from replication import failover as failovers
 from replication import faults
-from replication.admin import app_connect
-from replication.cluster import Cluster, cluster_up, service_urls
+from replication.admin import app_connect, owner_connect
+from replication.cluster import Cluster, cluster_up
 from replication.errors import BadInputError
 from replication.topology import SyncMode, require_state
 from service import migrate
 
 
-async def _on_primary(data_dir: Path, work: Any) -> Any:
+async def _on_primary(data_dir: Path, work: Any, *, as_owner: bool = False) -> Any:
     state = require_state(data_dir)
     node = state.primary_node
-    connection = await app_connect(state, node, connect_timeout=3)
+    connect = owner_connect if as_owner else app_connect
+    connection = await connect(state, node, connect_timeout=3)
     try:
         return await work(connection)
     finally:
@@ -86,7 +87,8 @@ def prepare_cluster(data_dir: Path, sync: SyncMode) -> Cluster:
     state = cluster.state
     for name in list(state.fenced):  # a previous run that stopped half-way
         failovers.rejoin(data_dir, name)
-    migrate.upgrade(service_urls(require_state(data_dir))["REPLIKIT_PRIMARY_URL"])
+    state = require_state(data_dir)
+    migrate.upgrade(state.owner_url(state.primary_node))
     return Cluster.open(data_dir)
 
 
@@ -103,7 +105,7 @@ def run_failover(
         raise BadInputError("--kill-at must fall inside --duration.")
     cluster = prepare_cluster(data_dir, sync)
     out = results_dir(results, "failover")
-    asyncio.run(_on_primary(data_dir, prepare))
+    asyncio.run(_on_primary(data_dir, prepare, as_owner=True))  # creates its table
     heartbeat = Heartbeat(data_dir)
     events: dict[str, float] = {}
     with experiment(cluster, out) as run, _stopping(heartbeat):

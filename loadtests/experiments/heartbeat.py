@@ -66,6 +66,8 @@ class Heartbeat:
 
 
 async def prepare(connection: asyncpg.Connection) -> None:
+    """Create (and empty) the heartbeat table; needs the owner's connection, since the app
+    role the heartbeat writes as may not create or truncate tables."""
     await connection.execute(
         "CREATE TABLE IF NOT EXISTS experiment_heartbeat ("
         " id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp(),"

@@ -26,7 +26,7 @@ from loadtests.experiments.common import (
 )
 from loadtests.experiments.report import write_lag_report
 from replication import faults
-from replication.cluster import Cluster, cluster_up, service_urls
+from replication.cluster import Cluster, cluster_up
 from replication.durations import format_ms, parse_duration_ms
 from replication.errors import BadInputError
 from replication.topology import require_state
@@ -76,7 +76,7 @@ def run_lag(
         raise BadInputError(
             f"{', '.join(cluster.state.fenced)} is fenced; rejoin it before this experiment."
         )
-    migrate.upgrade(service_urls(cluster.state)["REPLIKIT_PRIMARY_URL"])
+    migrate.upgrade(cluster.state.owner_url(cluster.state.primary_node))
     out = results_dir(results, "lag")
     ryw_users = max(1, users // 2)
     cells: list[dict[str, Any]] = []

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Initialise a PostgreSQL data directory as a replikit primary: checksums, replication
-# settings, SCRAM-only pg_hba, and the replicator / app roles with the app's database.
+# settings, SCRAM-only pg_hba, and the replicator / owner / app roles with the app's database.
 #
 # Environment:
 #   PGDATA, PGPORT, REPLIKIT_NODE_NAME                   required
-#   REPLIKIT_SUPERUSER_PASSWORD, REPLIKIT_REPLICATION_PASSWORD, REPLIKIT_APP_PASSWORD   required
+#   REPLIKIT_SUPERUSER_PASSWORD, REPLIKIT_REPLICATION_PASSWORD, REPLIKIT_OWNER_PASSWORD,
+#   REPLIKIT_APP_PASSWORD                                required
+#   REPLIKIT_SUPERUSER, REPLIKIT_REPLICATION_USER, REPLIKIT_OWNER_USER, REPLIKIT_APP_USER,
+#   REPLIKIT_MONITOR_USER, REPLIKIT_DATABASE   role and database names (defaults in lib.sh)
 #   PGBIN                     directory of the server binaries (else PATH)
 #   REPLIKIT_SYNC_MODE        off | on | quorum (default off)
 #   REPLIKIT_STANDBY_NAMES    comma-separated replica names, needed when sync is on/quorum
@@ -20,6 +23,13 @@
 # user themself otherwise), through the peer map "replikit" in pg_ident.conf; everyone else
 # needs a SCRAM password over TCP.
 #
+# Least privilege: the owner role (default replikit_owner) owns the database and its public
+# schema and runs the migrations; the app role the service logs in as may connect to that
+# database only and read and write the rows of the owner's tables (default privileges cover
+# the tables of future migrations), but create nothing: no table, schema, function or
+# temporary object. Nobody but the superuser may connect to postgres or template1, except
+# members of pg_monitor (the exporters read statistics from postgres).
+#
 # Safe to run twice: an already initialised directory only gets its node settings rewritten.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,7 +37,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
 
 require_env PGDATA PGPORT REPLIKIT_NODE_NAME REPLIKIT_SUPERUSER_PASSWORD \
-    REPLIKIT_REPLICATION_PASSWORD REPLIKIT_APP_PASSWORD
+    REPLIKIT_REPLICATION_PASSWORD REPLIKIT_OWNER_PASSWORD REPLIKIT_APP_PASSWORD
 
 sync_mode=${REPLIKIT_SYNC_MODE:-off}
 hba_address=${REPLIKIT_HBA_ADDRESS:-127.0.0.1/32}
@@ -124,17 +134,37 @@ pg_ctl --pgdata="$PGDATA" --wait --timeout=60 --log="$workdir/server.log" \
 psql --host="$workdir" --port="$PGPORT" --username="$superuser" --dbname=postgres \
     --no-psqlrc --quiet --set=ON_ERROR_STOP=1 \
     --set=replication_user="$replication_user" --set=app_user="$app_user" \
-    --set=database="$database" <<'SQL' || { pg_ctl --pgdata="$PGDATA" -m fast stop >/dev/null; fail "creating roles failed"; }
+    --set=owner_user="$owner_user" --set=database="$database" <<'SQL' ||
 \getenv replication_password REPLIKIT_REPLICATION_PASSWORD
+\getenv owner_password REPLIKIT_OWNER_PASSWORD
 \getenv app_password REPLIKIT_APP_PASSWORD
 CREATE ROLE :"replication_user" WITH LOGIN REPLICATION PASSWORD :'replication_password';
+CREATE ROLE :"owner_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+    PASSWORD :'owner_password';
 CREATE ROLE :"app_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
     PASSWORD :'app_password';
-CREATE DATABASE :"database" OWNER :"app_user";
+CREATE DATABASE :"database" OWNER :"owner_user";
+-- CONNECT and TEMPORARY are PUBLIC's by default on every database: take them back, so a role
+-- reaches only the databases it is granted (the superuser needs no grant, an owner has its own).
+REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;
+REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC;
+REVOKE CONNECT, TEMPORARY ON DATABASE :"database" FROM PUBLIC;
+GRANT CONNECT ON DATABASE postgres TO pg_monitor;
+GRANT CONNECT ON DATABASE :"database" TO :"app_user";
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 \connect :"database"
-ALTER SCHEMA public OWNER TO :"app_user";
+ALTER SCHEMA public OWNER TO :"owner_user";
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO :"app_user";
+-- Rows only, on every table and sequence the owner makes from now on (the migrations).
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner_user" IN SCHEMA public
+    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO :"app_user";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner_user" IN SCHEMA public
+    GRANT USAGE, SELECT ON SEQUENCES TO :"app_user";
+-- Functions are executable by PUBLIC by default; the app calls none of the owner's own.
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner_user" REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 SQL
+    { pg_ctl --pgdata="$PGDATA" -m fast stop >/dev/null; fail "creating roles failed"; }
 if [ -n "${REPLIKIT_MONITOR_PASSWORD:-}" ]; then
     # Exporters read statistics and replication state; pg_monitor is all they need.
     psql --host="$workdir" --port="$PGPORT" --username="$superuser" --dbname=postgres \

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, func
-from sqlalchemy.dialects.postgresql import INET, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, INET, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -48,10 +48,10 @@ class ImageBlob(Base):
 
 
 class UploadRateLimit(Base):
-    """One fixed one-minute window per client address, shared by every service instance."""
+    """The stamps of one client address's uploads in the last window (service/ratelimit.py),
+    shared by every service instance."""
 
     __tablename__ = "upload_rate_limits"
 
     client_ip: Mapped[str] = mapped_column(INET, primary_key=True)
-    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
-    count: Mapped[int] = mapped_column(Integer)
+    stamps: Mapped[list[datetime]] = mapped_column(ARRAY(DateTime(timezone=True)))

@@ -20,7 +20,7 @@ def compose_env_file(directory: Path) -> Path:
     path.write_text(
         "".join(
             f"REPLIKIT_{name}_PASSWORD={secrets.token_hex(16)}\n"
-            for name in ("SUPERUSER", "REPLICATION", "APP", "GRAFANA")
+            for name in ("SUPERUSER", "REPLICATION", "OWNER", "APP", "GRAFANA")
         )
     )
     return path
@@ -40,8 +40,9 @@ def compose(*args: str, env_file: Path | None) -> subprocess.CompletedProcess[st
     )
 
 
-def resolved_config(env_file: Path) -> dict[str, Any]:
-    result = compose("config", env_file=env_file)
+def resolved_config(env_file: Path, *options: str) -> dict[str, Any]:
+    """The merged file as compose sees it; ``options`` go before ``config`` (``--profile``)."""
+    result = compose(*options, "config", env_file=env_file)
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config

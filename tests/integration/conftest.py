@@ -21,16 +21,20 @@ def cluster() -> Iterator[Cluster]:
 
 
 async def connect(
-    cluster: Cluster, node: NodeSpec, *, superuser: bool = False
+    cluster: Cluster, node: NodeSpec, *, superuser: bool = False, owner: bool = False
 ) -> asyncpg.Connection:
+    """The app role on its database by default; the superuser on ``postgres``, or the schema's
+    owner (the one role that may create the tables a test needs) on the app's database."""
     state = cluster.state
+    if superuser:
+        user, password, database = state.superuser, state.passwords.superuser, "postgres"
+    elif owner:
+        user, password = state.migration_credentials
+        database = state.database
+    else:
+        user, password, database = state.app_user, state.passwords.app, state.database
     return await asyncpg.connect(
-        host=state.host,
-        port=node.port,
-        user=state.superuser if superuser else state.app_user,
-        password=state.passwords.superuser if superuser else state.passwords.app,
-        database="postgres" if superuser else state.database,
-        timeout=5,
+        host=state.host, port=node.port, user=user, password=password, database=database, timeout=5
     )
 
 

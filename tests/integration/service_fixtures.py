@@ -20,8 +20,9 @@ from service.settings import Settings
 
 @pytest.fixture(scope="session")
 def migrated(cluster: Cluster) -> Cluster:
-    """The shared cluster with the schema at head."""
-    migrate.upgrade(cluster.state.app_url(cluster.state.primary_node))
+    """The shared cluster with the schema at head, migrated by the owner role as in production
+    (the app role may not create tables)."""
+    migrate.upgrade(cluster.state.owner_url(cluster.state.primary_node))
     return cluster
 
 

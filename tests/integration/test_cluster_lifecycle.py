@@ -19,7 +19,7 @@ pytestmark = pytest.mark.destructive
 async def test_down_then_up_keeps_data_and_streams_again() -> None:
     async with running_cluster_async(replicas=1, name="restart") as cluster:
         marker = str(uuid.uuid4())
-        primary = await connect(cluster, cluster.state.primary_node)
+        primary = await connect(cluster, cluster.state.primary_node, owner=True)
         await primary.execute("CREATE TABLE kept (marker text)")
         await primary.execute("INSERT INTO kept VALUES ($1)", marker)
         await primary.close()
@@ -59,7 +59,7 @@ async def test_sync_on_blocks_commits_while_no_sync_replica_is_up() -> None:
         assert sync_states == {"pg1": "sync", "pg2": "potential"}
 
         pg1, pg2 = cluster.state.replicas
-        primary = await connect(cluster, cluster.state.primary_node)
+        primary = await connect(cluster, cluster.state.primary_node, owner=True)
         try:
             await primary.execute("CREATE TABLE sync_probe (n int)")
             # With the sync replica gone, FIRST 1 falls back to the potential one.

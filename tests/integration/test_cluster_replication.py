@@ -30,7 +30,7 @@ STATUS_KEYS = {
 
 async def test_row_written_on_primary_is_readable_on_every_replica(cluster: Cluster) -> None:
     marker = str(uuid.uuid4())
-    primary = await connect(cluster, cluster.state.primary_node)
+    primary = await connect(cluster, cluster.state.primary_node, owner=True)
     try:
         await primary.execute("CREATE TABLE IF NOT EXISTS replication_probe (marker text)")
         await primary.execute("INSERT INTO replication_probe VALUES ($1)", marker)
@@ -161,7 +161,7 @@ async def test_app_role_is_not_superuser_and_cannot_create_roles(cluster: Cluste
         owner = await connection.fetchval(
             "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
         )
-        assert owner == "app"
+        assert owner == cluster.state.owner_user  # the migrations' role, not the service's
     finally:
         await connection.close()
 

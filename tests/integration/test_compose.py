@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from replication.cluster import Cluster
+from replication.service_env import MigrationCredentials
 from service.settings import Settings
 from tests.integration.clusters import reachable_temp_dir
 from tests.integration.compose_files import ROOT, compose, compose_env_file, resolved_config
@@ -78,10 +80,55 @@ def test_services_health_checks_and_dependencies(config: dict[str, Any]) -> None
 
 
 def test_every_service_variable_is_a_setting(config: dict[str, Any]) -> None:
+    migration_keys = {f"REPLIKIT_MIGRATION_{f.upper()}" for f in MigrationCredentials.model_fields}
     for name in ("app", "migrate"):
         for key in config["services"][name]["environment"]:
             assert key.startswith("REPLIKIT_"), key
+            if name == "migrate" and key in migration_keys:
+                continue
             assert key.removeprefix("REPLIKIT_").lower() in Settings.model_fields, key
+
+
+def test_migrate_logs_in_as_the_owner_and_the_app_never_sees_its_password(workdir: Path) -> None:
+    """Least privilege: only the one-shot migration holds the owner's password."""
+    env_file = compose_env_file(workdir)
+    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    owner_password, app_password = env["REPLIKIT_OWNER_PASSWORD"], env["REPLIKIT_APP_PASSWORD"]
+    services = resolved_config(env_file, "--profile", "monitoring", "--profile", "loadtest")[
+        "services"
+    ]
+    migrate = services["migrate"]["environment"]
+    assert migrate["REPLIKIT_MIGRATION_USER"] == "replikit_owner"
+    assert migrate["REPLIKIT_MIGRATION_PASSWORD"] == owner_password
+    # The URLs it discovers the primary with are the service's: every node, as app.
+    assert migrate["REPLIKIT_PRIMARY_URL"] == services["app"]["environment"]["REPLIKIT_PRIMARY_URL"]
+    app = services["app"]["environment"]
+    assert all(make_url(url).username == "app" for url in _urls(app))
+    assert all(make_url(url).password == app_password for url in _urls(app))
+    for name, service in services.items():
+        values = " ".join(str(v) for v in (service.get("environment") or {}).values())
+        if name not in {"migrate", *PG_SERVICES}:
+            assert owner_password not in values, f"{name} holds the owner's password"
+    for name in PG_SERVICES:  # init-primary.sh makes the role from it
+        assert services[name]["environment"]["REPLIKIT_OWNER_PASSWORD"] == owner_password
+
+
+def _urls(environment: dict[str, str]) -> list[str]:
+    return [environment["REPLIKIT_PRIMARY_URL"], *environment["REPLIKIT_REPLICA_URLS"].split(",")]
+
+
+def test_a_missing_owner_password_is_refused(workdir: Path) -> None:
+    without_owner = workdir / "no-owner.env"
+    without_owner.write_text(
+        "".join(
+            line + "\n"
+            for line in compose_env_file(workdir).read_text().splitlines()
+            if not line.startswith("REPLIKIT_OWNER_PASSWORD=")
+        )
+    )
+    missing = compose("config", "-q", env_file=without_owner)
+    assert missing.returncode != 0
+    assert "set REPLIKIT_OWNER_PASSWORD in .env" in missing.stderr
 
 
 def test_every_image_is_built_from_the_one_pinned_debian_base_and_runs_unprivileged() -> None:

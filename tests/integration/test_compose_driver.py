@@ -90,6 +90,7 @@ def test_attach_compose_records_nodes_passwords_and_the_live_primary(cluster: Cl
         f"REPLIKIT_SUPERUSER_PASSWORD={state.passwords.superuser}\n"
         f"REPLIKIT_REPLICATION_PASSWORD={state.passwords.replication}\n"
         f"REPLIKIT_APP_PASSWORD={state.passwords.app}\n"
+        f"REPLIKIT_OWNER_PASSWORD={state.passwords.owner}\n"
         + "".join(f"REPLIKIT_{n.name.upper()}_PORT={n.port}\n" for n in state.nodes)
         + "REPLIKIT_HTTP_PORT=7781\nREPLIKIT_ADMIN_PORT=7782\n"
     )
@@ -115,6 +116,7 @@ def test_attach_compose_records_nodes_passwords_and_the_live_primary(cluster: Cl
     assert [(n.name, n.port, n.internal_host, n.internal_port) for n in attached.nodes] == [
         (n.name, n.port, n.name, 5432) for n in state.nodes
     ]
+    assert attached.passwords == state.passwords
     assert (target / "state.json").stat().st_mode & 0o777 == 0o600
 
     missing = replikit(*args, "--env-file", str(work / "nope.env"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.experiments.targets import LocalInstances
-from replication.cluster import Cluster, service_urls
+from replication.cluster import Cluster
 from replication.topology import ServiceEndpoints, require_state
 from service import migrate
 from tests.integration.clusters import (
@@ -32,7 +32,7 @@ from tests.integration.test_experiments import assert_plots, assert_valid
 @pytest.fixture
 def compose_stack() -> Iterator[tuple[Cluster, FakeCompose, str]]:
     with running_cluster(replicas=2, name="compose-exp") as local:
-        migrate.upgrade(service_urls(local.state)["REPLIKIT_PRIMARY_URL"])
+        migrate.upgrade(local.state.owner_url(local.state.primary_node))
         scratch = reachable_temp_dir("replikit-compose-exp-service-")
         # A port of its own: parallel test runs on this host start services at 41000 too.
         lb = LocalInstances.start(local, scratch, 1, first_port=free_base_port(2))

@@ -169,7 +169,7 @@ async def _lost_after_crash(cluster: Cluster, writers: int = 4) -> tuple[int, in
 
 
 async def _create_acked_table(cluster: Cluster) -> None:
-    connection = await connect(cluster, cluster.state.primary_node)
+    connection = await connect(cluster, cluster.state.primary_node, owner=True)
     try:
         await connection.execute("CREATE TABLE acked (id bigint PRIMARY KEY)")
     finally:
@@ -257,7 +257,7 @@ async def test_lag_delay_pause_and_clear_show_in_status(cluster: Cluster) -> Non
     assert "is the primary" in await asyncio.to_thread(
         cli_error, "cluster", "lag", "pg0", "--pause", *d
     )
-    primary = await connect(cluster, cluster.state.primary_node)
+    primary = await connect(cluster, cluster.state.primary_node, owner=True)
     await primary.execute("CREATE TABLE IF NOT EXISTS trickle (at timestamptz)")
     stop = asyncio.Event()
 

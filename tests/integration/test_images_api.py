@@ -247,7 +247,9 @@ async def test_ready_stays_green_for_replicas_when_the_writer_is_gone(
         assert not_ready.json()["error"]["code"] == "NOT_READY"
 
 
-async def test_app_role_owns_the_schema_and_no_create_all_is_needed(migrated: Cluster) -> None:
+async def test_the_owner_role_owns_every_table_and_no_create_all_is_needed(
+    migrated: Cluster,
+) -> None:
     connection = await connect(migrated, migrated.state.primary_node)
     try:
         tables = {
@@ -259,4 +261,4 @@ async def test_app_role_owns_the_schema_and_no_create_all_is_needed(migrated: Cl
     finally:
         await connection.close()
     assert {"images", "image_blobs", "upload_rate_limits", "alembic_version"} <= tables.keys()
-    assert set(tables.values()) == {"app"}
+    assert set(tables.values()) == {migrated.state.owner_user}

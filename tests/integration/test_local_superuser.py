@@ -75,7 +75,9 @@ def socket_primary() -> Iterator[SocketPrimary]:
     pgdata = root / "pg0"
     owner.make_dir(pgdata, mode=0o700)
     port = free_base_port(1)
-    passwords = {name: secrets.token_urlsafe(16) for name in ("postgres", "replicator", "app")}
+    passwords = {
+        name: secrets.token_urlsafe(16) for name in ("postgres", "replicator", "owner", "app")
+    }
     env = {
         "PGDATA": str(pgdata),
         "PGPORT": str(port),
@@ -84,6 +86,7 @@ def socket_primary() -> Iterator[SocketPrimary]:
         "REPLIKIT_SOCKET_DIR": str(socket_dir),
         "REPLIKIT_SUPERUSER_PASSWORD": passwords["postgres"],
         "REPLIKIT_REPLICATION_PASSWORD": passwords["replicator"],
+        "REPLIKIT_OWNER_PASSWORD": passwords["owner"],
         "REPLIKIT_APP_PASSWORD": passwords["app"],
     }
     pg_ctl = binaries.program("pg_ctl")

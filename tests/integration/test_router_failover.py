@@ -27,7 +27,9 @@ INTERVAL = 0.5
 
 async def test_killing_a_replica_only_fails_reads_in_flight_on_it() -> None:
     async with running_cluster_async(replicas=2, name="kill-replica") as cluster:
-        await asyncio.to_thread(migrate.upgrade, cluster.state.app_url(cluster.state.primary_node))
+        await asyncio.to_thread(
+            migrate.upgrade, cluster.state.owner_url(cluster.state.primary_node)
+        )
         settings = service_settings(cluster, replicas=True, health_interval=INTERVAL)
         async with service_client(settings) as client:
             image = (await upload(client, image_bytes("PNG"))).json()
@@ -62,7 +64,7 @@ async def test_killing_a_replica_only_fails_reads_in_flight_on_it() -> None:
 async def test_writes_follow_a_promoted_replica_and_never_reach_the_old_primary() -> None:
     async with running_cluster_async(replicas=2, name="promote") as cluster:
         state = cluster.state
-        await asyncio.to_thread(migrate.upgrade, state.app_url(state.primary_node))
+        await asyncio.to_thread(migrate.upgrade, state.owner_url(state.primary_node))
         settings = service_settings(cluster, replicas=True, health_interval=INTERVAL)
         pg0, pg1 = state.node("pg0"), state.node("pg1")
         async with service_client(settings) as client:
@@ -120,7 +122,7 @@ async def test_writes_follow_a_promoted_replica_and_never_reach_the_old_primary(
 async def test_a_commit_stuck_on_sync_replication_times_out_as_503() -> None:
     async with running_cluster_async(replicas=1, sync=SyncMode.ON, name="stuck") as cluster:
         state = cluster.state
-        await asyncio.to_thread(migrate.upgrade, state.app_url(state.primary_node))
+        await asyncio.to_thread(migrate.upgrade, state.owner_url(state.primary_node))
         settings = service_settings(cluster, write_timeout=1.5)
         async with service_client(settings) as client:
             assert (await upload(client, image_bytes("PNG"))).status_code == 201
@@ -137,7 +139,9 @@ async def test_a_node_in_recovery_that_follows_no_primary_gets_no_reads() -> Non
     """A fenced former primary started by hand is in recovery, like a replica, but follows no
     one: what it would serve may be a history the cluster has left."""
     async with running_cluster_async(replicas=2, name="detached") as cluster:
-        await asyncio.to_thread(migrate.upgrade, cluster.state.app_url(cluster.state.primary_node))
+        await asyncio.to_thread(
+            migrate.upgrade, cluster.state.owner_url(cluster.state.primary_node)
+        )
         pg2 = cluster.state.node("pg2")
         admin = await connect(cluster, pg2, superuser=True)
         try:

@@ -21,9 +21,10 @@ def test_missing_settings_generate_distinct_passwords_and_keep_what_is_set(
     monkeypatch.setattr(compose_env, "docker_subnets", list)
     values = compose_env.missing_settings({"REPLIKIT_APP_PASSWORD": "mine"})
     assert "REPLIKIT_APP_PASSWORD" not in values
+    assert "REPLIKIT_OWNER_PASSWORD" in compose_env.PASSWORD_KEYS
     passwords = [values[key] for key in compose_env.PASSWORD_KEYS if key in values]
-    assert len(passwords) == 4
-    assert len(set(passwords)) == 4
+    assert len(passwords) == len(compose_env.PASSWORD_KEYS) - 1 == 5
+    assert len(set(passwords)) == 5
     assert all(len(p) == 48 for p in passwords)
     assert values["REPLIKIT_HTTP_PORT"] == "8080"
     subnet = ipaddress.ip_network(values["REPLIKIT_SUBNET"])
