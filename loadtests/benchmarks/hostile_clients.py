@@ -146,7 +146,7 @@ def main() -> None:
 
     cluster, _ = cluster_up(options.data_dir)
     urls = service_urls(cluster.state)
-    migrate.upgrade(urls["REPLIKIT_PRIMARY_URL"])
+    migrate.upgrade(cluster.state.owner_url(cluster.state.primary_node))
     defaults = Settings(_env_file=None, primary_url=urls["REPLIKIT_PRIMARY_URL"])
     print(
         f"defaults: header timeout {defaults.header_timeout} s, body idle "
