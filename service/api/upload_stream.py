@@ -3,7 +3,8 @@
 Starlette's form parser reads the whole body before a route runs and has no limit for file
 parts, so a 10 GB upload would be spooled to disk before we could refuse it. Here the body is
 fed chunk by chunk to python-multipart's parser and reading stops as soon as the file part
-passes ``max_bytes`` (or at once, when Content-Length already says it is too large).
+passes ``max_bytes``, or the whole body ``max_bytes`` plus the multipart overhead (or at once,
+when Content-Length already says it is too large).
 
 Refusing mid-body needs care: a client that sends its whole body before reading the response
 (Python's ``http.client``, ``urllib``, many scripts) is still writing when the 413 is ready. If
@@ -125,9 +126,13 @@ async def _read_upload(
             f"at most {MAX_BOUNDARY_LENGTH} are accepted.",
             details={"max_boundary_length": MAX_BOUNDARY_LENGTH},
         )
+    max_body = max_bytes + MULTIPART_OVERHEAD_BYTES
     declared = _declared_length(request)
-    if declared is not None and declared > max_bytes + MULTIPART_OVERHEAD_BYTES:
-        if declared > max_bytes + MULTIPART_OVERHEAD_BYTES + DRAIN_MAX_BYTES:
+    if declared is not None and declared > max_body:
+        # A client waiting for "100 Continue" has sent nothing yet: reading would invite the
+        # body only to drop it, and not reading leaves the framing unknown. Close instead.
+        waiting = request.headers.get("expect", "").lower() == "100-continue"
+        if waiting or declared > max_body + DRAIN_MAX_BYTES:
             raise _closing(_too_large(max_bytes))
         raise _too_large(max_bytes)
 
@@ -139,7 +144,7 @@ async def _read_upload(
         state.is_file_field = False
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
-        state.header_field += data[start:end]
+        state.header_field += data[start:end]  # python-multipart caps a header line at 4 KiB
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
         state.header_value += data[start:end]
@@ -189,8 +194,14 @@ async def _read_upload(
                 "on_part_end": on_part_end,
             },
         )
+        received = 0
         async for chunk in request.stream():
-            parser.write(chunk)
+            parser.write(chunk)  # first: a malformed or oversize part says what is wrong
+            received += len(chunk)
+            # Chunked bodies declare no length: without this, endless header-only parts would
+            # keep the parser busy with nothing counted against any limit.
+            if received > max_body:
+                raise _too_large(max_bytes)
         progress.finished = True
         parser.finalize()
     except (FileTooLargeError, InvalidUploadError):

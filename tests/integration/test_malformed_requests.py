@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,8 +18,13 @@ from typing import Any
 import pytest
 
 from replication.cluster import Cluster
-from service.api.upload_stream import DRAIN_MAX_BYTES, MAX_BOUNDARY_LENGTH
+from service.api.upload_stream import (
+    DRAIN_MAX_BYTES,
+    MAX_BOUNDARY_LENGTH,
+    MULTIPART_OVERHEAD_BYTES,
+)
 from tests.integration.live_service import LiveService, live_service
+from tests.integration.service_fixtures import image_bytes
 
 MAX_UPLOAD_BYTES = 8000
 UPLOAD = "/api/v1/images/upload"
@@ -227,6 +233,56 @@ def test_absurd_content_length_is_refused_at_once_with_connection_close(
         assert time.monotonic() - started < 2
         assert response.status == 413
         assert response.getheader("Connection") == "close"
+        assert error_body(response)["code"] == "FILE_TOO_LARGE"
+    finally:
+        connection.close()
+
+
+def test_expect_continue_with_an_oversize_length_is_refused_before_the_body(
+    service: LiveService,
+) -> None:
+    """No "100 Continue" invitation for a body that will be refused: a 413 at once, and the
+    connection closed, since the body the client still holds would otherwise frame nothing."""
+    with socket.create_connection((service.host, service.port), timeout=5) as raw:
+        raw.sendall(
+            f"POST {UPLOAD} HTTP/1.1\r\nHost: test\r\n"
+            "Content-Type: multipart/form-data; boundary=abc\r\n"
+            f"Content-Length: {MAX_UPLOAD_BYTES * 20}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        received = b""
+        while chunk := raw.recv(65536):  # the server closes: recv returns b"", no timeout
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), received[:300]
+    assert b"100 Continue" not in received
+    assert b"connection: close" in head.lower()
+    assert json.loads(body)["error"]["code"] == "FILE_TOO_LARGE"
+
+
+def test_chunked_body_of_empty_parts_is_held_to_the_body_limit(service: LiveService) -> None:
+    """Without a Content-Length, parts with headers and no data count against no field limit;
+    the body as a whole still may not exceed the upload limit plus the multipart overhead."""
+    boundary = "parts-boundary"
+    empty_part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="other"\r\n'
+        f"X-Padding: {'p' * 200}\r\n\r\n\r\n"
+    ).encode()
+    file_part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+    ).encode() + image_bytes("PNG", (2, 2))
+    body = empty_part * 4000 + file_part + f"\r\n--{boundary}--\r\n".encode()
+    assert len(body) > (MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES) * 10
+    connection = connect(service)
+    try:
+        connection.request(
+            "POST",
+            UPLOAD,
+            body=(body[i : i + 65536] for i in range(0, len(body), 65536)),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            encode_chunked=True,
+        )
+        response = connection.getresponse()
+        assert response.status == 413, response.read()[:300]
         assert error_body(response)["code"] == "FILE_TOO_LARGE"
     finally:
         connection.close()
