@@ -20,6 +20,7 @@ import os
 import string
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -125,6 +126,13 @@ def check_answer(
     assert isinstance(error["details"], dict), where
 
 
+def reached(seen: Counter[int], statuses: set[int]) -> None:
+    """The run got past the front door: each of ``statuses`` answered at least once. Without
+    this, a generator that only ever produced rejected input would pass without testing much."""
+    missing = statuses - set(seen)
+    assert not missing, f"no {sorted(missing)} answer in {dict(seen)} (seed {FUZZ_SEED})"
+
+
 # --- inputs the OpenAPI description does not declare -----------------------------------------
 
 # Header values a client library will put on the wire: visible ASCII and Latin-1, inner spaces.
@@ -199,6 +207,7 @@ class Extras:
     headers: dict[str, str]
     image_id: str | None
     cursor: str | None
+    owner: SeededImage | None  # aim at this image with its own delete token
 
 
 def extras(target: FuzzTarget) -> st.SearchStrategy[Extras]:
@@ -228,6 +237,7 @@ def extras(target: FuzzTarget) -> st.SearchStrategy[Extras]:
         headers=headers,
         image_id=st.one_of(st.none(), ids),
         cursor=st.one_of(st.none(), cursors),
+        owner=st.one_of(st.none(), real),
     )
 
 
@@ -235,6 +245,9 @@ def with_extras(case: schemathesis.Case[Any], extra: Extras) -> schemathesis.Cas
     case.headers.update(extra.headers)
     if extra.image_id is not None and "image_id" in case.path_parameters:
         case.path_parameters = {**case.path_parameters, "image_id": extra.image_id}
+    if extra.owner is not None and "image_id" in case.path_parameters:
+        case.path_parameters = {**case.path_parameters, "image_id": extra.owner.id}
+        case.headers["X-Delete-Token"] = extra.owner.delete_token
     if extra.cursor is not None and case.path == "/api/v1/images":
         case.query = {**(case.query or {}), "cursor": extra.cursor}
     return case
@@ -247,10 +260,13 @@ def test_every_operation_answers_without_server_error(target: FuzzTarget) -> Non
     """Each operation, positive and negative data from the schema, plus the undeclared inputs."""
     schema = schemathesis.openapi.from_url(f"{target.service.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
+    # Deletes last: they remove the seeded images the other operations aim at.
+    operations.sort(key=lambda operation: operation.method.upper() == "DELETE")
     names = {f"{operation.method.upper()} {operation.path}" for operation in operations}
     assert "POST /api/v1/images/upload" in names
     assert "DELETE /api/v1/images/{image_id}" in names
     started = time.monotonic()
+    seen: Counter[int] = Counter()
     for operation in operations:
         for mode in GenerationMode:
             strategy = st.tuples(operation.as_strategy(generation_mode=mode), extras(target))
@@ -261,6 +277,7 @@ def test_every_operation_answers_without_server_error(target: FuzzTarget) -> Non
             def answers(drawn: tuple[schemathesis.Case[Any], Extras]) -> None:
                 case = with_extras(*drawn)
                 response = case.call(base_url=target.service.url, timeout=15)
+                seen[response.status_code] += 1
                 check_answer(
                     target,
                     case.method.upper(),
@@ -275,7 +292,8 @@ def test_every_operation_answers_without_server_error(target: FuzzTarget) -> Non
             except Unsatisfiable:
                 # Operations without parameters (e.g. /health) have no invalid input to send.
                 assert mode is GenerationMode.NEGATIVE
-    print(f"fuzzed {len(operations)} operations in {time.monotonic() - started:.1f} s")
+    print(f"fuzzed {len(operations)} operations in {time.monotonic() - started:.1f} s: {seen}")
+    reached(seen, {200, 204, 304, 400, 401, 403, 404, 422})
 
 
 LIMITS = st.one_of(
@@ -286,6 +304,7 @@ LIMITS = st.one_of(
 
 def test_list_cursor_and_limit_answer_without_server_error(target: FuzzTarget) -> None:
     """The list's query parameters alone, with many more cursors than the schema run sends."""
+    seen: Counter[int] = Counter()
     # Mostly cursors of the right form: their contents are where the database gets involved.
     cursors = st.one_of(
         cursor_payloads(), cursor_payloads(), st.just(target.cursor), st.text(max_size=600)
@@ -309,6 +328,7 @@ def test_list_cursor_and_limit_answer_without_server_error(target: FuzzTarget) -
         )
         with httpx.Client(base_url=target.service.url, timeout=15) as client:
             response = client.get("/api/v1/images", params=params, headers=headers)
+        seen[response.status_code] += 1
         check_answer(
             target,
             "GET",
@@ -319,13 +339,22 @@ def test_list_cursor_and_limit_answer_without_server_error(target: FuzzTarget) -
         )
 
     answers()
+    print(f"statuses: {seen}")
+    reached(seen, {200, 400, 422})
 
 
 # Boundaries: RFC 2046 characters, every printable one, empty, and longer than any parser takes.
-BOUNDARIES = st.one_of(
+RFC_BOUNDARIES = (
     st.text(
         alphabet=string.ascii_letters + string.digits + "'()+_,-./:=? ", min_size=1, max_size=70
-    ),
+    )
+    .map(str.strip)
+    .filter(bool)
+)
+BOUNDARIES = st.one_of(
+    RFC_BOUNDARIES,
+    RFC_BOUNDARIES,
+    RFC_BOUNDARIES,
     st.text(
         alphabet=st.characters(codec="latin-1", min_codepoint=0x21, exclude_characters="\x7f"),
         max_size=120,
@@ -342,17 +371,27 @@ FILENAMES = st.one_of(
 
 @st.composite
 def multipart_requests(draw: st.DrawFn, target: FuzzTarget) -> tuple[dict[str, str], bytes]:
-    """A multipart upload built by hand: boundary, quoting, part headers, payload, framing."""
-    boundary = draw(BOUNDARIES)
-    quoted = draw(st.booleans())
-    media = draw(st.sampled_from(["multipart/form-data", "Multipart/Form-Data", "multipart/mixed"]))
-    params = draw(st.sampled_from(["", "; charset=utf-8", "; boundary=other", ";;"]))
+    """A multipart upload built by hand: boundary, quoting, part headers, payload, framing.
+
+    Six in ten are well-formed forms (hostile only in boundary text, filename and payload), so
+    that they reach image validation and storage; the rest get the framing wrong as well.
+    """
+    well_formed = draw(st.integers(0, 9)) < 6
+    form = "multipart/form-data"
+    boundary = draw(RFC_BOUNDARIES if well_formed else BOUNDARIES)
+    needs_quotes = any(char in boundary for char in ' ()<>@,;:\\"/[]?=')
+    if well_formed:
+        quoted, media, params, name, ending = needs_quotes, form, "", "file", "proper"
+    else:
+        quoted = draw(st.booleans())
+        media = draw(st.sampled_from([form, "Multipart/Form-Data", "multipart/mixed"]))
+        params = draw(st.sampled_from(["", "; charset=utf-8", "; boundary=other", ";;"]))
+        name = draw(st.sampled_from(["file", "File", "other", ""]))
+        ending = draw(st.sampled_from(["proper", "missing", "truncated", "extra-part"]))
     shown = f'"{boundary}"' if quoted else boundary
     content_type = f"{media}; boundary={shown}{params}"
     filename = draw(FILENAMES)
-    disposition = 'form-data; name="{}"'.format(
-        draw(st.sampled_from(["file", "File", "other", ""]))
-    )
+    disposition = f'form-data; name="{name}"'
     if filename is not None:
         disposition += f'; filename="{filename}"'
     payload = draw(
@@ -375,12 +414,11 @@ def multipart_requests(draw: st.DrawFn, target: FuzzTarget) -> tuple[dict[str, s
                     "no colon",
                 ]
             ),
-            max_size=2,
+            max_size=0 if well_formed else 2,
         )
     )
     head = "\r\n".join(part_headers).encode("utf-8")
     body = b"--" + boundary.encode("latin-1") + b"\r\n" + head + b"\r\n\r\n" + payload
-    ending = draw(st.sampled_from(["proper", "missing", "truncated", "extra-part"]))
     closing = b"\r\n--" + boundary.encode("latin-1")
     if ending == "proper":
         body += closing + b"--\r\n"
@@ -394,12 +432,23 @@ def multipart_requests(draw: st.DrawFn, target: FuzzTarget) -> tuple[dict[str, s
             + b"--"
         )
     headers = {"Content-Type": content_type}
-    headers.update(draw(st.fixed_dictionaries({}, optional={CONSISTENCY_HEADER: CONSISTENCY})))
+    # On a successful upload the service merges the LSN cookie it got into the one it sets.
+    routing = st.fixed_dictionaries(
+        {},
+        optional={
+            # Valid modes only: a bad one is refused before the body is looked at.
+            CONSISTENCY_HEADER: st.sampled_from([mode.value for mode in Consistency]),
+            LSN_HEADER: LSN_LIKE,
+            "Cookie": COOKIE_VALUE.map(lambda value: f"{LSN_COOKIE}={value}"),
+        },
+    )
+    headers.update(draw(routing))
     return headers, body
 
 
 def test_hand_built_multipart_uploads_answer_without_server_error(target: FuzzTarget) -> None:
     """Schemathesis encodes multipart bodies itself (sane boundaries); these are hostile."""
+    seen: Counter[int] = Counter()
 
     @seed(FUZZ_SEED)
     @settings(FUZZ_SETTINGS, max_examples=EXAMPLES * 4)
@@ -412,6 +461,7 @@ def test_hand_built_multipart_uploads_answer_without_server_error(target: FuzzTa
                 headers={name.encode(): value.encode("latin-1") for name, value in headers.items()},
                 content=body,
             )
+        seen[response.status_code] += 1
         check_answer(
             target,
             "POST",
@@ -425,6 +475,8 @@ def test_hand_built_multipart_uploads_answer_without_server_error(target: FuzzTa
             assert created["id"], created
 
     answers()
+    print(f"statuses: {seen}")
+    reached(seen, {201, 400, 413, 415})
 
 
 # Methods the HTTP parser (llhttp, in uvicorn) accepts; others, and CONNECT's authority form,
@@ -456,6 +508,7 @@ METHODS = st.sampled_from(
 
 def test_any_method_on_any_path_answers_without_server_error(target: FuzzTarget) -> None:
     """Methods the API does not allow get a 405 (or 404/400), in the error shape."""
+    seen: Counter[int] = Counter()
     paths = st.one_of(
         st.sampled_from(
             ["/health", "/ready", "/api/v1/images", "/api/v1/images/upload", "/nowhere", "/"]
@@ -471,6 +524,7 @@ def test_any_method_on_any_path_answers_without_server_error(target: FuzzTarget)
     def answers(method: str, path: str, body: bytes) -> None:
         with httpx.Client(base_url=target.service.url, timeout=15) as client:
             response = client.request(method, path, content=body)
+        seen[response.status_code] += 1
         check_answer(
             target, method, path, response.status_code, response.content, f"{method} {path}"
         )
@@ -478,3 +532,5 @@ def test_any_method_on_any_path_answers_without_server_error(target: FuzzTarget)
             assert response.status_code in {404, 405}, (method, path, response.status_code)
 
     answers()
+    print(f"statuses: {seen}")
+    reached(seen, {200, 404, 405})
