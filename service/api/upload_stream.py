@@ -105,10 +105,18 @@ async def read_upload(request: Request, *, field_name: str, max_bytes: int) -> U
             request, field_name=field_name, max_bytes=max_bytes, progress=progress
         )
     except ServiceError as error:
-        closing = error.headers.get("Connection") == "close"
-        if not (closing or progress.finished or await _drain(request)):
-            error = _closing(error)
-        raise error from None
+        if progress.finished:
+            raise
+        raise await refuse_after_draining(request, error) from None
+
+
+async def refuse_after_draining(request: Request, error: ServiceError) -> ServiceError:
+    """``error``, to raise once the unread body is drained, or with ``Connection: close`` when
+    it could not be (or already says so). Also for refusals that come before the body is read,
+    such as the rate limit."""
+    if error.headers.get("Connection") == "close" or await _drain(request):
+        return error
+    return _closing(error)
 
 
 async def _read_upload(

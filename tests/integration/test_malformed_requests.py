@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import random
 import socket
 import time
 import uuid
@@ -286,3 +287,40 @@ def test_chunked_body_of_empty_parts_is_held_to_the_body_limit(service: LiveServ
         assert error_body(response)["code"] == "FILE_TOO_LARGE"
     finally:
         connection.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ConnectionError,
+    reason=(
+        "Refusals before read_upload (429 rate limit, 400 bad consistency header, 503 no "
+        "primary) answer without reading the body, so a client that sends first gets a reset. "
+        "Fix in service/api/routes/images.py (not this branch's file): catch ServiceError "
+        "around count_upload and raise service.api.upload_stream.refuse_after_draining(...)."
+    ),
+)
+def test_rate_limited_upload_sent_before_reading_gets_the_429_not_a_reset(
+    migrated: Cluster,
+) -> None:
+    # A loopback address of its own, so the counter row is this test's alone.
+    source = f"127.{random.randrange(1, 255)}.{random.randrange(1, 255)}.{random.randrange(2, 255)}"
+    boundary = "limited-boundary"
+    small = multipart(boundary, b"not an image")
+    large = multipart(boundary, b"x" * OVERSIZE_BODY_BYTES)
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Connection": "close"}
+    with live_service(
+        migrated, upload_rate_limit="1", max_upload_bytes=str(OVERSIZE_BODY_BYTES * 2)
+    ) as limited:
+        statuses = []
+        for body in (small, large):
+            connection = http.client.HTTPConnection(
+                limited.host, limited.port, timeout=30, source_address=(source, 0)
+            )
+            try:
+                connection.request("POST", UPLOAD, body=body, headers=headers)
+                response = connection.getresponse()
+                statuses.append(response.status)
+                response.read()
+            finally:
+                connection.close()
+    assert statuses == [415, 429]
