@@ -289,16 +289,6 @@ def test_chunked_body_of_empty_parts_is_held_to_the_body_limit(service: LiveServ
         connection.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConnectionError,
-    reason=(
-        "Refusals before read_upload (429 rate limit, 400 bad consistency header, 503 no "
-        "primary) answer without reading the body, so a client that sends first gets a reset. "
-        "Fix in service/api/routes/images.py (not this branch's file): catch ServiceError "
-        "around count_upload and raise service.api.upload_stream.refuse_after_draining(...)."
-    ),
-)
 def test_rate_limited_upload_sent_before_reading_gets_the_429_not_a_reset(
     migrated: Cluster,
 ) -> None:

@@ -16,9 +16,9 @@ from service.api.deps import (
     get_request_routing,
 )
 from service.api.schemas import ErrorBody, ImageCreated, ImageList, ImagePublic
-from service.api.upload_stream import read_upload
+from service.api.upload_stream import read_upload, refuse_after_draining
 from service.db.lsn import current_wal_lsn
-from service.errors import DeleteTokenRequiredError, NonCanonicalIdError
+from service.errors import DeleteTokenRequiredError, NonCanonicalIdError, ServiceError
 from service.images import service as images
 from service.images.decoder import ImageDecoder
 from service.images.filenames import content_disposition, download_name, sanitize_filename
@@ -72,14 +72,19 @@ async def upload_image(
     limit and the insert each take a short session of their own, so slow or hostile uploaders
     cannot exhaust the primary's pool.
     """
-    routing = get_request_routing(request)
-    db_router.require_writer()  # a known-dead primary is a 503 before the body is read
-    client_ip = client_address(request)
-    if client_ip and settings.upload_rate_limit > 0:
-        async with db_router.write_session(routing) as session:
-            await count_upload(
-                session=session, client_ip=client_ip, limit=settings.upload_rate_limit
-            )
+    try:
+        routing = get_request_routing(request)
+        db_router.require_writer()  # a known-dead primary is a 503 before the body is read
+        client_ip = client_address(request)
+        if client_ip and settings.upload_rate_limit > 0:
+            async with db_router.write_session(routing) as session:
+                await count_upload(
+                    session=session, client_ip=client_ip, limit=settings.upload_rate_limit
+                )
+    except ServiceError as refusal:
+        # Refused before the body was read: drain it first, or a client that sends its whole
+        # body before reading (http.client, urllib) gets a reset instead of this answer.
+        raise await refuse_after_draining(request, refusal) from None
     upload = await read_upload(request, field_name="file", max_bytes=settings.max_upload_bytes)
     # Decoded in a worker process within the decode budget; the stored bytes are the cleaned
     # ones (no metadata, nothing after the image's end), and facts describe those bytes.
