@@ -207,7 +207,8 @@ class Extras:
     headers: dict[str, str]
     image_id: str | None
     cursor: str | None
-    owner: SeededImage | None  # aim at this image with its own delete token
+    owner: SeededImage | None  # aim at this image, with its own token or a wrong one
+    own_token: bool
 
 
 def extras(target: FuzzTarget) -> st.SearchStrategy[Extras]:
@@ -238,6 +239,7 @@ def extras(target: FuzzTarget) -> st.SearchStrategy[Extras]:
         image_id=st.one_of(st.none(), ids),
         cursor=st.one_of(st.none(), cursors),
         owner=st.one_of(st.none(), real),
+        own_token=st.booleans(),
     )
 
 
@@ -247,7 +249,9 @@ def with_extras(case: schemathesis.Case[Any], extra: Extras) -> schemathesis.Cas
         case.path_parameters = {**case.path_parameters, "image_id": extra.image_id}
     if extra.owner is not None and "image_id" in case.path_parameters:
         case.path_parameters = {**case.path_parameters, "image_id": extra.owner.id}
-        case.headers["X-Delete-Token"] = extra.owner.delete_token
+        token = extra.owner.delete_token
+        # A well-formed token of the wrong image reaches the constant-time comparison (403).
+        case.headers["X-Delete-Token"] = token if extra.own_token else token[::-1]
     if extra.cursor is not None and case.path == "/api/v1/images":
         case.query = {**(case.query or {}), "cursor": extra.cursor}
     return case
