@@ -185,8 +185,10 @@ async def test_read_your_writes_never_reads_stale_under_a_one_second_apply_delay
     assert stale_ryw == 0, f"read-your-writes served {stale_ryw} stale reads: {ryw_nodes}"
     # The same workload without the token's guarantee does read stale data: the test can fail.
     assert stale_eventual > 0, f"eventual reads were never stale: {eventual_nodes}"
-    assert 'replikit_ryw_waits_total{outcome="timeout"}' in metrics
-    assert 'replikit_read_fallbacks_total{reason="ryw_timeout"}' in metrics
+    # A replica 1 s behind cannot replay a fresh token within REPLIKIT_RYW_WAIT (0.2 s): the
+    # router knows its lag and sends such reads to the primary without waiting.
+    assert 'replikit_ryw_waits_total{outcome="skipped"}' in metrics
+    assert 'replikit_read_fallbacks_total{reason="ryw_lagging"}' in metrics
 
 
 async def test_cookie_alone_carries_the_token(migrated: Cluster) -> None:

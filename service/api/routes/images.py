@@ -77,7 +77,7 @@ async def upload_image(
         db_router.require_writer()  # a known-dead primary is a 503 before the body is read
         client_ip = client_address(request)
         if client_ip and settings.upload_rate_limit > 0:
-            async with db_router.write_session(routing) as session:
+            async with db_router.write_session(routing, autocommit=True) as session:
                 await count_upload(
                     session=session, client_ip=client_ip, limit=settings.upload_rate_limit
                 )
