@@ -122,7 +122,7 @@ async def list_images(
     )
 
 
-def image_id_in_path(image_id: str, request: Request) -> uuid.UUID:
+async def image_id_in_path(image_id: str, request: Request) -> uuid.UUID:
     """The path's id; other spellings of a UUID are redirected to the canonical URL."""
     try:
         return images.parse_image_id(image_id)
