@@ -8,6 +8,7 @@ one-pixel frames, and a 1-pixel-wide image tens of millions of rows tall.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 
@@ -98,3 +99,14 @@ def gif_js_polyglot() -> bytes:
     out += b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
     out += b"\x3b" + JS_PAYLOAD
     return bytes(out)
+
+
+def noise_png(megabytes: float) -> bytes:
+    """A PNG of random, incompressible pixels, about ``megabytes`` large: a big file that costs
+    little to decode (for slow-reader and large-response tests)."""
+    side = int((megabytes * 1024 * 1024 / 3) ** 0.5)
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(
+        buffer, "PNG", compress_level=0
+    )
+    return buffer.getvalue()

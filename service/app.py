@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from service.api.errors import install_error_handlers
 from service.api.limits import InFlightLimit
+from service.api.response_headers import RoutingHeaders
 from service.api.routes import health, images
 from service.images.decoder import ImageDecoder
 from service.images.storage import BlobStore, FilesystemBlobStore, PostgresBlobStore
-from service.routing.consistency import LSN_COOKIE, LSN_HEADER, newest_token
 from service.routing.metrics import ServiceMetrics
 from service.routing.router import Router
 from service.settings import BlobBackend, Settings
-
-NODE_HEADER = "X-Replikit-Node"
 
 
 def make_blob_store(settings: Settings, router: Router) -> BlobStore:
@@ -61,29 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.operations)
     app.include_router(images.router)
 
-    @app.middleware("http")
-    async def routing_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """Name the serving node; hand the client its read-your-writes token as a cookie."""
-        started = time.perf_counter()
-        response = await call_next(request)
-        routing = getattr(request.state, "routing", None)
-        if routing is not None and routing.served_by:
-            response.headers[NODE_HEADER] = routing.served_by
-        written = response.headers.get(LSN_HEADER)
-        if written:
-            router.note_write_lsn(written)
-            token = newest_token(written, request.cookies.get(LSN_COOKIE))
-            if token:
-                response.set_cookie(LSN_COOKIE, token, samesite="lax", httponly=True)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
-        metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
-
+    app.add_middleware(RoutingHeaders, router=router, metrics=metrics)
     # Outermost, so a refused request costs no routing, middleware or dependency work.
     app.add_middleware(InFlightLimit, limit=settings.max_in_flight, metrics=metrics)
     return app

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
-import os
 import statistics
 import tempfile
 import time
@@ -28,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image
 
+from loadtests.hostile_images import noise_png
 from replication.cluster import cluster_up, service_urls
 from replication.ports import find_free_port_range
 from replication.service_process import ServiceRecord, start_service, stop_service
@@ -37,15 +35,6 @@ from service import migrate
 from service.settings import Settings
 
 TRICKLE_SECONDS = 2.0
-
-
-def noise_png(megabytes: float) -> bytes:
-    side = int((megabytes * 1024 * 1024 / 3) ** 0.5)
-    buffer = io.BytesIO()
-    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(
-        buffer, "PNG", compress_level=0
-    )
-    return buffer.getvalue()
 
 
 async def good_client(url: str, file_path: str, seconds: float) -> dict[str, object]:

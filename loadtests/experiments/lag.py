@@ -33,6 +33,11 @@ from replication.topology import require_state
 from service import migrate
 from service.routing.consistency import Consistency
 
+# What a read-your-writes read with a token did: served at once by a replica that had it,
+# waited and was served, waited in vain, or went to the primary without waiting because every
+# replica's lag was longer than the wait.
+RYW_OUTCOMES = ("immediate", "waited", "timeout", "skipped")
+
 
 def ryw_outcomes(metrics_text: str) -> dict[str, float]:
     totals: dict[str, float] = {}
@@ -141,8 +146,7 @@ def run_lag(
                                 else None
                             ),
                             "ryw_waits": {
-                                k: int(after.get(k, 0) - before.get(k, 0))
-                                for k in ("immediate", "waited", "timeout")
+                                k: int(after.get(k, 0) - before.get(k, 0)) for k in RYW_OUTCOMES
                             },
                             "read_latency_ms": analysis.percentiles(r["ms"] for r in reads),
                             "server_errors": sum(analysis.is_server_error(r) for r in records),

@@ -65,7 +65,8 @@ def write_lag_report(out: Path, s: dict[str, Any]) -> None:
         f"{_fmt(None if c['stale_rate'] is None else round(100 * c['stale_rate'], 2), ' %')} | "
         f"{_fmt(None if c['primary_share'] is None else round(100 * c['primary_share'], 1), ' %')} | "
         f"{int(c['ryw_waits'].get('immediate', 0))}/{int(c['ryw_waits'].get('waited', 0))}/"
-        f"{int(c['ryw_waits'].get('timeout', 0))} | {_fmt(c['read_latency_ms']['p50'])} | "
+        f"{int(c['ryw_waits'].get('timeout', 0))}/{int(c['ryw_waits'].get('skipped', 0))} | "
+        f"{_fmt(c['read_latency_ms']['p50'])} | "
         f"{_fmt(c['read_latency_ms']['p95'])} | {_fmt(c['max_replica_lag_seconds'], ' s')} |"
         for c in s["cells"]
     )
@@ -77,11 +78,14 @@ Each cell: every replica's replay delayed by `apply_delay`, then {p["users"]} us
 {p["seconds_per_cell"]} s with reads in the given consistency mode, against
 {_service(p)}.
 
-| apply delay | consistency | read-after-upload | stale | stale rate | reads on primary | RYW immediate/waited/timeout | read p50 ms | read p95 ms | max lag |
+| apply delay | consistency | read-after-upload | stale | stale rate | reads on primary | RYW immediate/waited/timeout/skipped | read p50 ms | read p95 ms | max lag |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
-A stale read is a read-after-upload that got 404 or other bytes. Plots: `stale_reads.png`
+A stale read is a read-after-upload that got 404 or other bytes. RYW outcomes count the reads
+that carried a token: served by a replica that had already replayed it, served after waiting
+for it (at most `REPLIKIT_RYW_WAIT`), sent to the primary after waiting in vain, or sent to the
+primary at once because every replica's measured lag exceeded the wait (skipped: no wait). Plots: `stale_reads.png`
 (stale rate per cell), `replica_lag.png` (lag over the whole run, cells marked).
 """
     (out / "summary.md").write_text(text)

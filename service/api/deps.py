@@ -21,37 +21,43 @@ from service.routing.router import Router
 from service.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+# async def on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, and the
+# hand-off to and from the thread pool cost more than everything else these do together.
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_router(request: Request) -> Router:
+async def get_router(request: Request) -> Router:
     router: Router = request.app.state.router
     return router
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     metrics: ServiceMetrics = request.app.state.metrics
     return metrics
 
 
-def get_blob_store(request: Request) -> BlobStore:
+async def get_blob_store(request: Request) -> BlobStore:
     store: BlobStore = request.app.state.blob_store
     return store
 
 
 def get_request_routing(request: Request) -> RequestRouting:
-    return request_routing(request, get_settings(request).read_consistency)
+    """The request's consistency and token (parsed once, kept on ``request.state``)."""
+    settings: Settings = request.app.state.settings
+    return request_routing(request, settings.read_consistency)
 
 
 async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_router(request).write_session(get_request_routing(request)) as session:
+    router: Router = request.app.state.router
+    async with router.write_session(get_request_routing(request)) as session:
         yield session
 
 
 async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_router(request).read_session(get_request_routing(request)) as session:
+    router: Router = request.app.state.router
+    async with router.read_session(get_request_routing(request)) as session:
         yield session
 
 

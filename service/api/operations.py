@@ -31,7 +31,7 @@ def operations_allowed(request: Request, settings: Settings) -> bool:
     return False
 
 
-def require_operations_access(request: Request) -> None:
+async def require_operations_access(request: Request) -> None:
     """Dependency of the operational routes: a plain 404 for everyone else."""
     if not operations_allowed(request, request.app.state.settings):
         raise HTTPException(status_code=404, detail="Not Found")

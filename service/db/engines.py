@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.settings import Settings
@@ -19,15 +23,30 @@ def plain_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def discard_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Checkout hook: refuse a pooled connection whose socket the server has closed.
+
+    This replaces ``pool_pre_ping``, which costs three round trips per checkout on asyncpg
+    (BEGIN, ``;``, ROLLBACK) and doubled the cost of a metadata read. A restarted or stopped
+    node closes its sockets; asyncpg notices the EOF on the idle connection at once and
+    ``is_closed()`` says so without a round trip, and the pool then opens a fresh connection
+    (it retries the checkout after ``DisconnectionError``). A node that vanishes without
+    closing anything (a partition) is caught by the command timeout and the router instead.
+    """
+    raw = getattr(dbapi_connection, "_connection", None)
+    if raw is not None and raw.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
+
+
 def make_engine(url: str, settings: Settings) -> AsyncEngine:
     """A pooled engine. ``command_timeout`` bounds every command, COMMIT included (a commit
     waiting for a missing synchronous replica is cancelled), so no request waits on the
     database longer than ``REPLIKIT_WRITE_TIMEOUT``."""
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=False,
         pool_timeout=settings.db_pool_timeout,
         connect_args={
             "timeout": min(settings.db_connect_timeout, settings.write_timeout),
@@ -38,3 +57,5 @@ def make_engine(url: str, settings: Settings) -> AsyncEngine:
             },
         },
     )
+    event.listen(engine.sync_engine, "checkout", discard_closed_connection)
+    return engine

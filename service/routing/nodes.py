@@ -45,7 +45,9 @@ class Node:
     configured_role: str
     weight: int
     engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
+    sessions: async_sessionmaker[AsyncSession]  # transactional: writes
+    # Autocommit: a read is its one statement, with no BEGIN before it or ROLLBACK after.
+    read_sessions: async_sessionmaker[AsyncSession]
     role: Role = Role.UNKNOWN
     probe: Probe | None = None
     last_error: str | None = None

@@ -12,8 +12,10 @@ Otherwise the eligible replicas (probed healthy, role replica, not just failed, 
 ``bounded`` within both lag limits) are ordered by the read policy. ``read_your_writes`` with
 a token prefers replicas known to have replayed it, else waits up to ``REPLIKIT_RYW_WAIT`` on
 the chosen one, polling ``pg_last_wal_replay_lsn()`` on the very connection the read will use,
-then falls back to the primary. A replica that refuses the connection is skipped for the next
-one. With no eligible replica, reads fall back to the primary or fail (``READ_FALLBACK``).
+then falls back to the primary; when every replica's measured lag is longer than that wait,
+it goes to the primary at once instead of waiting in vain. A replica that refuses the
+connection is skipped for the next one. With no eligible replica, reads fall back to the
+primary or fail (``READ_FALLBACK``).
 
 Writes go to the monitor's writer; a connection error, a timeout or a read-only error (the
 node was demoted) marks it, wakes the monitor and answers 503 ``PRIMARY_UNAVAILABLE``.
@@ -111,6 +113,7 @@ class Router:
 
     def _node(self, url: str, configured_role: str, weight: int) -> Node:
         engine = make_engine(url, self.settings)
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         return Node(
             url=url,
             address=address_of(url),
@@ -118,6 +121,7 @@ class Router:
             weight=weight,
             engine=engine,
             sessions=async_sessionmaker(engine, expire_on_commit=False),
+            read_sessions=async_sessionmaker(autocommit, expire_on_commit=False),
         )
 
     async def start(self) -> None:
@@ -171,15 +175,17 @@ class Router:
             self.monitor.note_write(parse_lsn(lsn_text))
 
     @asynccontextmanager
-    async def write_session(self, routing: RequestRouting) -> AsyncIterator[AsyncSession]:
+    async def write_session(
+        self, routing: RequestRouting, *, autocommit: bool = False
+    ) -> AsyncIterator[AsyncSession]:
+        """A session on the writer; ``autocommit`` for single-statement work (the rate limit),
+        which then costs one round trip instead of BEGIN, statement, COMMIT."""
         node = self.require_writer()
         try:
-            async with _closing(node.sessions()) as session:
-                # Check out (and pre-ping) a connection now, so a dead primary is a 503
-                # before the request body is read; end the implicit transaction so the
-                # route can begin its own.
-                await session.connection()
-                await session.rollback()
+            sessions = node.read_sessions if autocommit else node.sessions
+            async with _closing(sessions()) as session:
+                # No connection is checked out until the route's first statement: a route
+                # that must refuse early (the upload reads its body first) holds nothing.
                 routing.wrote = True
                 routing.served_by = node.name
                 self.metrics.routed.labels(node=node.name, kind="write").inc()
@@ -231,7 +237,21 @@ class Router:
         token = routing.token
         if routing.consistency is Consistency.READ_YOUR_WRITES and token is not None:
             caught_up = [n for n in candidates if (n.replay_lsn or 0) >= token]
-            candidates = caught_up or candidates
+            if caught_up:
+                candidates = caught_up
+            else:
+                # Waiting only helps on a replica that replays within the wait: one whose
+                # measured lag is already longer (an apply delay, a paused replay) would make
+                # the read wait the full REPLIKIT_RYW_WAIT and then go to the primary anyway.
+                hopeful = [
+                    n
+                    for n in candidates
+                    if n.lag_seconds is None or n.lag_seconds <= self.settings.ryw_wait
+                ]
+                if not hopeful:
+                    self.metrics.ryw_waits.labels(outcome="skipped").inc()
+                    return None, "ryw_lagging"
+                candidates = hopeful
         return self.chooser.choose(candidates), ""
 
     async def _replayed(self, session: AsyncSession, token: int) -> bool:
@@ -252,7 +272,9 @@ class Router:
             await asyncio.sleep(RYW_POLL_SECONDS)
 
     async def _open(self, node: Node) -> AsyncSession:
-        session = node.sessions()
+        """A read session with its connection checked out (so a refused connection moves the
+        read to another node before the route runs). Checkout costs no round trip."""
+        session = node.read_sessions()
         try:
             await session.connection()
         except BaseException:

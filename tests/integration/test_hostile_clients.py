@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
-import os
 import socket
 import time
 import uuid
@@ -22,8 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
 
+from loadtests.hostile_images import noise_png
 from replication.cluster import Cluster, service_urls
 from replication.service_process import ServiceRecord, start_service, stop_service
 from tests.integration.clusters import free_base_port, reachable_temp_dir
@@ -198,20 +196,10 @@ def test_when_every_connection_is_busy_a_new_one_gets_a_json_503(live: LiveServi
     assert healthy_quickly(live) < 2
 
 
-def large_png(megabytes: float) -> bytes:
-    """Incompressible pixels, so the PNG is about as large as its raw size."""
-    side = int((megabytes * 1024 * 1024 / 3) ** 0.5)
-    buffer = io.BytesIO()
-    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(
-        buffer, "PNG", compress_level=0
-    )
-    return buffer.getvalue()
-
-
 def test_slow_readers_of_large_files_hold_no_database_connection(live: LiveService) -> None:
     with live.client() as client:
         created = client.post(
-            "/api/v1/images/upload", files={"file": ("big.png", large_png(8), "image/png")}
+            "/api/v1/images/upload", files={"file": ("big.png", noise_png(8), "image/png")}
         )
         assert created.status_code == 201, created.text
         path = f"/api/v1/images/{created.json()['id']}/file"

@@ -67,41 +67,36 @@ def cursor(timestamp: str) -> str:
     return base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
 
-def test_overlong_multipart_boundary_is_an_invalid_upload(service: LiveService) -> None:
-    boundary = "b" * (MAX_BOUNDARY_LENGTH + 1)
+def upload_with_boundary(
+    service: LiveService, boundary: str, content: bytes
+) -> tuple[int, dict[str, Any]]:
+    """POST ``content`` as the file part, framed by ``boundary``: the status and error body."""
     connection = connect(service)
     try:
         connection.request(
             "POST",
             UPLOAD,
-            body=multipart(boundary, b"\x89PNG"),
+            body=multipart(boundary, content),
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
         response = connection.getresponse()
-        assert response.status == 400, service.log_text()[-2000:]
-        error = error_body(response)
+        return response.status, error_body(response)
     finally:
         connection.close()
+
+
+def test_overlong_multipart_boundary_is_an_invalid_upload(service: LiveService) -> None:
+    status, error = upload_with_boundary(service, "b" * (MAX_BOUNDARY_LENGTH + 1), b"\x89PNG")
+    assert status == 400, service.log_text()[-2000:]
     assert error["code"] == "INVALID_UPLOAD"
     assert error["details"] == {"max_boundary_length": MAX_BOUNDARY_LENGTH}
 
 
 def test_longest_accepted_boundary_still_reaches_image_validation(service: LiveService) -> None:
     """The limit refuses only what the parser cannot take: at the limit, the body is parsed."""
-    boundary = "b" * MAX_BOUNDARY_LENGTH
-    connection = connect(service)
-    try:
-        connection.request(
-            "POST",
-            UPLOAD,
-            body=multipart(boundary, b"not an image"),
-            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-        )
-        response = connection.getresponse()
-        assert response.status == 415, service.log_text()[-2000:]
-        assert error_body(response)["code"] == "UNSUPPORTED_IMAGE"
-    finally:
-        connection.close()
+    status, error = upload_with_boundary(service, "b" * MAX_BOUNDARY_LENGTH, b"not an image")
+    assert status == 415, service.log_text()[-2000:]
+    assert error["code"] == "UNSUPPORTED_IMAGE"
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,33 @@ async def test_killing_a_replica_only_fails_reads_in_flight_on_it() -> None:
         assert view_nodes["pg2"] > 0
 
 
+async def test_pooled_connections_to_a_restarted_replica_are_replaced_without_an_error() -> None:
+    """No pre-ping: the pool drops connections the restarted server closed, at checkout."""
+    async with running_cluster_async(replicas=1, name="restart-replica") as cluster:
+        await asyncio.to_thread(
+            migrate.upgrade, cluster.state.owner_url(cluster.state.primary_node)
+        )
+        # A slow monitor: the requests, not a probe, meet the restarted node first.
+        settings = service_settings(cluster, replicas=True, health_interval=30.0)
+        async with service_client(settings) as client:
+            path = f"/api/v1/images/{(await upload(client, image_bytes('PNG'))).json()['id']}"
+
+            async def served_by_replica() -> bool:
+                read = await client.get(path)
+                return read.status_code == 200 and read.headers["X-Replikit-Node"] == "pg1"
+
+            await wait_until(served_by_replica, within=10, what="a read on pg1")
+            # Several connections in pg1's pool, all of which the restart will close.
+            await asyncio.gather(*(client.get(path) for _ in range(4)))
+            replica = cluster.state.node("pg1")
+            await asyncio.to_thread(cluster.driver.stop, replica, StopMode.FAST)
+            await asyncio.to_thread(cluster.driver.start, replica)
+            await asyncio.sleep(0.5)  # let the event loop see the closed sockets
+            reads = [await client.get(path) for _ in range(6)]
+        assert [read.status_code for read in reads] == [200] * 6
+        assert {read.headers["X-Replikit-Node"] for read in reads} == {"pg1"}
+
+
 async def test_writes_follow_a_promoted_replica_and_never_reach_the_old_primary() -> None:
     async with running_cluster_async(replicas=2, name="promote") as cluster:
         state = cluster.state

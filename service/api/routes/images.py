@@ -77,7 +77,7 @@ async def upload_image(
         db_router.require_writer()  # a known-dead primary is a 503 before the body is read
         client_ip = client_address(request)
         if client_ip and settings.upload_rate_limit > 0:
-            async with db_router.write_session(routing) as session:
+            async with db_router.write_session(routing, autocommit=True) as session:
                 await count_upload(
                     session=session, client_ip=client_ip, limit=settings.upload_rate_limit
                 )
@@ -122,7 +122,7 @@ async def list_images(
     )
 
 
-def image_id_in_path(image_id: str, request: Request) -> uuid.UUID:
+async def image_id_in_path(image_id: str, request: Request) -> uuid.UUID:
     """The path's id; other spellings of a UUID are redirected to the canonical URL."""
     try:
         return images.parse_image_id(image_id)
