@@ -1,9 +1,10 @@
 """FastAPI dependencies, as ``Annotated`` aliases the routes declare.
 
-``WriteSession`` is a session on the current primary; ``ReadSession`` a session on whichever
-node the router picks for this request's consistency. Routes never pick nodes themselves.
-A route that must read the request body first (upload) opens its write sessions itself with
-``Router.write_session``, so a slow uploader holds no connection while it trickles.
+``WriteSession`` is a session on the current primary; ``ReadConnection`` an autocommit Core
+connection on whichever node the router picks for this request's consistency. Routes never
+pick nodes themselves. A route that must read the request body first (upload) opens its
+write sessions itself with ``Router.write_session``, so a slow uploader holds no connection
+while it trickles.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.images.storage import BlobStore
 from service.routing.consistency import RequestRouting, request_routing
@@ -55,10 +56,10 @@ async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
+async def read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
     router: Router = request.app.state.router
-    async with router.read_session(get_request_routing(request)) as session:
-        yield session
+    async with router.read_connection(get_request_routing(request)) as connection:
+        yield connection
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -68,4 +69,4 @@ BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
 # scope="function": the session (and its pooled connection) is closed when the route returns,
 # before the response is sent, so a client that reads slowly holds no database connection.
 WriteSession = Annotated[AsyncSession, Depends(write_session, scope="function")]
-ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]
+ReadConnection = Annotated[AsyncConnection, Depends(read_connection, scope="function")]

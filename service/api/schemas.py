@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from service.db.models import Image
+from service.db.models import ImageRecord
 
 
 class ImagePublic(BaseModel):
@@ -23,7 +23,7 @@ class ImagePublic(BaseModel):
     created_at: datetime
 
     @classmethod
-    def from_image(cls, image: Image) -> ImagePublic:
+    def from_image(cls, image: ImageRecord) -> ImagePublic:
         return cls(
             id=image.id,
             filename=image.filename,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, func
 from sqlalchemy.dialects.postgresql import ARRAY, INET, UUID
@@ -12,6 +13,28 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 class Base(DeclarativeBase):
     pass
+
+
+class ImageRecord(Protocol):
+    """What reads return for an image: an ``Image`` the service just wrote, or a Core row
+    (the read path selects columns, without the ORM)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def filename(self) -> str: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def file_size(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
 
 
 class Image(Base):

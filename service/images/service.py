@@ -11,11 +11,12 @@ import logging
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import delete, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from service.db.models import Image
+from service.db.models import Image, ImageRecord
 from service.errors import ImageNotFoundError, InvalidDeleteTokenError, NonCanonicalIdError
 from service.images.pagination import Cursor
 from service.images.storage import BlobStore
@@ -96,30 +97,43 @@ async def create_image(
     return CreatedImage(image=image, delete_token=token)
 
 
-async def get_image(*, session: AsyncSession, image_id: uuid.UUID) -> Image:
-    image = await session.get(Image, image_id)
-    if image is None:
+# Reads select these columns with Core on a plain connection: the ORM's identity map and
+# instance machinery cost a third of a metadata read's CPU and buy nothing for a read-only row.
+IMAGE_COLUMNS = tuple(Image.__table__.c)
+
+
+async def get_image(*, connection: AsyncConnection, image_id: uuid.UUID) -> ImageRecord:
+    query = select(*IMAGE_COLUMNS).where(Image.__table__.c.id == image_id)
+    row = (await connection.execute(query)).one_or_none()
+    if row is None:
         raise ImageNotFoundError(f"No image has the id {image_id}.")
-    return image
+    return cast(ImageRecord, row)
 
 
 async def list_images(
-    *, session: AsyncSession, limit: int, cursor: Cursor | None
-) -> tuple[list[Image], Cursor | None]:
-    query = select(Image).order_by(Image.created_at.desc(), Image.id.desc()).limit(limit + 1)
+    *, connection: AsyncConnection, limit: int, cursor: Cursor | None
+) -> tuple[list[ImageRecord], Cursor | None]:
+    columns = Image.__table__.c
+    query = (
+        select(*IMAGE_COLUMNS)
+        .order_by(columns.created_at.desc(), columns.id.desc())
+        .limit(limit + 1)
+    )
     if cursor is not None:
         query = query.where(
-            tuple_(Image.created_at, Image.id) < tuple_(cursor.created_at, cursor.id)
+            tuple_(columns.created_at, columns.id) < tuple_(cursor.created_at, cursor.id)
         )
-    rows = list((await session.scalars(query)).all())
+    rows = [cast(ImageRecord, row) for row in (await connection.execute(query)).all()]
     page = rows[:limit]
     more = len(rows) > limit
     next_cursor = Cursor(created_at=page[-1].created_at, id=page[-1].id) if more else None
     return page, next_cursor
 
 
-async def read_image_bytes(*, session: AsyncSession, store: BlobStore, image: Image) -> bytes:
-    return await store.get(session=session, image=image)
+async def read_image_bytes(
+    *, connection: AsyncConnection, store: BlobStore, image: ImageRecord
+) -> bytes:
+    return await store.get(connection=connection, image=image)
 
 
 async def delete_image(

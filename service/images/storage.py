@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import exists, func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from service.db.models import Image, ImageBlob
+from service.db.models import Image, ImageBlob, ImageRecord
 from service.errors import ImageNotFoundError
 
 
@@ -30,8 +30,8 @@ class BlobStore(Protocol):
     async def put(self, *, session: AsyncSession, image: Image, data: bytes) -> None:
         """Store ``data`` for ``image`` inside the session's open transaction."""
 
-    async def get(self, *, session: AsyncSession, image: Image) -> bytes:
-        """The bytes of ``image``."""
+    async def get(self, *, connection: AsyncConnection, image: ImageRecord) -> bytes:
+        """The bytes of ``image``, read on the request's read connection."""
 
     async def release(self, *, sha256: str) -> None:
         """Called after a failed upload or a committed delete of an image with ``sha256``."""
@@ -41,8 +41,8 @@ class PostgresBlobStore:
     async def put(self, *, session: AsyncSession, image: Image, data: bytes) -> None:
         session.add(ImageBlob(image_id=image.id, data=data))
 
-    async def get(self, *, session: AsyncSession, image: Image) -> bytes:
-        data = await session.scalar(select(ImageBlob.data).where(ImageBlob.image_id == image.id))
+    async def get(self, *, connection: AsyncConnection, image: ImageRecord) -> bytes:
+        data = await connection.scalar(select(ImageBlob.data).where(ImageBlob.image_id == image.id))
         if data is None:
             raise ImageNotFoundError(f"Image {image.id} has no stored bytes.")
         return data
@@ -88,7 +88,7 @@ class FilesystemBlobStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    async def get(self, *, session: AsyncSession, image: Image) -> bytes:
+    async def get(self, *, connection: AsyncConnection, image: ImageRecord) -> bytes:
         try:
             return await asyncio.to_thread(self.path(image.sha256).read_bytes)
         except FileNotFoundError:

@@ -29,12 +29,12 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from service.db.engines import address_of, make_engine
 from service.errors import DatabaseBusyError, NoReaderAvailableError, PrimaryUnavailableError
@@ -83,15 +83,18 @@ def is_node_failure(error: BaseException) -> bool:
     } or isinstance(getattr(error, "orig", None), OSError | TimeoutError)
 
 
+Closable = TypeVar("Closable", AsyncSession, AsyncConnection)
+
+
 @asynccontextmanager
-async def _closing(session: AsyncSession) -> AsyncIterator[AsyncSession]:
-    """Close the session afterwards without raising: the response may already be on its way
-    when the node dies, and a failed reset only invalidates that pooled connection."""
+async def _closing(resource: Closable) -> AsyncIterator[Closable]:
+    """Close the session or connection afterwards without raising: the response may already
+    be on its way when the node dies, and a failed reset only invalidates that connection."""
     try:
-        yield session
+        yield resource
     finally:
         try:
-            await session.close()
+            await resource.close()
         except Exception as error:
             logger.debug("event=session_close_failed error=%s", type(error).__name__)
 
@@ -121,7 +124,8 @@ class Router:
             weight=weight,
             engine=engine,
             sessions=async_sessionmaker(engine, expire_on_commit=False),
-            read_sessions=async_sessionmaker(autocommit, expire_on_commit=False),
+            readers=autocommit,
+            autocommit_sessions=async_sessionmaker(autocommit, expire_on_commit=False),
         )
 
     async def start(self) -> None:
@@ -182,7 +186,7 @@ class Router:
         which then costs one round trip instead of BEGIN, statement, COMMIT."""
         node = self.require_writer()
         try:
-            sessions = node.read_sessions if autocommit else node.sessions
+            sessions = node.autocommit_sessions if autocommit else node.sessions
             async with _closing(sessions()) as session:
                 # No connection is checked out until the route's first statement: a route
                 # that must refuse early (the upload reads its body first) holds nothing.
@@ -254,12 +258,12 @@ class Router:
                 candidates = hopeful
         return self.chooser.choose(candidates), ""
 
-    async def _replayed(self, session: AsyncSession, token: int) -> bool:
+    async def _replayed(self, connection: AsyncConnection, token: int) -> bool:
         """Wait until this replica has replayed ``token``, at most REPLIKIT_RYW_WAIT."""
         started = time.monotonic()
         deadline = started + self.settings.ryw_wait
         while True:
-            replayed = await session.scalar(text("SELECT pg_last_wal_replay_lsn()::text"))
+            replayed = await connection.scalar(text("SELECT pg_last_wal_replay_lsn()::text"))
             if replayed is not None and parse_lsn(str(replayed)) >= token:
                 waited = time.monotonic() - started
                 self.metrics.ryw_wait_seconds.observe(waited)
@@ -271,18 +275,12 @@ class Router:
                 return False
             await asyncio.sleep(RYW_POLL_SECONDS)
 
-    async def _open(self, node: Node) -> AsyncSession:
-        """A read session with its connection checked out (so a refused connection moves the
-        read to another node before the route runs). Checkout costs no round trip."""
-        session = node.read_sessions()
-        try:
-            await session.connection()
-        except BaseException:
-            await session.close()
-            raise
-        return session
+    async def _open(self, node: Node) -> AsyncConnection:
+        """A read connection, checked out now (so a refused connection moves the read to
+        another node before the route runs). Checkout costs no round trip."""
+        return await node.readers.connect()
 
-    async def _open_reader(self, routing: RequestRouting) -> tuple[Node, AsyncSession]:
+    async def _open_reader(self, routing: RequestRouting) -> tuple[Node, AsyncConnection]:
         if self.needs_writer(routing):
             writer = self.writer
             return writer, await self._open_writer_for_read(writer)  # type: ignore[return-value]
@@ -294,7 +292,7 @@ class Router:
             if node.role is not Role.REPLICA:
                 return node, await self._open_writer_for_read(node)
             try:
-                session = await self._open(node)
+                connection = await self._open(node)
             except PoolTimeoutError:
                 # Busy, not broken: another replica (or the primary) may have room.
                 self.metrics.fallbacks.labels(reason="pool_exhausted").inc()
@@ -310,11 +308,17 @@ class Router:
             if routing.consistency is Consistency.READ_YOUR_WRITES and token is not None:
                 if (node.replay_lsn or 0) >= token:
                     self.metrics.ryw_waits.labels(outcome="immediate").inc()
-                elif not await self._replayed(session, token):
-                    await session.close()
-                    writer = self._fallback("ryw_timeout")
-                    return writer, await self._open_writer_for_read(writer)
-            return node, session
+                else:
+                    try:
+                        replayed = await self._replayed(connection, token)
+                    except BaseException:
+                        await connection.close()
+                        raise
+                    if not replayed:
+                        await connection.close()
+                        writer = self._fallback("ryw_timeout")
+                        return writer, await self._open_writer_for_read(writer)
+            return node, connection
 
     def _fallback(self, reason: str) -> Node:
         writer = self.writer
@@ -328,7 +332,7 @@ class Router:
         self.metrics.fallbacks.labels(reason=reason).inc()
         return writer
 
-    async def _open_writer_for_read(self, node: Node | None) -> AsyncSession:
+    async def _open_writer_for_read(self, node: Node | None) -> AsyncConnection:
         if node is None:
             raise self._primary_unavailable("no_writer", "No primary is available for this read.")
         try:
@@ -344,13 +348,14 @@ class Router:
             ) from error
 
     @asynccontextmanager
-    async def read_session(self, routing: RequestRouting) -> AsyncIterator[AsyncSession]:
-        node, session = await self._open_reader(routing)
+    async def read_connection(self, routing: RequestRouting) -> AsyncIterator[AsyncConnection]:
+        """An autocommit Core connection on the node chosen for this read."""
+        node, connection = await self._open_reader(routing)
         routing.served_by = node.name
         self.metrics.routed.labels(node=node.name, kind="read").inc()
-        async with _closing(session):
+        async with _closing(connection):
             try:
-                yield session
+                yield connection
             except Exception as error:
                 if is_node_failure(error):
                     self.suspect(node, error)

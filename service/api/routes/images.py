@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from service.api.deps import (
     BlobStoreDep,
-    ReadSession,
+    ReadConnection,
     RouterDep,
     SettingsDep,
     WriteSession,
@@ -108,13 +108,13 @@ async def upload_image(
 
 @router.get("", response_model=ImageList, responses=errors(400, 422, 503))
 async def list_images(
-    session: ReadSession,
+    connection: ReadConnection,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> ImageList:
     """Newest first; follow ``next_cursor`` for older images."""
     page, next_cursor = await images.list_images(
-        session=session, limit=limit, cursor=Cursor.decode(cursor) if cursor else None
+        connection=connection, limit=limit, cursor=Cursor.decode(cursor) if cursor else None
     )
     return ImageList(
         items=[ImagePublic.from_image(image) for image in page],
@@ -136,8 +136,8 @@ ImageId = Annotated[uuid.UUID, Depends(image_id_in_path)]
 
 
 @router.get("/{image_id}", response_model=ImagePublic, responses=errors(308, 404, 503))
-async def get_image(image_id: ImageId, session: ReadSession) -> ImagePublic:
-    image = await images.get_image(session=session, image_id=image_id)
+async def get_image(image_id: ImageId, connection: ReadConnection) -> ImagePublic:
+    image = await images.get_image(connection=connection, image_id=image_id)
     return ImagePublic.from_image(image)
 
 
@@ -161,7 +161,7 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 async def get_image_file(
     image_id: ImageId,
     request: Request,
-    session: ReadSession,
+    connection: ReadConnection,
     store: BlobStoreDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -170,7 +170,7 @@ async def get_image_file(
     Served as inert data: ``nosniff`` and a sandboxing CSP, so a file that a browser would
     misread as HTML or script cannot run in the API's origin.
     """
-    image = await images.get_image(session=session, image_id=image_id)
+    image = await images.get_image(connection=connection, image_id=image_id)
     etag = f'"{image.sha256}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
     if _etag_matches(if_none_match, etag):
@@ -184,7 +184,7 @@ async def get_image_file(
     if request.method == "HEAD":
         headers["Content-Length"] = str(image.file_size)
         return Response(media_type=image.content_type, headers=headers)
-    data = await images.read_image_bytes(session=session, store=store, image=image)
+    data = await images.read_image_bytes(connection=connection, store=store, image=image)
     return Response(content=data, media_type=image.content_type, headers=headers)
 
 
