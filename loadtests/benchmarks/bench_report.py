@@ -69,11 +69,28 @@ def throughput_table(result: dict[str, Any]) -> list[str]:
 
 
 def memory_table(result: dict[str, Any]) -> list[str]:
-    """The last round's RSS, per process of each configuration's server."""
-    lines = ["| configuration | process | RSS MiB |", "|---|---|---:|"]
+    """The last round's RSS: the server process, its helpers (the service's decode fork
+    server and workers, multiprocessing's resource tracker) and, for pgpool, pgpool's own
+    processes (one per pooled client plus its workers)."""
+    lines = [
+        "| configuration | server process RSS MiB | helpers (count, RSS MiB) | "
+        "pgpool (count, RSS MiB) | total RSS MiB | total PSS MiB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, rounds in result["memory"].items():
-        for process in rounds[-1] if rounds else []:
-            lines.append(f"| {name} | `{process['program']}` | {process['rss_mib']:.1f} |")
+        if not rounds or not rounds[-1]:
+            continue
+        server, *others = rounds[-1]
+        pgpool = [p for p in others if p["program"].startswith("pgpool")]
+        helpers = [p for p in others if not p["program"].startswith("pgpool")]
+        total = sum(p["rss_mib"] for p in rounds[-1])
+        pss = sum(p.get("pss_mib", 0.0) for p in rounds[-1])
+        lines.append(
+            f"| {name} | {server['rss_mib']:.1f} | "
+            f"{len(helpers)}, {sum(p['rss_mib'] for p in helpers):.1f} | "
+            f"{len(pgpool)}, {sum(p['rss_mib'] for p in pgpool):.1f} | {total:.1f} | "
+            f"{pss:.1f} |"
+        )
     return lines
 
 
@@ -125,7 +142,7 @@ def markdown_report(result: dict[str, Any]) -> str:
         *header,
         *throughput_table(result),
         "",
-        "## Memory (RSS per process, last round)",
+        "## Memory (last round; PSS shares pages among processes, RSS counts them in each)",
         "",
         *memory_table(result),
         "",

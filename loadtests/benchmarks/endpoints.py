@@ -51,10 +51,28 @@ def replikit_service(scratch: Path, env: dict[str, str]) -> Iterator[Endpoint]:
     record_dir = scratch / f"service-{time.monotonic_ns()}"
     port = find_free_port_range(1, start=43000)
     try:
-        record = start_service(record_dir, host="127.0.0.1", port=port, workers=1, env=env)
+        try:
+            record = start_service(record_dir, host="127.0.0.1", port=port, workers=1, env=env)
+        except BaseException:
+            # start_service records the process only once it is healthy; interrupted or failed
+            # before that, the process is found by its unique --data-dir and stopped here.
+            _stop_unrecorded(record_dir)
+            raise
         yield Endpoint(url=record.url, pid=record.pid)
     finally:
         stop_service(record_dir)
+
+
+def _stop_unrecorded(record_dir: Path) -> None:
+    marker = str(record_dir).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            arguments = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"--data-dir" in arguments and marker in arguments:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(int(proc.name), signal.SIGKILL)
 
 
 def _healthy(url: str) -> bool:
@@ -125,9 +143,24 @@ def bare_app(scratch: Path, *, write_dsn: str, read_dsns: list[str]) -> Iterator
         _stop_group(process)
 
 
-def process_tree_rss(pid: int) -> list[tuple[int, str, float]]:
-    """(pid, program, RSS MiB) of ``pid`` and its descendants, from /proc."""
-    found: list[tuple[int, str, float]] = []
+@dataclass
+class ProcessMemory:
+    """RSS counts shared pages (pgpool's 38 children share most of theirs) in every process;
+    PSS splits them among the sharers, so PSS totals add up and RSS totals overstate."""
+
+    pid: int
+    program: str
+    rss_mib: float
+    pss_mib: float
+
+
+def _kib(text: str, field: str) -> int:
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith(field)), 0)
+
+
+def process_tree_memory(pid: int) -> list[ProcessMemory]:
+    """Memory of ``pid`` and its descendants, from /proc (PSS from smaps_rollup)."""
+    found: list[ProcessMemory] = []
     pending = [pid]
     while pending:
         current = pending.pop()
@@ -135,14 +168,18 @@ def process_tree_rss(pid: int) -> list[tuple[int, str, float]]:
         try:
             status = (proc / "status").read_text()
             command = (proc / "cmdline").read_bytes().split(b"\0")
+            rollup = (proc / "smaps_rollup").read_text()
         except OSError:
             continue
-        rss_kib = next(
-            (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")),
-            0,
-        )
         program = " ".join(part.decode(errors="replace") for part in command[:3] if part)
-        found.append((current, program[:80], rss_kib / 1024))
+        found.append(
+            ProcessMemory(
+                pid=current,
+                program=program[:80],
+                rss_mib=round(_kib(status, "VmRSS:") / 1024, 1),
+                pss_mib=round(_kib(rollup, "Pss:") / 1024, 1),
+            )
+        )
         for task in (proc / "task").glob("*/children"):
             with contextlib.suppress(OSError):
                 pending.extend(int(child) for child in task.read_text().split())

@@ -165,10 +165,13 @@ def start_pgpool(state: ClusterState, scratch: Path) -> PgpoolProcess:
     )
     running = PgpoolProcess(process=process, port=port, scratch=scratch)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while not asyncio.run(_answers(port, state)):
-        if process.poll() is not None or time.monotonic() > deadline:
-            running.stop()
-            tail = (scratch / "pgpool.log").read_text(errors="replace").splitlines()[-10:]
-            raise RuntimeError(f"pgpool did not start on port {port}: " + " | ".join(tail))
-        time.sleep(0.2)
+    try:
+        while not asyncio.run(_answers(port, state)):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = (scratch / "pgpool.log").read_text(errors="replace").splitlines()[-10:]
+                raise RuntimeError(f"pgpool did not start on port {port}: " + " | ".join(tail))
+            time.sleep(0.2)
+    except BaseException:
+        running.stop()  # also when interrupted while waiting
+        raise
     return running

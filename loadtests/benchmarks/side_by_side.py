@@ -303,12 +303,14 @@ class Bench:
         )
 
     def warm_up(self, endpoint: Endpoint, rows: BenchRows, headers: dict[str, str]) -> None:
-        """Check both read paths answer 200, then fill the connection pools with one second of
-        the metadata load (not recorded): a fresh process should not pay for its first
-        connections inside a measurement."""
-        with httpx.Client(base_url=endpoint.url, timeout=10, headers=headers) as client:
+        """Check both read paths and an upload answer, then fill the connection pools with
+        one second of the metadata load (not recorded): a fresh process should not pay for its
+        first connections, nor the service for starting its decode processes (the first upload
+        takes a second or more), inside a measurement."""
+        with httpx.Client(base_url=endpoint.url, timeout=30, headers=headers) as client:
             client.get(f"/api/v1/images/{rows.metadata_id}").raise_for_status()
             client.get(f"/api/v1/images/{rows.file_id}/file").raise_for_status()
+        asyncio.run(self.warm_uploads(endpoint, rows, headers))
         if not self.options.warm_up_seconds:
             return
         run_wrk(
@@ -317,6 +319,18 @@ class Bench:
             connections=self.options.connections,
             headers=headers,
         )
+
+    async def warm_uploads(
+        self, endpoint: Endpoint, rows: BenchRows, headers: dict[str, str], parallel: int = 4
+    ) -> None:
+        """A few uploads at once, so every decode process the mix will use is started."""
+        async with httpx.AsyncClient(base_url=endpoint.url, timeout=30, headers=headers) as client:
+
+            async def one() -> None:
+                files = {"file": ("warm.jpg", rows.small_image, "image/jpeg")}
+                (await client.post("/api/v1/images/upload", files=files)).raise_for_status()
+
+            await asyncio.gather(*(one() for _ in range(parallel)))
 
     def throughput_round(
         self,
@@ -341,14 +355,11 @@ class Bench:
                     for workload in WORKLOADS:
                         result = self.measure(endpoint, configuration, workload, rows)
                         self.record(samples, configuration.name, workload, result, round_number)
-                processes = [
-                    {"pid": pid, "program": program, "rss_mib": round(rss, 1)}
-                    for pid, program, rss in endpoints.process_tree_rss(endpoint.pid)
-                ]
+                processes = [asdict(p) for p in endpoints.process_tree_memory(endpoint.pid)]
                 if pgpool_pid is not None:
                     processes += [
-                        {"pid": pid, "program": "pgpool: " + program, "rss_mib": round(rss, 1)}
-                        for pid, program, rss in endpoints.process_tree_rss(pgpool_pid)
+                        {**asdict(p), "program": "pgpool: " + p.program}
+                        for p in endpoints.process_tree_memory(pgpool_pid)
                     ]
                 for configuration in configurations:
                     memory.setdefault(configuration.name, []).append(processes)
@@ -460,7 +471,7 @@ class Bench:
         replica promoted right after (``replikit cluster failover``).
 
         The write gap is from the crash to the end of the first successful write that was
-        *sent* after it (a write in flight at the crash may still have committed)."""
+        *sent* after it; None when no write succeeded before the run ended."""
         killed = self.state.primary
         events: list[Operation] = []
         stop = asyncio.Event()
@@ -491,8 +502,10 @@ class Bench:
         loop_task = asyncio.create_task(client_loop())
         try:
             await asyncio.sleep(1.5)
-            killed_at = time.monotonic()
+            # From when the crash is done: a write sent while pg_ctl was still stopping the
+            # node may have committed, and would make the gap look shorter than it is.
             await asyncio.to_thread(kill, self.data_dir, "primary")
+            killed_at = time.monotonic()
             await asyncio.to_thread(failover, self.data_dir)
             promoted_at = time.monotonic()
             await asyncio.sleep(max(self.options.kill_seconds - 1.5 - (promoted_at - killed_at), 2))
