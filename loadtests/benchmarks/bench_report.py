@@ -133,7 +133,8 @@ def markdown_report(result: dict[str, Any]) -> str:
         f"Linux {machine['kernel']}, Python {machine['python']}. "
         f"{options['rounds']} rounds x {options['seconds']:g} s per workload, "
         f"{options['connections']} connections, {result['load_generator']}; "
-        f"medians over the rounds; whole run {result['duration_s']} s.",
+        f"medians over the rounds; whole run {result['duration_s']} s. 1-minute load "
+        f"average as each round began: {', '.join(map(str, result['load_average_per_round']))}.",
         "",
         "## Throughput",
         "",

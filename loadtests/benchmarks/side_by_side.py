@@ -558,7 +558,9 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = print) -> Path
         rows = bench.write_rows()
         samples: dict[str, dict[str, list[dict[str, float]]]] = {}
         memory: dict[str, list[list[dict[str, Any]]]] = {}
+        load_averages: list[float] = []
         for round_number in range(options.rounds):
+            load_averages.append(float(Path("/proc/loadavg").read_text().split()[0]))
             bench.throughput_round(round_number, rows, samples, memory)
         stale = bench.stale_reads(rows)
         kills = bench.primary_kills(rows) if options.kill_configurations else {}
@@ -570,6 +572,9 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = print) -> Path
             "load_generator": "wrk -t1 --latency, pinned to the last core with taskset",
             "rows": {"file_bytes": rows.file_bytes, "upload_bytes": len(rows.small_image)},
             "pgpool": {"delay_threshold_bytes": DELAY_THRESHOLD_BYTES, "sr_check_period_s": 1},
+            # 1-minute load average as each round began: other work on the machine (2 cores)
+            # slows every configuration; alternating spreads it, this says how much there was.
+            "load_average_per_round": load_averages,
             "throughput": summarize(samples),
             "memory": memory,
             "stale_reads": stale,
@@ -601,9 +606,6 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(memory_kib / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        # Other work on the machine skews every configuration; the alternation spreads it, the
-        # load average says how much there was.
-        "load_average_at_end": Path("/proc/loadavg").read_text().split()[:3],
     }
 
 
