@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup requirements test lint up serve down status clean demo compose-up compose-down compose-purge \
+.PHONY: setup requirements test lint up serve down status clean demo bench compose-up compose-down compose-purge \
 	compose-logs compose-load compose-monitoring compose-failover compose-rejoin
 
 setup:
@@ -53,6 +53,13 @@ demo: setup
 	$(BIN)/replikit experiment lag $(DEMO) --apply-delay 0,1s \
 		--consistency eventual,bounded,read_your_writes --users 6 --duration 6
 	$(BIN)/replikit cluster down $(DEMO)
+
+# Issue 13's side-by-side bench (service vs bare ASGI app, Pgpool-II, multi-host URLs, pgbench)
+# on a scratch cluster of its own; about 8 minutes on 2 cores; results in results/bench-*/.
+# BENCH_ARGS="--quick" for a one-round look. Installs wrk and pgpool2 with apt when missing.
+BENCH_ARGS ?=
+bench: setup
+	$(BIN)/replikit bench $(BENCH_ARGS)
 
 # Docker compose, on compose v2 or v1 (detected; REPLIKIT_COMPOSE overrides). compose-up
 # installs Docker when missing (as root), starts the engine when nothing runs it, writes .env

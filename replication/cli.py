@@ -476,6 +476,21 @@ def serve(
     )
 
 
+@app.command("bench")
+def bench(
+    rounds: Annotated[int, typer.Option(help="Rounds (configurations alternate).", min=1)] = 3,
+    seconds: Annotated[float, typer.Option(help="Seconds per workload and round.")] = 3.0,
+    quick: Annotated[bool, typer.Option(help="One round of 1 s; kills for two.")] = False,
+    results: ResultsOption = Path("results"),
+) -> None:
+    """Issue 13's side-by-side bench on a scratch cluster of its own (docs/benchmarks.md)."""
+    from loadtests.benchmarks.side_by_side import parse_options, run_bench
+
+    argv = ["--rounds", str(rounds), "--seconds", str(seconds), "--results-dir", str(results)]
+    out = run_bench(parse_options([*argv, "--quick"] if quick else argv))
+    console.print((out / "bench.md").read_text())
+
+
 def main() -> None:
     try:
         app()

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
-import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +20,8 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from loadtests.benchmarks.packages import find_program
+from loadtests.benchmarks.wrk import run_wrk
 from replication.cluster import cluster_up, service_urls
 from replication.ports import find_free_port_range
 from replication.service_process import start_service, stop_service
@@ -79,22 +78,12 @@ async def httpx_throughput(base_url: str, path: str, seconds: float, concurrency
 def throughput(base_url: str, path: str, seconds: float, concurrency: int) -> float:
     """Requests per second: with wrk when installed (C, light on the CPU the service needs),
     else with an httpx load loop in this process."""
-    wrk = shutil.which("wrk")
-    if wrk is None:
+    if find_program("wrk") is None:
         return asyncio.run(httpx_throughput(base_url, path, seconds, concurrency))
-    output = subprocess.run(
-        [wrk, "-t1", f"-c{concurrency}", f"-d{seconds:.0f}s", f"{base_url}{path}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if errors:
-        raise RuntimeError(f"{errors.group(1)} requests failed during the benchmark")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if match is None:
-        raise RuntimeError(f"could not read wrk's output: {output}")
-    return float(match.group(1))
+    result = run_wrk(f"{base_url}{path}", seconds=seconds, connections=concurrency)
+    if result.failed:
+        raise RuntimeError(f"{result.failed} requests failed during the benchmark")
+    return result.requests / result.seconds
 
 
 def main() -> None:

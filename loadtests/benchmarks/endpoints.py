@@ -1,0 +1,186 @@
+"""The HTTP servers the bench compares, each started on a free loopback port and always stopped:
+the service (``replikit serve``, one worker) with a given environment, and the bare app of
+:mod:`loadtests.benchmarks.bare_app` (uvicorn, one worker) with direct or multi-host DSNs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from replication.ports import find_free_port_range
+from replication.service_process import start_service, stop_service
+from replication.topology import ClusterState
+
+START_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass
+class Endpoint:
+    """Where a configuration answers, and the process whose memory we report."""
+
+    url: str
+    pid: int
+
+
+def plain_dsn(url: str) -> str:
+    """asyncpg/libpq DSN from the service's SQLAlchemy URL."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def multihost_dsn(state: ClusterState, target_session_attrs: str) -> str:
+    """One libpq multi-host DSN over every node, the recorded primary first."""
+    first = plain_dsn(state.app_url(state.primary_node))
+    credentials = first.split("@", 1)[0]
+    hosts = ",".join(f"{state.host}:{node.port}" for node in [state.primary_node, *state.replicas])
+    return f"{credentials}@{hosts}/{state.database}?target_session_attrs={target_session_attrs}"
+
+
+@contextlib.contextmanager
+def replikit_service(scratch: Path, env: dict[str, str]) -> Iterator[Endpoint]:
+    """``replikit serve`` with one worker and ``env`` on top of the bench's own settings."""
+    record_dir = scratch / f"service-{time.monotonic_ns()}"
+    port = find_free_port_range(1, start=43000)
+    try:
+        try:
+            record = start_service(record_dir, host="127.0.0.1", port=port, workers=1, env=env)
+        except BaseException:
+            # start_service records the process only once it is healthy; interrupted or failed
+            # before that, the process is found by its unique --data-dir and stopped here.
+            _stop_unrecorded(record_dir)
+            raise
+        yield Endpoint(url=record.url, pid=record.pid)
+    finally:
+        stop_service(record_dir)
+
+
+def _stop_unrecorded(record_dir: Path) -> None:
+    marker = str(record_dir).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            arguments = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"--data-dir" in arguments and marker in arguments:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(int(proc.name), signal.SIGKILL)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def bare_app(scratch: Path, *, write_dsn: str, read_dsns: list[str]) -> Iterator[Endpoint]:
+    """The bare Starlette + asyncpg app under uvicorn (httptools, uvloop, one worker: what
+    ``replikit serve`` runs on)."""
+    port = find_free_port_range(1, start=44000)
+    scratch.mkdir(parents=True, exist_ok=True)
+    log_file = scratch / f"bare-app-{port}.log"
+    env = {**os.environ, "BENCH_WRITE_DSN": write_dsn, "BENCH_READ_DSNS": " ".join(read_dsns)}
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "loadtests.benchmarks.bare_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--http",
+                "httptools",
+                "--loop",
+                "uvloop",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not _healthy(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log_file.read_text(errors="replace").splitlines()[-10:]
+                raise RuntimeError(f"The bare app did not start on {url}: " + " | ".join(tail))
+            time.sleep(0.2)
+        yield Endpoint(url=url, pid=process.pid)
+    finally:
+        _stop_group(process)
+
+
+@dataclass
+class ProcessMemory:
+    """RSS counts shared pages (pgpool's 38 children share most of theirs) in every process;
+    PSS splits them among the sharers, so PSS totals add up and RSS totals overstate."""
+
+    pid: int
+    program: str
+    rss_mib: float
+    pss_mib: float
+
+
+def _kib(text: str, field: str) -> int:
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith(field)), 0)
+
+
+def process_tree_memory(pid: int) -> list[ProcessMemory]:
+    """Memory of ``pid`` and its descendants, from /proc (PSS from smaps_rollup)."""
+    found: list[ProcessMemory] = []
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        proc = Path(f"/proc/{current}")
+        try:
+            status = (proc / "status").read_text()
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            rollup = (proc / "smaps_rollup").read_text()
+        except OSError:
+            continue
+        program = " ".join(part.decode(errors="replace") for part in command[:3] if part)
+        found.append(
+            ProcessMemory(
+                pid=current,
+                program=program[:80],
+                rss_mib=round(_kib(status, "VmRSS:") / 1024, 1),
+                pss_mib=round(_kib(rollup, "Pss:") / 1024, 1),
+            )
+        )
+        for task in (proc / "task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                pending.extend(int(child) for child in task.read_text().split())
+    return found
