@@ -69,6 +69,12 @@ elif [ -z "$packages_needed" ]; then
     packages_needed="uv could not be installed; install python3-venv or put uv on PATH"
 fi
 
+# etcd and Patroni for `replikit cluster up --manager patroni`; as root only (it installs a
+# system package and writes under /opt). Others get the command to run.
+if [ "$(id -u)" = 0 ] && [ -z "${REPLIKIT_SKIP_PATRONI:-}" ]; then
+    bash deploy/install-patroni.sh
+fi
+
 if [ -n "$packages_needed" ]; then
     echo "setup: $packages_needed (then run make setup again)." >&2
     exit 1
