@@ -318,7 +318,9 @@ class PatroniDriver(LocalDriver):
                     },
                 },
                 "basebackup": [{"checkpoint": "fast"}],
-                "parameters": {"unix_socket_directories": ""},
+                # Patroni sets cluster_name to the scope on every member; the router names
+                # nodes by replikit.node_name first (service/routing/monitor.py).
+                "parameters": {"unix_socket_directories": "", "replikit.node_name": node.name},
             },
         }
 

@@ -243,4 +243,7 @@ async def test_postgres_crash_on_the_leader_is_handled_by_its_agent() -> None:
             assert rows[target].role == "primary"
             assert rows[current].role == "replica"
             async with service_client(settings) as after:
-                assert (await upload(after, image_bytes("PNG"))).status_code == 201
+                response = await upload(after, image_bytes("PNG"))
+                assert response.status_code == 201
+                # Named by replikit.node_name, not by the scope Patroni sets as cluster_name.
+                assert response.headers["X-Replikit-Node"] == target
