@@ -36,8 +36,9 @@ experiment_app = typer.Typer(
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(compose_app, name="compose")
 
-# Wide enough for the status table when output goes to a pipe or a file.
-console = Console(width=None if Console().is_terminal else 140)
+# Wide enough for the status table (with the Patroni columns) when output goes to a pipe or a
+# file.
+console = Console(width=None if Console().is_terminal else 170)
 error_console = Console(stderr=True)
 
 DataDirOption = Annotated[
@@ -247,8 +248,13 @@ def failover(
         result,
         as_json,
         f"{result['new_primary']} is the primary on timeline {result['timeline']}; "
-        f"{result['old_primary']} is fenced (rejoin it with 'replikit cluster rejoin "
-        f"{result['old_primary']}'). "
+        + (
+            f"{result['old_primary']} is fenced (rejoin it with 'replikit cluster rejoin "
+            f"{result['old_primary']}'). "
+            if result["old_primary"] in result["fenced"]
+            else f"{result['old_primary']} follows it once its agent runs ('replikit cluster "
+            f"rejoin {result['old_primary']}' if it is down). "
+        )
         + (
             f"Writes accepted {writable} s after the command started."
             if writable is not None

@@ -10,6 +10,7 @@ it (its URLs list every node and roles come from the databases).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from replication.drivers.patroni import (
 )
 from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
 from replication.ports import find_free_port_range
+from replication.probe import NodeReading, read_all
 from replication.steps import StepClock
 from replication.topology import ClusterState, PatroniSettings, SyncMode, save_state
 
@@ -201,38 +203,75 @@ def switchover(cluster: Cluster, to: str | None) -> dict[str, Any]:
     _wait_leader(cluster, target, clock)
     wait_settled(cluster)
     clock.step("old_leader_streaming", node=leader)
-    timeline = next((m.timeline for m in driver.members() if m.name == target), None)
     return clock.to_json(
-        old_primary=leader, new_primary=target, timeline=timeline, rejoin_method="patroni"
+        old_primary=leader,
+        new_primary=target,
+        timeline=_timeline(cluster, target),
+        rejoin_method="patroni",
     )
+
+
+def _timeline(cluster: Cluster, name: str) -> int | None:
+    """The node's timeline as PostgreSQL reports it (Patroni's /cluster lags a promotion)."""
+    reading = asyncio.run(read_all(cluster.state)).get(name)
+    return reading.timeline if isinstance(reading, NodeReading) else None
+
+
+def _writable(cluster: Cluster, name: str) -> bool:
+    """True when ``name``'s PostgreSQL answers out of recovery: a leader whose lease is still
+    in etcd may be a dead machine (the lease outlives it by up to ttl)."""
+    reading = asyncio.run(read_all(cluster.state)).get(name)
+    return isinstance(reading, NodeReading) and not reading.in_recovery
 
 
 def failover(cluster: Cluster, to: str | None, force: bool) -> dict[str, Any]:
     """Patroni's manual failover: promote ``to`` (or the best replica) now, whether or not
-    the leader is alive, instead of waiting for the leader's lease to expire."""
+    the leader is alive. A lost leader's lease still has to expire (up to ttl) before any
+    member may take over; the failover then names who does."""
     driver = driver_of(cluster)
     clock = StepClock("failover")
     members = driver.members()
-    leader = next((m.name for m in members if m.is_leader and m.state == "running"), None)
-    if leader is not None and not force:
+    leader = next((m.name for m in members if m.is_leader), None)
+    if leader is not None and _writable(cluster, leader) and not force:
         raise BadInputError(
             f"The leader {leader} is alive; use 'replikit cluster switchover' for a planned "
             f"change, or --force to fail over anyway."
         )
     old = leader or cluster.state.primary
     target = _candidate(cluster, members, to, leader)
-    _post(cluster, "failover", {"candidate": target})
-    clock.step("requested", candidate=target)
-    _wait_leader(cluster, target, clock)
-    timeline = next((m.timeline for m in driver.members() if m.name == target), None)
+    try:
+        _post(cluster, "failover", {"candidate": target})
+        clock.step("requested", candidate=target)
+    except ReplikitError as error:
+        # Patroni answers 503 when its own 20 s poll ends before a stale lease expires; the
+        # election still happens, so wait for it rather than report a failure.
+        clock.step("requested", candidate=target, answer=str(error))
+    new = _wait_new_leader(cluster, old, clock)
     return clock.to_json(
         old_primary=old,
-        new_primary=target,
-        timeline=timeline,
+        new_primary=new,
+        timeline=_timeline(cluster, new),
         repointed=[],
         fenced=[],
         seconds_to_writable=clock.since_start(time.monotonic()),
     )
+
+
+def _wait_new_leader(cluster: Cluster, old: str, clock: StepClock) -> str:
+    driver = driver_of(cluster)
+    deadline = time.monotonic() + LEADER_TIMEOUT_SECONDS
+    while True:
+        members = driver.members()
+        leader = next((m for m in members if m.is_leader and m.state == "running"), None)
+        if leader is not None and leader.name != old and _writable(cluster, leader.name):
+            follow_leader(cluster, members)
+            clock.step("leader", node=leader.name)
+            return leader.name
+        if time.monotonic() > deadline:
+            raise ClusterTimeoutError(
+                f"No member replaced {old} as the leader within {LEADER_TIMEOUT_SECONDS:.0f} s."
+            )
+        time.sleep(0.1)
 
 
 def rejoin(cluster: Cluster, name: str) -> dict[str, Any]:
