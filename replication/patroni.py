@@ -25,7 +25,7 @@ from replication.drivers.patroni import (
     PatroniDriver,
 )
 from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
-from replication.ports import find_free_port_range
+from replication.ports import ephemeral_port_floor, find_free_port_range
 from replication.probe import NodeReading, read_all
 from replication.steps import StepClock
 from replication.topology import ClusterState, PatroniSettings, SyncMode, save_state
@@ -39,9 +39,15 @@ LEADER_TIMEOUT_SECONDS = 60.0
 
 def new_settings(state: ClusterState, python: Path) -> PatroniSettings:
     """Ports for 3 etcd members (client and peer) and one REST API per node, from the free
-    port picker above the PostgreSQL ports; a generated REST password."""
+    port picker: 100 above the PostgreSQL ports when that is below the kernel's ephemeral
+    range, else below it; a generated REST password."""
     count = 2 * ETCD_MEMBERS + len(state.nodes)
-    first = find_free_port_range(count, start=state.base_port + 100)
+    start = state.base_port + 100
+    floor = ephemeral_port_floor()
+    if start + count >= floor:
+        # Above the floor a client connection may take a port before its listener binds.
+        start = max(1024, floor - 12000)
+    first = find_free_port_range(count, start=start, stop=max(floor, start + count + 1))
     ports = list(range(first, first + count))
     return PatroniSettings(
         scope=f"replikit-{secrets.token_hex(4)}",
