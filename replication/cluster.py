@@ -14,8 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from replication import patroni
 from replication.drivers.base import NodeDriver, StopMode
 from replication.drivers.local import LocalDriver
+from replication.drivers.patroni import PatroniDriver, ensure_installed
 from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
 from replication.pgbin import find_pg_binaries
 from replication.ports import require_free_ports
@@ -68,8 +70,6 @@ class Cluster:
             )
         driver_class = LocalDriver
         if state.manager is Manager.PATRONI:
-            from replication.drivers.patroni import PatroniDriver
-
             driver_class = PatroniDriver
         driver = driver_class(
             data_dir=data_dir, state=state, binaries=binaries, user=ServerUser.detect()
@@ -83,8 +83,6 @@ class Cluster:
     def status(self) -> list[NodeStatus]:
         members = {}
         if self.managed_by_patroni:
-            from replication import patroni
-
             found = patroni.driver_of(self).members()
             patroni.follow_leader(self, found)
             members = {member.name: member for member in found}
@@ -102,8 +100,6 @@ class Cluster:
         """Start what is not running: the primary first, then each replica. Fenced former
         primaries are left stopped (they must be rejoined); their names are returned."""
         if self.managed_by_patroni:
-            from replication import patroni
-
             patroni.start_all(self)
             return []
         primary = self.state.primary_node
@@ -127,8 +123,6 @@ class Cluster:
 
     def stop_all(self, mode: StopMode = StopMode.FAST) -> None:
         if self.managed_by_patroni:
-            from replication import patroni
-
             patroni.stop_all(self)
             return
         # The primary first: a fast shutdown sends every replica the WAL it has not yet
@@ -154,8 +148,6 @@ class Cluster:
     def wait_streaming(self, timeout: float = STREAMING_TIMEOUT_SECONDS) -> list[NodeStatus]:
         """Poll until every replica streams from the primary; fail naming the laggards."""
         if self.managed_by_patroni:
-            from replication import patroni
-
             patroni.wait_settled(self)
             return self.status()
         deadline = time.monotonic() + timeout
@@ -271,9 +263,6 @@ def cluster_up(
     created_dir = not data_dir.exists()
     driver: NodeDriver
     if manager is Manager.PATRONI:
-        from replication import patroni
-        from replication.drivers.patroni import PatroniDriver, ensure_installed
-
         state.manager = Manager.PATRONI
         state.patroni = patroni.new_settings(state, ensure_installed())
         driver = PatroniDriver(data_dir=data_dir, state=state, binaries=binaries, user=user)
@@ -306,11 +295,8 @@ def _discard_new_cluster(cluster: Cluster, *, remove_dir: bool) -> None:
     for node in cluster.state.nodes:
         with contextlib.suppress(ReplikitError):
             cluster.driver.stop(node, StopMode.IMMEDIATE)
-    if cluster.managed_by_patroni:
-        from replication.drivers.patroni import PatroniDriver
-
-        if isinstance(cluster.driver, PatroniDriver):
-            cluster.driver.stop_etcd()
+    if isinstance(cluster.driver, PatroniDriver):
+        cluster.driver.stop_etcd()
     if remove_dir:
         shutil.rmtree(cluster.data_dir, ignore_errors=True)
     else:
