@@ -31,6 +31,10 @@ fi
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 # The compose files are checked without a Docker engine by Debian's docker-compose (v1).
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+# etcd for `cluster up --manager patroni`; optional, so only root installs it here.
+if [ "$(id -u)" = 0 ] && [ -z "${REPLIKIT_SKIP_PATRONI:-}" ]; then
+    command -v etcd >/dev/null || missing+=(etcd-server)
+fi
 
 # What needs root is installed here only when we are root; otherwise (an ordinary user, or a
 # system without apt-get) everything that needs no privileges is still done, then the one
@@ -67,6 +71,12 @@ if [ -n "$uv" ] && [ -n "$python" ]; then
     "$uv" sync --locked --extra dev --python "$python" --quiet
 elif [ -z "$packages_needed" ]; then
     packages_needed="uv could not be installed; install python3-venv or put uv on PATH"
+fi
+
+# The Patroni virtualenv for `replikit cluster up --manager patroni` (etcd is installed above);
+# as root only, since it writes under /opt. `cluster up --manager patroni` runs it when missing.
+if [ "$(id -u)" = 0 ] && [ -z "${REPLIKIT_SKIP_PATRONI:-}" ]; then
+    "$BASH" deploy/install-patroni.sh
 fi
 
 if [ -n "$packages_needed" ]; then

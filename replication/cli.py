@@ -21,7 +21,7 @@ from replication.drivers.base import StopMode
 from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
 from replication.ports import require_free_ports
 from replication.probe import NodeStatus
-from replication.topology import SyncMode, require_state
+from replication.topology import Manager, SyncMode, require_state
 
 app = typer.Typer(
     help="Run and experiment with a replicated PostgreSQL service.", no_args_is_help=True
@@ -36,8 +36,9 @@ experiment_app = typer.Typer(
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(compose_app, name="compose")
 
-# Wide enough for the status table when output goes to a pipe or a file.
-console = Console(width=None if Console().is_terminal else 140)
+# Wide enough for the status table (with the Patroni columns) when output goes to a pipe or a
+# file.
+console = Console(width=None if Console().is_terminal else 170)
 error_console = Console(stderr=True)
 
 DataDirOption = Annotated[
@@ -72,6 +73,8 @@ def print_status(rows: list[NodeStatus]) -> None:
         "replay_paused",
         "fenced",
     ]
+    if any(row.patroni_role is not None for row in rows):
+        columns += ["patroni_role", "patroni_state"]
     for column in columns:
         table.add_column(column, justify="right" if column.startswith(("lag", "port")) else "left")
     for row in rows:
@@ -99,6 +102,13 @@ def up(
     wal_keep_size: Annotated[
         str, typer.Option(help="wal_keep_size of a new cluster, e.g. 256MB or 1GB.")
     ] = "256MB",
+    manager: Annotated[
+        Manager | None,
+        typer.Option(
+            help="Who moves the primary role: native (replikit's commands, the default) or "
+            "patroni (Patroni agents over a 3-member etcd fail over by themselves)."
+        ),
+    ] = None,
 ) -> None:
     """Create (or restart) the primary and its replicas and wait until every one streams."""
     if not re.fullmatch(r"\d+(kB|MB|GB)", wal_keep_size):
@@ -112,6 +122,7 @@ def up(
         base_port=base_port,
         pg_bin=pg_bin,
         wal_keep_size=wal_keep_size,
+        manager=manager,
     )
     print_status(rows)
     for row in rows:
@@ -199,11 +210,19 @@ def kill(
     mode: Annotated[StopMode, typer.Option(help="immediate = crash, fast = clean stop.")] = (
         StopMode.IMMEDIATE
     ),
+    postgres_only: Annotated[
+        bool,
+        typer.Option(
+            "--postgres-only",
+            help="Patroni manager: crash PostgreSQL but leave its agent running (the default "
+            "kills both, as a lost machine). The native manager has no agent: no difference.",
+        ),
+    ] = False,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     as_json: JsonOption = False,
 ) -> None:
     """Crash (default) or stop one node."""
-    result = faults.kill(data_dir, node, mode)
+    result = faults.kill(data_dir, node, mode, postgres_only=postgres_only)
     node = str(result["node"])
     kind = "crashed" if mode is StopMode.IMMEDIATE else "stopped"
     report(
@@ -229,8 +248,13 @@ def failover(
         result,
         as_json,
         f"{result['new_primary']} is the primary on timeline {result['timeline']}; "
-        f"{result['old_primary']} is fenced (rejoin it with 'replikit cluster rejoin "
-        f"{result['old_primary']}'). "
+        + (
+            f"{result['old_primary']} is fenced (rejoin it with 'replikit cluster rejoin "
+            f"{result['old_primary']}'). "
+            if result["old_primary"] in result["fenced"]
+            else f"{result['old_primary']} follows it once its agent runs ('replikit cluster "
+            f"rejoin {result['old_primary']}' if it is down). "
+        )
         + (
             f"Writes accepted {writable} s after the command started."
             if writable is not None

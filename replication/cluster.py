@@ -14,8 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from replication import patroni
 from replication.drivers.base import NodeDriver, StopMode
 from replication.drivers.local import LocalDriver
+from replication.drivers.patroni import PatroniDriver, ensure_installed
 from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
 from replication.pgbin import find_pg_binaries
 from replication.ports import require_free_ports
@@ -23,6 +25,7 @@ from replication.probe import NodeStatus, cluster_status
 from replication.server_user import ServerUser
 from replication.topology import (
     ClusterState,
+    Manager,
     SyncMode,
     build_state,
     load_state,
@@ -65,21 +68,40 @@ class Cluster:
                 f"{binaries.directory} holds PostgreSQL {binaries.major_version}; pass --pg-bin "
                 f"pointing at PostgreSQL {state.pg_major} programs."
             )
-        driver = LocalDriver(
+        driver_class = LocalDriver
+        if state.manager is Manager.PATRONI:
+            driver_class = PatroniDriver
+        driver = driver_class(
             data_dir=data_dir, state=state, binaries=binaries, user=ServerUser.detect()
         )
         return cls(data_dir, state, driver)
 
+    @property
+    def managed_by_patroni(self) -> bool:
+        return self.state.manager is Manager.PATRONI
+
     def status(self) -> list[NodeStatus]:
+        members = {}
+        if self.managed_by_patroni:
+            found = patroni.driver_of(self).members()
+            patroni.follow_leader(self, found)
+            members = {member.name: member for member in found}
         rows = asyncio.run(cluster_status(self.state))
         for row in rows:
             if row.role == "down" and not self.driver.is_running(self.state.node(row.name)):
                 row.state = "stopped"
+            if self.managed_by_patroni:
+                member = members.get(row.name)
+                row.patroni_role = member.role if member else "absent"
+                row.patroni_state = member.state if member else "absent"
         return rows
 
     def start_all(self) -> list[str]:
         """Start what is not running: the primary first, then each replica. Fenced former
         primaries are left stopped (they must be rejoined); their names are returned."""
+        if self.managed_by_patroni:
+            patroni.start_all(self)
+            return []
         primary = self.state.primary_node
         fenced = [n for n in self.state.nodes if n.name in self.state.fenced]
         stopped = [
@@ -100,6 +122,9 @@ class Cluster:
         return [node.name for node in fenced if not self.driver.is_running(node)]
 
     def stop_all(self, mode: StopMode = StopMode.FAST) -> None:
+        if self.managed_by_patroni:
+            patroni.stop_all(self)
+            return
         # The primary first: a fast shutdown sends every replica the WAL it has not yet
         # received, so replicas stopped afterwards hold everything the primary committed.
         nodes = [self.state.primary_node, *self.state.replicas]
@@ -122,6 +147,9 @@ class Cluster:
 
     def wait_streaming(self, timeout: float = STREAMING_TIMEOUT_SECONDS) -> list[NodeStatus]:
         """Poll until every replica streams from the primary; fail naming the laggards."""
+        if self.managed_by_patroni:
+            patroni.wait_settled(self)
+            return self.status()
         deadline = time.monotonic() + timeout
         while True:
             rows = asyncio.run(cluster_status(self.state))
@@ -165,7 +193,13 @@ def _check_matches(
     replicas: int | None,
     sync: SyncMode | None,
     base_port: int | None,
+    manager: Manager | None = None,
 ) -> None:
+    if manager is not None and manager != state.manager:
+        raise BadInputError(
+            f"The cluster in {data_dir} is managed by {state.manager.value}; "
+            f"run 'replikit cluster down --purge' first to change it."
+        )
     existing_replicas = len(state.nodes) - 1
     if replicas is not None and replicas != existing_replicas:
         raise BadInputError(
@@ -192,6 +226,7 @@ def cluster_up(
     base_port: int | None = None,
     pg_bin: str | None = None,
     wal_keep_size: str = "256MB",
+    manager: Manager | None = None,
 ) -> tuple[Cluster, list[NodeStatus]]:
     """Create, restart or just report the cluster in ``data_dir``; idempotent.
 
@@ -201,7 +236,9 @@ def cluster_up(
     data_dir = data_dir.absolute()
     state = load_state(data_dir)
     if state is not None:
-        _check_matches(state, data_dir, replicas=replicas, sync=sync, base_port=base_port)
+        _check_matches(
+            state, data_dir, replicas=replicas, sync=sync, base_port=base_port, manager=manager
+        )
         cluster = Cluster._with_driver(data_dir, state, pg_bin)
         cluster.driver.prepare()
         cluster.start_all()
@@ -224,13 +261,21 @@ def cluster_up(
         wal_keep_size=wal_keep_size,
     )
     created_dir = not data_dir.exists()
-    cluster = Cluster(
-        data_dir, state, LocalDriver(data_dir=data_dir, state=state, binaries=binaries, user=user)
-    )
+    driver: NodeDriver
+    if manager is Manager.PATRONI:
+        state.manager = Manager.PATRONI
+        state.patroni = patroni.new_settings(state, ensure_installed())
+        driver = PatroniDriver(data_dir=data_dir, state=state, binaries=binaries, user=user)
+    else:
+        driver = LocalDriver(data_dir=data_dir, state=state, binaries=binaries, user=user)
+    cluster = Cluster(data_dir, state, driver)
     try:
         cluster.driver.prepare()
         save_state(data_dir, state)
-        _build_nodes(cluster)
+        if cluster.managed_by_patroni:
+            patroni.build(cluster)
+        else:
+            _build_nodes(cluster)
         return cluster, cluster.wait_streaming()
     except BaseException:
         _discard_new_cluster(cluster, remove_dir=created_dir)
@@ -250,6 +295,8 @@ def _discard_new_cluster(cluster: Cluster, *, remove_dir: bool) -> None:
     for node in cluster.state.nodes:
         with contextlib.suppress(ReplikitError):
             cluster.driver.stop(node, StopMode.IMMEDIATE)
+    if isinstance(cluster.driver, PatroniDriver):
+        cluster.driver.stop_etcd()
     if remove_dir:
         shutil.rmtree(cluster.data_dir, ignore_errors=True)
     else:

@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from replication import patroni
 from replication.admin import ensure_slots, execute, fetchval, quote_literal, with_admin
 from replication.cluster import Cluster
 from replication.drivers.base import StopMode
@@ -209,6 +210,8 @@ def _promote_and_repoint(
 # failover ---------------------------------------------------------------------------------
 def failover(data_dir: Path, *, to: str | None = None, force: bool = False) -> dict[str, Any]:
     cluster = Cluster.open(data_dir)
+    if cluster.managed_by_patroni:
+        return patroni.failover(cluster, to, force)
     state, driver = cluster.state, cluster.driver
     clock = StepClock("failover")
     old = state.primary_node
@@ -284,6 +287,8 @@ def _rejoin(cluster: Cluster, node: NodeSpec, primary: NodeSpec) -> str:
 
 def rejoin(data_dir: Path, name: str) -> dict[str, Any]:
     cluster = Cluster.open(data_dir)
+    if cluster.managed_by_patroni:
+        return patroni.rejoin(cluster, name)
     state = cluster.state
     node = state.node(name)
     if name == state.primary:
@@ -313,6 +318,8 @@ def _default_switchover_target(state: ClusterState, candidates: dict[str, NodeRe
 
 def switchover(data_dir: Path, *, to: str | None = None) -> dict[str, Any]:
     cluster = Cluster.open(data_dir)
+    if cluster.managed_by_patroni:
+        return patroni.switchover(cluster, to)
     state, driver = cluster.state, cluster.driver
     old = state.primary_node
     if to is not None:

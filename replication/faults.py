@@ -9,24 +9,42 @@ from typing import Any
 from replication.admin import execute, fetchval
 from replication.cluster import Cluster
 from replication.drivers.base import StopMode
+from replication.drivers.patroni import PatroniDriver
 from replication.durations import format_ms, parse_duration_ms
 from replication.errors import BadInputError
 from replication.failover import Readings
 from replication.steps import StepClock
 
 
-def kill(data_dir: Path, name: str, mode: StopMode = StopMode.IMMEDIATE) -> dict[str, Any]:
-    """Crash (immediate: no shutdown checkpoint, like a power cut) or stop (fast) a node."""
+def kill(
+    data_dir: Path, name: str, mode: StopMode = StopMode.IMMEDIATE, *, postgres_only: bool = False
+) -> dict[str, Any]:
+    """Crash (immediate: no shutdown checkpoint, like a power cut) or stop (fast) a node.
+
+    Under Patroni a node is PostgreSQL and its agent: both go, as with a lost machine, unless
+    ``postgres_only``, which crashes PostgreSQL under a live agent (a crash Patroni sees and
+    handles). With the native manager there is no agent and both are the same.
+    """
     cluster = Cluster.open(data_dir)
     if name == "primary":  # the node the state file records as primary now
+        if cluster.managed_by_patroni:
+            cluster.status()  # the state file follows Patroni's leader
         name = cluster.state.primary
     node = cluster.state.node(name)
+    was_primary = name == cluster.state.primary
     if not cluster.driver.is_running(node):
         raise BadInputError(f"{name} is already down.")
     clock = StepClock("kill")
-    cluster.driver.stop(node, mode)
-    clock.step("stopped", node=name, mode=mode.value)
-    return clock.to_json(node=name, mode=mode.value, was_primary=name == cluster.state.primary)
+    if postgres_only and isinstance(cluster.driver, PatroniDriver):
+        if mode is not StopMode.IMMEDIATE:
+            raise BadInputError("--postgres-only is a crash; it takes no --mode fast.")
+        cluster.driver.crash_postgres(node)
+    else:
+        cluster.driver.stop(node, mode)
+    clock.step("stopped", node=name, mode=mode.value, postgres_only=postgres_only)
+    return clock.to_json(
+        node=name, mode=mode.value, was_primary=was_primary, postgres_only=postgres_only
+    )
 
 
 @dataclass

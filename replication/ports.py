@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterable
+from pathlib import Path
 
 from replication.errors import PortInUseError
 
@@ -52,3 +53,16 @@ def find_free_port_range(count: int, start: int = 20000, stop: int = 60000) -> i
             return port
         port += count
     raise PortInUseError(f"No {count} consecutive free ports between {start} and {stop}.")
+
+
+def ephemeral_port_floor() -> int:
+    """The lowest port the kernel hands out to outgoing connections (32768 unless tuned).
+
+    A long-lived listener picked above it can lose its port to a client connection between
+    the check and the bind; the Patroni manager's many ports are therefore picked below it.
+    """
+    try:
+        low, _ = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low)
+    except (OSError, ValueError):
+        return 32768

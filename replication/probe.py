@@ -85,6 +85,9 @@ class NodeStatus:
     apply_delay: str | None = None
     fenced: bool = False
     error: str | None = None
+    # Patroni's view (patroni manager only): the member's role and state in etcd.
+    patroni_role: str | None = None
+    patroni_state: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,6 +29,33 @@ class SyncMode(StrEnum):
     QUORUM = "quorum"
 
 
+class Manager(StrEnum):
+    """Who moves the primary role: replikit's commands (native) or Patroni agents over etcd."""
+
+    NATIVE = "native"
+    PATRONI = "patroni"
+
+
+class PatroniSettings(BaseModel):
+    """What a Patroni-managed cluster adds to the state: its etcd members, each agent's REST
+    port, the REST API's generated credentials and the timing it was built with."""
+
+    scope: str = "replikit"
+    etcd_client_ports: list[int]
+    etcd_peer_ports: list[int]
+    rest_ports: dict[str, int]
+    rest_user: str = "replikit"
+    rest_password: str
+    ttl: int
+    loop_wait: int
+    retry_timeout: int
+    python: str  # the interpreter of the Patroni virtualenv (its bin/ holds patroni, patronictl)
+
+    @property
+    def etcd_hosts(self) -> str:
+        return ",".join(f"{LOOPBACK}:{port}" for port in self.etcd_client_ports)
+
+
 class Passwords(BaseModel):
     superuser: str
     replication: str
@@ -85,6 +112,8 @@ class ClusterState(BaseModel):
     passwords: Passwords
     wal_keep_size: str = "256MB"
     driver: str = "local"  # local | compose
+    manager: Manager = Manager.NATIVE
+    patroni: PatroniSettings | None = None
     compose_file: str | None = None
     # The compose project and env file the stack was brought up with (None: compose's default),
     # so every compose call addresses that stack and no other.

@@ -26,6 +26,9 @@ from service.routing.nodes import Node, Probe, Role
 
 logger = logging.getLogger("replikit.router")
 
+# A node's name is its replikit.node_name setting when it has one (Patroni forces every
+# member's cluster_name to the cluster's scope, so its nodes declare their name there), else
+# its cluster_name (the native nodes: pg0, pg1, ...).
 PROBE_QUERY = """
 SELECT pg_is_in_recovery() AS in_recovery,
        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END
@@ -36,7 +39,8 @@ SELECT pg_is_in_recovery() AS in_recovery,
        END AS timeline,
        CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS paused,
        pg_last_wal_receive_lsn() IS NOT NULL AS has_streamed,
-       current_setting('cluster_name') AS cluster_name
+       COALESCE(NULLIF(current_setting('replikit.node_name', true), ''),
+                current_setting('cluster_name')) AS cluster_name
 """
 
 

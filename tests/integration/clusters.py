@@ -15,8 +15,9 @@ from pathlib import Path
 
 from replication.cluster import Cluster, cluster_down, cluster_up
 from replication.drivers.base import StopMode
+from replication.drivers.patroni import PatroniDriver
 from replication.ports import find_free_port_range
-from replication.topology import SyncMode
+from replication.topology import Manager, SyncMode
 
 REPLIKIT = str(Path(sys.executable).parent / "replikit")
 
@@ -35,14 +36,22 @@ def free_base_port(nodes: int) -> int:
 
 @contextlib.contextmanager
 def running_cluster(
-    *, replicas: int = 2, sync: SyncMode = SyncMode.OFF, name: str = "cluster"
+    *,
+    replicas: int = 2,
+    sync: SyncMode = SyncMode.OFF,
+    name: str = "cluster",
+    manager: Manager = Manager.NATIVE,
 ) -> Iterator[Cluster]:
     """A fresh cluster that is stopped and deleted afterwards, also when the test fails."""
     root = reachable_temp_dir(f"replikit-{name}-")
     data_dir = root / "cluster"
     try:
         cluster, _ = cluster_up(
-            data_dir, replicas=replicas, sync=sync, base_port=free_base_port(replicas + 1)
+            data_dir,
+            replicas=replicas,
+            sync=sync,
+            base_port=free_base_port(replicas + 1),
+            manager=manager,
         )
         yield cluster
     finally:
@@ -55,12 +64,15 @@ def running_cluster(
 
 
 def force_stop(data_dir: Path) -> None:
-    """Last line of defence: stop any node still running under ``data_dir``."""
+    """Last line of defence: stop any node (and any Patroni agent or etcd member) still
+    running under ``data_dir``."""
     with contextlib.suppress(Exception):
         cluster = Cluster.open(data_dir)
         for node in cluster.state.nodes:
             with contextlib.suppress(Exception):
                 cluster.driver.stop(node, StopMode.IMMEDIATE)
+        if isinstance(cluster.driver, PatroniDriver):
+            cluster.driver.stop_etcd()
 
 
 def replikit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -77,16 +89,20 @@ def replikit(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 @contextlib.asynccontextmanager
 async def running_cluster_async(
-    *, replicas: int = 2, sync: SyncMode = SyncMode.OFF, name: str = "cluster"
+    *,
+    replicas: int = 2,
+    sync: SyncMode = SyncMode.OFF,
+    name: str = "cluster",
+    manager: Manager = Manager.NATIVE,
 ) -> AsyncIterator[Cluster]:
     """:func:`running_cluster` for async tests: building and stopping run in a worker thread,
     because the cluster API drives its own event loop."""
-    manager = running_cluster(replicas=replicas, sync=sync, name=name)
-    cluster = await asyncio.to_thread(manager.__enter__)
+    context = running_cluster(replicas=replicas, sync=sync, name=name, manager=manager)
+    cluster = await asyncio.to_thread(context.__enter__)
     try:
         yield cluster
     except BaseException as error:
-        if not await asyncio.to_thread(manager.__exit__, type(error), error, error.__traceback__):
+        if not await asyncio.to_thread(context.__exit__, type(error), error, error.__traceback__):
             raise
     else:
-        await asyncio.to_thread(manager.__exit__, None, None, None)
+        await asyncio.to_thread(context.__exit__, None, None, None)

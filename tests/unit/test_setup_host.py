@@ -28,11 +28,21 @@ def _fake_host(tmp_path: Path, *, uid: int) -> tuple[Path, dict[str, str]]:
     repo = tmp_path / "repo"
     (repo / "deploy").mkdir(parents=True)
     shutil.copy(ROOT / "deploy/setup-host.sh", repo / "deploy/setup-host.sh")
+    shutil.copy(ROOT / "deploy/install-patroni.sh", repo / "deploy/install-patroni.sh")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls"
     for tool in ("uv", "apt-get", "sudo"):
         (bin_dir / tool).write_text(RECORDER.format(calls=calls))
+    # etcd and the Patroni virtualenv are there unless a test removes them.
+    (bin_dir / "etcd").write_text("#!/bin/bash\n")
+    venv_bin = tmp_path / "patroni-venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "patroni").write_text("#!/bin/bash\necho patroni 4.1.5\n")
+    (venv_bin / "patroni").chmod(0o755)
+    grep = shutil.which("grep")
+    assert grep
+    (bin_dir / "grep").symlink_to(grep)
     (bin_dir / "id").write_text(
         f'#!/bin/bash\nif [ "$1" = -u ]; then echo {uid}; else echo someone; fi\n'
     )
@@ -45,7 +55,12 @@ def _fake_host(tmp_path: Path, *, uid: int) -> tuple[Path, dict[str, str]]:
     for program in [*bin_dir.iterdir(), pg_bin / "initdb"]:
         if not program.is_symlink():
             program.chmod(0o755)
-    env = {"PATH": str(bin_dir), "PG_BIN": str(pg_bin), "REPLIKIT_PYTHON": PYTHON}
+    env = {
+        "PATH": str(bin_dir),
+        "PG_BIN": str(pg_bin),
+        "REPLIKIT_PYTHON": PYTHON,
+        "REPLIKIT_PATRONI_VENV": str(tmp_path / "patroni-venv"),
+    }
     return repo, env
 
 
@@ -90,3 +105,18 @@ def test_root_installs_the_missing_packages_with_apt_get(tmp_path: Path) -> None
         "apt-get install -y -qq --no-install-recommends shellcheck docker-compose",
         f"uv sync --locked --extra dev --python {PYTHON} --quiet",
     ]
+
+
+@pytest.mark.skipif(not Path(PYTHON).exists(), reason="needs the system python3")
+def test_root_installs_etcd_for_the_patroni_manager_with_the_other_packages(
+    tmp_path: Path,
+) -> None:
+    repo, env = _fake_host(tmp_path, uid=0)
+    (tmp_path / "bin" / "etcd").unlink()
+    result = _run_setup(repo, env)
+    # setup's own apt-get call carries etcd-server with the other packages (the recording
+    # apt-get installs nothing, so install-patroni.sh then asks for it once more).
+    assert _calls(tmp_path)[:2] == [
+        "apt-get update -qq",
+        "apt-get install -y -qq --no-install-recommends shellcheck docker-compose etcd-server",
+    ], result.stderr

@@ -1,0 +1,325 @@
+"""The cluster commands for a Patroni-managed cluster (``cluster up --manager patroni``).
+
+Patroni owns the primary role: it elects the leader through etcd, promotes, rewinds and
+rejoins by itself. The commands here therefore never promote or repoint anything; they ask
+Patroni (its REST API, authenticated with the generated credentials) and then check the
+outcome over SQL, like every other command. The state file's ``primary`` follows Patroni's
+leader so ``cluster env`` and the tools start from the right node; the service does not need
+it (its URLs list every node and roles come from the databases).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from replication.drivers.patroni import (
+    DEFAULT_LOOP_WAIT,
+    DEFAULT_RETRY_TIMEOUT,
+    DEFAULT_TTL,
+    ETCD_MEMBERS,
+    Member,
+    PatroniDriver,
+)
+from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
+from replication.ports import ephemeral_port_floor, find_free_port_range
+from replication.probe import NodeReading, read_all
+from replication.steps import StepClock
+from replication.topology import ClusterState, PatroniSettings, SyncMode, save_state
+
+if TYPE_CHECKING:
+    from replication.cluster import Cluster
+
+SETTLE_TIMEOUT_SECONDS = 90.0
+LEADER_TIMEOUT_SECONDS = 60.0
+
+
+def new_settings(state: ClusterState, python: Path) -> PatroniSettings:
+    """Ports for 3 etcd members (client and peer) and one REST API per node, from the free
+    port picker: 100 above the PostgreSQL ports when that is below the kernel's ephemeral
+    range, else below it; a generated REST password."""
+    count = 2 * ETCD_MEMBERS + len(state.nodes)
+    start = state.base_port + 100
+    floor = ephemeral_port_floor()
+    if start + count >= floor:
+        # Above the floor a client connection may take a port before its listener binds.
+        start = max(1024, floor - 12000)
+    first = find_free_port_range(count, start=start, stop=max(floor, start + count + 1))
+    ports = list(range(first, first + count))
+    return PatroniSettings(
+        scope=f"replikit-{secrets.token_hex(4)}",
+        etcd_client_ports=ports[:ETCD_MEMBERS],
+        etcd_peer_ports=ports[ETCD_MEMBERS : 2 * ETCD_MEMBERS],
+        rest_ports={
+            node.name: port
+            for node, port in zip(state.nodes, ports[2 * ETCD_MEMBERS :], strict=True)
+        },
+        rest_password=secrets.token_urlsafe(24),
+        ttl=DEFAULT_TTL,
+        loop_wait=DEFAULT_LOOP_WAIT,
+        retry_timeout=DEFAULT_RETRY_TIMEOUT,
+        python=str(python),
+    )
+
+
+def driver_of(cluster: Cluster) -> PatroniDriver:
+    if not isinstance(cluster.driver, PatroniDriver):
+        raise BadInputError("This cluster is not managed by Patroni.")
+    return cluster.driver
+
+
+def settled(driver: PatroniDriver, members: list[Member]) -> list[str]:
+    """Names of members not yet where a healthy cluster has them: one leader running, every
+    replica streaming and, in synchronous modes, a synchronous standby chosen."""
+    names = {m.name for m in members}
+    waiting = [n.name for n in driver.state.nodes if n.name not in names]
+    leaders = [m for m in members if m.is_leader and m.state == "running"]
+    if not leaders:
+        waiting.append("leader")
+    waiting += [m.name for m in members if not m.is_leader and m.state != "streaming"]
+    if driver.state.sync is not SyncMode.OFF and not any(
+        m.role in ("sync_standby", "quorum_standby") for m in members
+    ):
+        waiting.append("synchronous standby")
+    return waiting
+
+
+def wait_settled(cluster: Cluster, timeout: float = SETTLE_TIMEOUT_SECONDS) -> list[Member]:
+    driver = driver_of(cluster)
+    deadline = time.monotonic() + timeout
+    while True:
+        members = driver.members()
+        waiting = settled(driver, members)
+        if not waiting:
+            follow_leader(cluster, members)
+            return members
+        if time.monotonic() > deadline:
+            raise ClusterTimeoutError(
+                f"The Patroni cluster did not settle within {timeout:.0f} s (waiting for "
+                f"{', '.join(waiting)}); see {cluster.data_dir / 'logs'}."
+            )
+        time.sleep(0.2)
+
+
+def follow_leader(cluster: Cluster, members: list[Member]) -> None:
+    """Record Patroni's leader as the state file's primary (what ``env`` and the tools use)."""
+    leader = next((m.name for m in members if m.is_leader), None)
+    if leader is not None and leader != cluster.state.primary:
+        cluster.state.previous_primary = cluster.state.primary
+        cluster.state.primary = leader
+        save_state(cluster.data_dir, cluster.state)
+
+
+def build(cluster: Cluster) -> None:
+    """A new cluster: etcd is up (prepare); the first agent bootstraps pg0 with
+    init-primary.sh, the others clone it with pg_basebackup."""
+    driver = driver_of(cluster)
+    first, *others = cluster.state.nodes
+    driver.start(first)
+    for node in others:
+        driver.start(node)
+
+
+def start_all(cluster: Cluster) -> None:
+    """Start every agent that is not running (a restarted machine, ``cluster up`` again)."""
+    driver = driver_of(cluster)
+    leader = cluster.state.primary_node
+    ordered = [leader, *(n for n in cluster.state.nodes if n is not leader)]
+    for node in ordered:
+        if not driver.agent_running(node):
+            driver.start(node)
+
+
+def stop_all(cluster: Cluster) -> None:
+    """Replicas' agents first, then the leader's, then etcd: with no replica left to take
+    over, stopping the leader hands the role to nobody."""
+    driver = driver_of(cluster)
+    leader = driver.leader() or cluster.state.primary
+    for node in sorted(cluster.state.nodes, key=lambda n: n.name == leader):
+        driver.stop(node)
+    driver.stop_etcd()
+
+
+def _wait_leader(cluster: Cluster, name: str, clock: StepClock) -> None:
+    driver = driver_of(cluster)
+    deadline = time.monotonic() + LEADER_TIMEOUT_SECONDS
+    while True:
+        members = driver.members()
+        if any(m.name == name and m.is_leader and m.state == "running" for m in members):
+            follow_leader(cluster, members)
+            clock.step("leader", node=name)
+            return
+        if time.monotonic() > deadline:
+            raise ClusterTimeoutError(f"{name} was not the leader {LEADER_TIMEOUT_SECONDS} s on.")
+        time.sleep(0.1)
+
+
+def _candidate(cluster: Cluster, members: list[Member], to: str | None, leader: str | None) -> str:
+    if to is not None:
+        cluster.state.node(to)
+        if to == leader:
+            raise BadInputError(f"{to} is already the leader; name a replica with --to.")
+        if not any(m.name == to and m.state in ("streaming", "running") for m in members):
+            raise BadInputError(f"{to} is not a running replica; it cannot be promoted.")
+        return to
+    replicas = [m for m in members if not m.is_leader and m.state in ("streaming", "running")]
+    if not replicas:
+        raise ReplikitError("No replica is running; there is nothing to promote.")
+    # A synchronous standby holds every acknowledged commit; then the least lag.
+    best = min(
+        replicas,
+        key=lambda m: (
+            m.role not in ("sync_standby", "quorum_standby"),
+            m.lag if isinstance(m.lag, int) else 1 << 62,
+            m.name,
+        ),
+    )
+    return best.name
+
+
+def _post(cluster: Cluster, action: str, body: dict[str, Any]) -> None:
+    """POST to the first agent that answers; Patroni forwards the request through etcd."""
+    driver = driver_of(cluster)
+    errors: list[str] = []
+    for node in cluster.state.nodes:
+        if driver.rest_get(node, "/patroni") is None:
+            continue
+        status, text = driver.rest_post(node, f"/{action}", body)
+        if status == 200:
+            return
+        errors.append(f"{node.name}: {status} {text.strip()}")
+        if status != 0:
+            break
+    raise ReplikitError(f"Patroni refused the {action}: {'; '.join(errors) or 'no agent'}.")
+
+
+def switchover(cluster: Cluster, to: str | None) -> dict[str, Any]:
+    driver = driver_of(cluster)
+    clock = StepClock("switchover")
+    members = driver.members()
+    leader = next((m.name for m in members if m.is_leader), None)
+    if leader is None:
+        raise BadInputError("There is no leader; Patroni elects one by itself (see status).")
+    target = _candidate(cluster, members, to, leader)
+    _post(cluster, "switchover", {"leader": leader, "candidate": target})
+    clock.step("requested", leader=leader, candidate=target)
+    _wait_leader(cluster, target, clock)
+    wait_settled(cluster)
+    clock.step("old_leader_streaming", node=leader)
+    return clock.to_json(
+        old_primary=leader,
+        new_primary=target,
+        timeline=_timeline(cluster, target),
+        rejoin_method="patroni",
+    )
+
+
+def _timeline(cluster: Cluster, name: str) -> int | None:
+    """The node's timeline as PostgreSQL reports it (Patroni's /cluster lags a promotion)."""
+    reading = asyncio.run(read_all(cluster.state)).get(name)
+    return reading.timeline if isinstance(reading, NodeReading) else None
+
+
+def _writable(cluster: Cluster, name: str) -> bool:
+    """True when ``name``'s PostgreSQL answers out of recovery: a leader whose lease is still
+    in etcd may be a dead machine (the lease outlives it by up to ttl)."""
+    reading = asyncio.run(read_all(cluster.state)).get(name)
+    return isinstance(reading, NodeReading) and not reading.in_recovery
+
+
+def failover(cluster: Cluster, to: str | None, force: bool) -> dict[str, Any]:
+    """Patroni's manual failover: promote ``to`` (or the best replica) now, whether or not
+    the leader is alive. A lost leader's lease still has to expire (up to ttl) before any
+    member may take over; the failover then names who does."""
+    driver = driver_of(cluster)
+    clock = StepClock("failover")
+    members = driver.members()
+    leader = next((m.name for m in members if m.is_leader), None)
+    if leader is not None and _writable(cluster, leader) and not force:
+        raise BadInputError(
+            f"The leader {leader} is alive; use 'replikit cluster switchover' for a planned "
+            f"change, or --force to fail over anyway."
+        )
+    old = leader or cluster.state.primary
+    target = _candidate(cluster, members, to, leader)
+    try:
+        _post(cluster, "failover", {"candidate": target})
+        clock.step("requested", candidate=target)
+    except ReplikitError as error:
+        # Patroni answers 503 when its own 20 s poll ends before a stale lease expires; the
+        # election still happens, so wait for it rather than report a failure.
+        clock.step("requested", candidate=target, answer=str(error))
+    new = _wait_new_leader(cluster, old, clock)
+    return clock.to_json(
+        old_primary=old,
+        new_primary=new,
+        timeline=_timeline(cluster, new),
+        repointed=[],
+        fenced=[],
+        seconds_to_writable=clock.since_start(time.monotonic()),
+    )
+
+
+def _wait_new_leader(cluster: Cluster, old: str, clock: StepClock) -> str:
+    driver = driver_of(cluster)
+    deadline = time.monotonic() + LEADER_TIMEOUT_SECONDS
+    while True:
+        members = driver.members()
+        leader = next((m for m in members if m.is_leader and m.state == "running"), None)
+        if leader is not None and leader.name != old and _writable(cluster, leader.name):
+            follow_leader(cluster, members)
+            clock.step("leader", node=leader.name)
+            return leader.name
+        if time.monotonic() > deadline:
+            raise ClusterTimeoutError(
+                f"No member replaced {old} as the leader within {LEADER_TIMEOUT_SECONDS:.0f} s."
+            )
+        time.sleep(0.1)
+
+
+def rejoin(cluster: Cluster, name: str) -> dict[str, Any]:
+    """Start the node's agent (and so its PostgreSQL) again: Patroni rewinds a former leader
+    with pg_rewind, or re-clones it, and makes it follow the leader."""
+    driver = driver_of(cluster)
+    node = cluster.state.node(name)
+    members = driver.members()
+    leader = next((m.name for m in members if m.is_leader and m.state == "running"), None)
+    if leader is None:
+        raise ReplikitError("There is no running leader yet; wait for Patroni to elect one.")
+    if leader == name:
+        raise BadInputError(f"{name} is the leader; rejoin makes a stopped node follow it.")
+    clock = StepClock("rejoin")
+    log = cluster.data_dir / "logs" / f"patroni-{name}.log"
+    log_offset = log.stat().st_size if log.exists() else 0
+    if not driver.agent_running(node):
+        # A PostgreSQL left running without its agent is stopped first, so the agent decides
+        # how it comes back (a former leader must be rewound before it runs again).
+        driver.crash_postgres(node)
+    driver.start(node)
+    clock.step("agent_started", node=name)
+    deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
+    while not any(
+        m.name == name and m.state == "streaming" and not m.is_leader for m in driver.members()
+    ):
+        if time.monotonic() > deadline:
+            raise ClusterTimeoutError(
+                f"{name} was not streaming {SETTLE_TIMEOUT_SECONDS:.0f} s after its agent "
+                f"started; see {cluster.data_dir / 'logs' / f'patroni-{name}.log'}."
+            )
+        time.sleep(0.2)
+    clock.step("streaming", node=name)
+    method = "rewound" if _rewound(log, log_offset) else "unchanged"
+    return clock.to_json(node=name, primary=leader, method=method)
+
+
+def _rewound(log: Path, offset: int) -> bool:
+    """True when the agent ran pg_rewind since ``offset`` of its log."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            return b"pg_rewind" in handle.read()
+    except OSError:
+        return False
