@@ -22,11 +22,24 @@ from replication.topology import Manager, SyncMode
 REPLIKIT = str(Path(sys.executable).parent / "replikit")
 
 
+# Every scratch directory the tests made; tests/conftest.py removes them when the run ends.
+CREATED_TEMP_DIRS: list[Path] = []
+
+
 def reachable_temp_dir(prefix: str) -> Path:
-    """A temp dir the postgres account can enter (mkdtemp makes 0700 dirs as root)."""
+    """A temp dir the postgres account can enter (mkdtemp makes 0700 dirs as root), removed
+    at the end of the test run unless REPLIKIT_KEEP_TEST_CLUSTERS is set."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     path.chmod(0o755)
+    CREATED_TEMP_DIRS.append(path)
     return path
+
+
+def remove_temp_dirs() -> None:
+    if os.environ.get("REPLIKIT_KEEP_TEST_CLUSTERS"):
+        return
+    while CREATED_TEMP_DIRS:
+        shutil.rmtree(CREATED_TEMP_DIRS.pop(), ignore_errors=True)
 
 
 def free_base_port(nodes: int) -> int:
