@@ -119,7 +119,12 @@ def worker_main(connection: Connection, config: DecoderConfig) -> None:
         reply: tuple[Any, ...]
         try:
             facts, cleaned = clean_image(data, config.limits)
-            reply = ("ok", facts)
+            # Most uploads carry nothing to strip: then the parent keeps its own copy and
+            # the bytes do not cross the pipe a second time.
+            unchanged = cleaned == data
+            reply = ("ok", facts, unchanged)
+            if unchanged:
+                cleaned = b""
         except ServiceError as error:
             reply, cleaned = ("error", type(error), error.message, error.details), b""
         except MemoryError:
@@ -133,7 +138,7 @@ def worker_main(connection: Connection, config: DecoderConfig) -> None:
             reply, cleaned = ("error", UnsupportedImageError, message, details), b""
         del data
         connection.send(reply)
-        if reply[0] == "ok":
+        if reply[0] == "ok" and not reply[2]:
             connection.send_bytes(cleaned)
 
 
@@ -180,7 +185,8 @@ class DecodeWorker:
                 raise WorkerGoneError from error
             reply: tuple[Any, ...] = self.connection.recv()
             if reply[0] == "ok":
-                return (*reply, self.connection.recv_bytes())
+                status, facts, unchanged = reply
+                return status, facts, data if unchanged else self.connection.recv_bytes()
             return reply
 
     def alive(self) -> bool:
