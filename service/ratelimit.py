@@ -18,7 +18,7 @@ import math
 import random
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 
 from service.errors import InvalidClientAddressError, RateLimitExceededError
@@ -93,7 +93,7 @@ def client_address(request: Request) -> str | None:
         ) from None
 
 
-async def count_upload(*, session: AsyncSession, client_ip: str, limit: int) -> None:
+async def count_upload(*, connection: AsyncConnection, client_ip: str, limit: int) -> None:
     """Spend one of ``client_ip``'s ``limit`` uploads per window, or raise 429.
 
     A refused attempt does not consume a slot: a client retrying too early is not pushed
@@ -107,11 +107,11 @@ async def count_upload(*, session: AsyncSession, client_ip: str, limit: int) -> 
         "window_seconds": float(WINDOW_SECONDS),
         "prune": random.random() < PRUNE_PROBABILITY,
     }
-    async with session.begin():
-        admitted = (await session.execute(ADMIT_SQL, parameters)).scalar_one_or_none()
-        if admitted is not None:
-            return
-        seconds = (await session.execute(RETRY_AFTER_SQL, parameters)).scalar_one_or_none()
+    # One statement on an autocommit connection: admitting is a single atomic upsert.
+    admitted = (await connection.execute(ADMIT_SQL, parameters)).scalar_one_or_none()
+    if admitted is not None:
+        return
+    seconds = (await connection.execute(RETRY_AFTER_SQL, parameters)).scalar_one_or_none()
     retry_after = max(1, math.ceil(seconds)) if seconds is not None else 1
     raise RateLimitExceededError(
         f"More than {limit} uploads a minute from this address; retry in {retry_after} s.",

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+CURRENT_WAL_LSN = text("SELECT pg_current_wal_lsn()::text")
+
+
+async def wal_lsn_on(connection: AsyncConnection) -> str:
+    """The primary's WAL position, read on an autocommit ``connection`` after its write's
+    statement returned (so at or past that write's commit record)."""
+    return str(await connection.scalar(CURRENT_WAL_LSN))
 
 
 async def current_wal_lsn(session: AsyncSession) -> str:
@@ -13,4 +21,4 @@ async def current_wal_lsn(session: AsyncSession) -> str:
     one round trip, where a transaction of its own would add a BEGIN and a COMMIT.
     """
     connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    return str(await connection.scalar(text("SELECT pg_current_wal_lsn()::text")))
+    return await wal_lsn_on(connection)

@@ -11,9 +11,10 @@ import logging
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import bindparam, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.db.models import Image, ImageRecord
@@ -26,8 +27,22 @@ logger = logging.getLogger("replikit.service")
 
 
 @dataclass(frozen=True)
+class StoredImage:
+    """An image the service has just inserted (an :class:`ImageRecord`)."""
+
+    id: uuid.UUID
+    filename: str
+    content_type: str
+    file_size: int
+    width: int
+    height: int
+    sha256: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class CreatedImage:
-    image: Image
+    image: StoredImage
     delete_token: str
 
 
@@ -59,31 +74,30 @@ def parse_image_id(raw: str) -> uuid.UUID:
 
 async def create_image(
     *,
-    session: AsyncSession,
+    connection: AsyncConnection,
     store: BlobStore,
     facts: ImageFacts,
     data: bytes,
     filename: str,
     upload_ip: str | None,
 ) -> CreatedImage:
-    """Insert metadata and bytes in one transaction; on failure, nothing stays behind."""
+    """Insert metadata and bytes atomically (the store's one statement or its locked pair, on
+    the primary's autocommit ``connection``); on failure, nothing stays behind."""
     token = secrets.token_urlsafe(32)
-    image = Image(
-        id=uuid.uuid4(),
-        filename=filename,
-        content_type=facts.content_type,
-        file_size=facts.file_size,
-        width=facts.width,
-        height=facts.height,
-        sha256=facts.sha256,
-        delete_token_hash=hash_token(token),
-        upload_ip=upload_ip,
-    )
+    image_id = uuid.uuid4()
+    values = {
+        "id": image_id,
+        "filename": filename,
+        "content_type": facts.content_type,
+        "file_size": facts.file_size,
+        "width": facts.width,
+        "height": facts.height,
+        "sha256": facts.sha256,
+        "delete_token_hash": hash_token(token),
+        "upload_ip": upload_ip,
+    }
     try:
-        async with session.begin():
-            session.add(image)
-            await session.flush()
-            await store.put(session=session, image=image, data=data)
+        created_at = await store.create(connection=connection, values=values, data=data)
     except BaseException:
         try:
             await store.release(sha256=facts.sha256)
@@ -94,17 +108,48 @@ async def create_image(
                 type(cleanup_error).__name__,
             )
         raise
+    image = StoredImage(
+        id=image_id,
+        filename=filename,
+        content_type=facts.content_type,
+        file_size=facts.file_size,
+        width=facts.width,
+        height=facts.height,
+        sha256=facts.sha256,
+        created_at=created_at,
+    )
     return CreatedImage(image=image, delete_token=token)
 
 
-# Reads select these columns with Core on a plain connection: the ORM's identity map and
-# instance machinery cost a third of a metadata read's CPU and buy nothing for a read-only row.
-IMAGE_COLUMNS = tuple(Image.__table__.c)
+# Reads select the public columns with Core on a plain connection (the ORM's identity map and
+# instance machinery cost a third of a metadata read's CPU and buy nothing for a read-only
+# row), with statements built once: building a SELECT and its cache key per request cost
+# about as much as executing it (per read, one process: ~480 us of CPU, ~290 us prebuilt).
+_IMAGES = Image.__table__.c
+IMAGE_COLUMNS = (
+    _IMAGES.id,
+    _IMAGES.filename,
+    _IMAGES.content_type,
+    _IMAGES.file_size,
+    _IMAGES.width,
+    _IMAGES.height,
+    _IMAGES.sha256,
+    _IMAGES.created_at,
+)
+GET_IMAGE = select(*IMAGE_COLUMNS).where(_IMAGES.id == bindparam("image_id"))
+_NEWEST_FIRST = select(*IMAGE_COLUMNS).order_by(_IMAGES.created_at.desc(), _IMAGES.id.desc())
+LIST_FIRST_PAGE = _NEWEST_FIRST.limit(bindparam("rows"))
+LIST_AFTER_CURSOR = _NEWEST_FIRST.where(
+    tuple_(_IMAGES.created_at, _IMAGES.id)
+    < tuple_(
+        bindparam("cursor_created_at", type_=_IMAGES.created_at.type),
+        bindparam("cursor_id", type_=_IMAGES.id.type),
+    )
+).limit(bindparam("rows"))
 
 
 async def get_image(*, connection: AsyncConnection, image_id: uuid.UUID) -> ImageRecord:
-    query = select(*IMAGE_COLUMNS).where(Image.__table__.c.id == image_id)
-    row = (await connection.execute(query)).one_or_none()
+    row = (await connection.execute(GET_IMAGE, {"image_id": image_id})).one_or_none()
     if row is None:
         raise ImageNotFoundError(f"No image has the id {image_id}.")
     return cast(ImageRecord, row)
@@ -113,17 +158,16 @@ async def get_image(*, connection: AsyncConnection, image_id: uuid.UUID) -> Imag
 async def list_images(
     *, connection: AsyncConnection, limit: int, cursor: Cursor | None
 ) -> tuple[list[ImageRecord], Cursor | None]:
-    columns = Image.__table__.c
-    query = (
-        select(*IMAGE_COLUMNS)
-        .order_by(columns.created_at.desc(), columns.id.desc())
-        .limit(limit + 1)
-    )
-    if cursor is not None:
-        query = query.where(
-            tuple_(columns.created_at, columns.id) < tuple_(cursor.created_at, cursor.id)
-        )
-    rows = [cast(ImageRecord, row) for row in (await connection.execute(query)).all()]
+    if cursor is None:
+        result = await connection.execute(LIST_FIRST_PAGE, {"rows": limit + 1})
+    else:
+        parameters = {
+            "rows": limit + 1,
+            "cursor_created_at": cursor.created_at,
+            "cursor_id": cursor.id,
+        }
+        result = await connection.execute(LIST_AFTER_CURSOR, parameters)
+    rows = [cast(ImageRecord, row) for row in result.all()]
     page = rows[:limit]
     more = len(rows) > limit
     next_cursor = Cursor(created_at=page[-1].created_at, id=page[-1].id) if more else None

@@ -16,19 +16,46 @@ import asyncio
 import os
 import tempfile
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import LargeBinary, bindparam, exists, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from service.db.models import Image, ImageBlob, ImageRecord
 from service.errors import ImageNotFoundError
 
+GET_BYTES = select(ImageBlob.data).where(ImageBlob.image_id == bindparam("image_id"))
+
+
+def insert_image_row(values: dict[str, Any]) -> Any:
+    """``INSERT INTO images ... RETURNING created_at`` for one image's column values."""
+    return insert(Image).values(**values).returning(Image.created_at)
+
+
+def insert_image_with_bytes(values: dict[str, Any], data: bytes) -> Any:
+    """The row and its bytes in ONE statement (a data-modifying CTE): on an autocommit
+    connection that is one round trip and one implicit transaction, so both are committed
+    together or not at all, where the ORM path cost BEGIN, two INSERTs and a COMMIT."""
+    row = insert(Image).values(**values).returning(Image.id, Image.created_at).cte("new_image")
+    blob = (
+        insert(ImageBlob)
+        .from_select(
+            [ImageBlob.image_id, ImageBlob.data],
+            select(row.c.id, bindparam("data", data, type_=LargeBinary)),
+        )
+        .cte("new_blob")
+    )
+    return select(row.c.created_at).add_cte(blob)
+
 
 class BlobStore(Protocol):
-    async def put(self, *, session: AsyncSession, image: Image, data: bytes) -> None:
-        """Store ``data`` for ``image`` inside the session's open transaction."""
+    async def create(
+        self, *, connection: AsyncConnection, values: dict[str, Any], data: bytes
+    ) -> datetime:
+        """Insert the image row with ``values`` and store ``data``, atomically, on an
+        autocommit connection to the primary; return the row's ``created_at``."""
 
     async def get(self, *, connection: AsyncConnection, image: ImageRecord) -> bytes:
         """The bytes of ``image``, read on the request's read connection."""
@@ -38,11 +65,14 @@ class BlobStore(Protocol):
 
 
 class PostgresBlobStore:
-    async def put(self, *, session: AsyncSession, image: Image, data: bytes) -> None:
-        session.add(ImageBlob(image_id=image.id, data=data))
+    async def create(
+        self, *, connection: AsyncConnection, values: dict[str, Any], data: bytes
+    ) -> datetime:
+        created_at: datetime = await connection.scalar(insert_image_with_bytes(values, data))
+        return created_at
 
     async def get(self, *, connection: AsyncConnection, image: ImageRecord) -> bytes:
-        data = await connection.scalar(select(ImageBlob.data).where(ImageBlob.image_id == image.id))
+        data = await connection.scalar(GET_BYTES, {"image_id": image.id})
         if data is None:
             raise ImageNotFoundError(f"Image {image.id} has no stored bytes.")
         return data
@@ -53,9 +83,13 @@ class PostgresBlobStore:
         return None
 
 
+def digest_key(sha256: str) -> Any:
+    return func.hashtextextended(sha256, 0)
+
+
 async def lock_digest(session: AsyncSession, sha256: str) -> None:
     """Transaction-scoped advisory lock serialising file writes and removals per digest."""
-    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(sha256, 0))))
+    await session.execute(select(func.pg_advisory_xact_lock(digest_key(sha256))))
 
 
 class FilesystemBlobStore:
@@ -68,9 +102,20 @@ class FilesystemBlobStore:
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
-    async def put(self, *, session: AsyncSession, image: Image, data: bytes) -> None:
-        await lock_digest(session, image.sha256)
-        await asyncio.to_thread(self._write, self.path(image.sha256), data)
+    async def create(
+        self, *, connection: AsyncConnection, values: dict[str, Any], data: bytes
+    ) -> datetime:
+        """Write the file, then commit the row, both under the digest's lock: a session-level
+        lock here (the connection is in autocommit), which a concurrent removal's
+        transaction-level lock on the same key waits for all the same."""
+        sha256 = values["sha256"]
+        await connection.execute(select(func.pg_advisory_lock(digest_key(sha256))))
+        try:
+            await asyncio.to_thread(self._write, self.path(sha256), data)
+            created_at: datetime = await connection.scalar(insert_image_row(values))
+        finally:
+            await connection.execute(select(func.pg_advisory_unlock(digest_key(sha256))))
+        return created_at
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:

@@ -47,10 +47,9 @@ class Node:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]  # transactional: writes
     # Autocommit, on the same pool: a statement is one round trip, with no BEGIN before it
-    # or ROLLBACK after. ``readers`` serves reads as plain Core connections (no ORM session:
-    # a third less CPU per read); ``autocommit_sessions`` single-statement writes.
+    # or ROLLBACK after. Plain Core connections (no ORM session: a third less CPU per read)
+    # for reads and for the single-statement writes (the upload's rate limit and insert).
     readers: AsyncEngine
-    autocommit_sessions: async_sessionmaker[AsyncSession]
     role: Role = Role.UNKNOWN
     probe: Probe | None = None
     last_error: str | None = None

@@ -125,7 +125,6 @@ class Router:
             engine=engine,
             sessions=async_sessionmaker(engine, expire_on_commit=False),
             readers=autocommit,
-            autocommit_sessions=async_sessionmaker(autocommit, expire_on_commit=False),
         )
 
     async def start(self) -> None:
@@ -179,21 +178,16 @@ class Router:
             self.monitor.note_write(parse_lsn(lsn_text))
 
     @asynccontextmanager
-    async def write_session(
-        self, routing: RequestRouting, *, autocommit: bool = False
-    ) -> AsyncIterator[AsyncSession]:
-        """A session on the writer; ``autocommit`` for single-statement work (the rate limit),
-        which then costs one round trip instead of BEGIN, statement, COMMIT."""
+    async def _on_writer(self, routing: RequestRouting) -> AsyncIterator[Node]:
+        """The writer for this request's write, with its failures turned into answers: a full
+        pool is a 503 ``DATABASE_BUSY``; a node failure marks the writer suspect, wakes the
+        monitor and is a 503 ``PRIMARY_UNAVAILABLE``."""
         node = self.require_writer()
         try:
-            sessions = node.autocommit_sessions if autocommit else node.sessions
-            async with _closing(sessions()) as session:
-                # No connection is checked out until the route's first statement: a route
-                # that must refuse early (the upload reads its body first) holds nothing.
-                routing.wrote = True
-                routing.served_by = node.name
-                self.metrics.routed.labels(node=node.name, kind="write").inc()
-                yield session
+            routing.wrote = True
+            routing.served_by = node.name
+            self.metrics.routed.labels(node=node.name, kind="write").inc()
+            yield node
         except PoolTimeoutError as error:
             raise self._busy(node) from error
         except Exception as error:
@@ -203,6 +197,24 @@ class Router:
             raise self._primary_unavailable(
                 "write_failed", f"The primary {node.name} failed the write; retry shortly."
             ) from error
+
+    @asynccontextmanager
+    async def write_session(self, routing: RequestRouting) -> AsyncIterator[AsyncSession]:
+        """A transactional session on the writer (the delete: lock, check, delete)."""
+        async with self._on_writer(routing) as node, _closing(node.sessions()) as session:
+            # No connection is checked out until the route's first statement: a route
+            # that must refuse early (the upload reads its body first) holds nothing.
+            yield session
+
+    @asynccontextmanager
+    async def write_connection(self, routing: RequestRouting) -> AsyncIterator[AsyncConnection]:
+        """An autocommit Core connection on the writer, for work that is one statement (the
+        upload's rate limit, and its insert of row and bytes): no BEGIN, no COMMIT, no ORM."""
+        async with (
+            self._on_writer(routing) as node,
+            _closing(await node.readers.connect()) as connection,
+        ):
+            yield connection
 
     # readers --------------------------------------------------------------------------------
     def eligible_replicas(self, consistency: Consistency) -> tuple[list[Node], str]:

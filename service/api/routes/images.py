@@ -17,7 +17,7 @@ from service.api.deps import (
 )
 from service.api.schemas import ErrorBody, ImageCreated, ImageList, ImagePublic
 from service.api.upload_stream import read_upload, refuse_after_draining
-from service.db.lsn import current_wal_lsn
+from service.db.lsn import current_wal_lsn, wal_lsn_on
 from service.errors import DeleteTokenRequiredError, NonCanonicalIdError, ServiceError
 from service.images import service as images
 from service.images.decoder import ImageDecoder
@@ -77,9 +77,9 @@ async def upload_image(
         db_router.require_writer()  # a known-dead primary is a 503 before the body is read
         client_ip = client_address(request)
         if client_ip and settings.upload_rate_limit > 0:
-            async with db_router.write_session(routing, autocommit=True) as session:
+            async with db_router.write_connection(routing) as connection:
                 await count_upload(
-                    session=session, client_ip=client_ip, limit=settings.upload_rate_limit
+                    connection=connection, client_ip=client_ip, limit=settings.upload_rate_limit
                 )
     except ServiceError as refusal:
         # Refused before the body was read: drain it first, or a client that sends its whole
@@ -90,16 +90,16 @@ async def upload_image(
     # ones (no metadata, nothing after the image's end), and facts describe those bytes.
     decoder: ImageDecoder = request.app.state.decoder
     facts, stored_bytes = await decoder.process(upload.data)
-    async with db_router.write_session(routing) as session:
+    async with db_router.write_connection(routing) as connection:
         created = await images.create_image(
-            session=session,
+            connection=connection,
             store=store,
             facts=facts,
             data=stored_bytes,
             filename=sanitize_filename(upload.filename, facts.format),
             upload_ip=client_ip,
         )
-        response.headers[LSN_HEADER] = await current_wal_lsn(session)
+        response.headers[LSN_HEADER] = await wal_lsn_on(connection)
     response.headers["Location"] = f"{router.prefix}/{created.image.id}"
     return ImageCreated(
         **ImagePublic.from_image(created.image).model_dump(), delete_token=created.delete_token
