@@ -438,7 +438,14 @@ def serve(
         int | None,
         typer.Option(help="Port of the operations listener; default PORT+1, 0 for none."),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes; default one per CPU this process may use.",
+            min=1,
+            envvar="REPLIKIT_WORKERS",
+        ),
+    ] = None,
     forwarded_allow_ips: Annotated[
         str | None,
         typer.Option(
@@ -474,6 +481,10 @@ def serve(
             f"--ops-port {ops} is the public port; pick another or 0 for no operations listener."
         )
     settings, filled = resolve_settings(data_dir)
+    if workers is None:
+        from service.http_server import default_workers
+
+        workers = default_workers()
     require_free_ports([port, ops] if ops else [port], host)
     urls = f"API: http://{host}:{port}/api/v1/images   docs: http://{host}:{port}/docs"
     if ops:

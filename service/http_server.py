@@ -27,10 +27,15 @@ The server can also listen on a second, *operations* socket (``--ops-port``): th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import resource
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +44,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
+from service.routing.metrics import INSTANCE_ENV, MULTIPROCESS_ENV, new_instance_id
 from service.settings import Settings
 
 LIMITS_ATTRIBUTE = "replikit_limits"
@@ -281,6 +287,32 @@ def _allow_descriptors(wanted: int) -> None:
             )
 
 
+def default_workers() -> int:
+    """One worker per CPU this process may run on: each worker is one event loop, so more
+    would only queue behind each other; fewer would leave a core idle under load."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+@contextlib.contextmanager
+def shared_metrics() -> Iterator[None]:
+    """prometheus-client's multiprocess mode for the workers about to start (they inherit the
+    environment): a fresh directory for their value files, removed afterwards, and one
+    instance id for all of them (service/routing/metrics.py)."""
+    directory = tempfile.mkdtemp(prefix="replikit-metrics-")
+    saved = {name: os.environ.get(name) for name in (MULTIPROCESS_ENV, INSTANCE_ENV)}
+    os.environ[MULTIPROCESS_ENV] = directory
+    os.environ[INSTANCE_ENV] = saved[INSTANCE_ENV] or new_instance_id()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def run_server(
     settings: Settings,
     *,
@@ -300,7 +332,8 @@ def run_server(
     server = uvicorn.Server(config)
     try:
         if workers > 1:
-            Multiprocess(config, sockets=sockets).run()
+            with shared_metrics():
+                Multiprocess(config, sockets=sockets).run()
         else:
             server.run(sockets=sockets)
     except KeyboardInterrupt:

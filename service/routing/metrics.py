@@ -1,5 +1,13 @@
 """Prometheus metrics of one service instance (its own registry, so several apps can live in
-one process, as they do in the tests)."""
+one process, as they do in the tests).
+
+With ``replikit serve --workers N`` (N > 1) the instance is N processes behind one socket, and a
+scrape reaches whichever worker accepts it. The server then runs prometheus-client's
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by :mod:`service.http_server` before the
+workers start): every worker writes its values to files there and ``/metrics`` merges them, so
+one scrape shows the whole instance. Counters and histograms add up across workers; each gauge
+says how to merge (``multiprocess_mode``), ignored outside that mode.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +15,21 @@ import os
 import socket
 import uuid
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 INSTANCE_METRIC = "replikit_instance_info"
+# Set by the server for its workers, so they report one instance, not one per process.
+INSTANCE_ENV = "REPLIKIT_INSTANCE_ID"
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def new_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROCESS_ENV) or None
 
 
 class ServiceMetrics:
@@ -18,12 +38,13 @@ class ServiceMetrics:
         r = self.registry
         # Behind a load balancer every /metrics answer comes from some instance; this label
         # says which, so a reader can collect one exposition per instance and sum them.
-        self.instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.instance = os.environ.get(INSTANCE_ENV) or new_instance_id()
         Gauge(
             INSTANCE_METRIC,
             "1, labelled with this service instance's id.",
             ["instance"],
             registry=r,
+            multiprocess_mode="max",
         ).labels(instance=self.instance).set(1)
         self.routed = Counter(
             "replikit_routed_total",
@@ -54,12 +75,14 @@ class ServiceMetrics:
             "Replica lag in seconds as the router sees it.",
             ["node"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.lag_bytes = Gauge(
             "replikit_replica_lag_bytes",
             "WAL bytes the replica has not replayed.",
             ["node"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.role_changes = Counter(
             "replikit_role_changes_total",
@@ -68,15 +91,20 @@ class ServiceMetrics:
             registry=r,
         )
         self.writer = Gauge(
-            "replikit_node_is_writer", "1 for the node taking writes.", ["node"], registry=r
+            "replikit_node_is_writer",
+            "1 for the node taking writes.",
+            ["node"],
+            registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.unavailable = Counter(
             "replikit_unavailable_total", "503 responses, by reason.", ["reason"], registry=r
         )
         self.in_flight = Gauge(
             "replikit_in_flight_requests",
-            "Requests this instance is handling now (bounded by REPLIKIT_MAX_IN_FLIGHT).",
+            "Requests this instance is handling now (REPLIKIT_MAX_IN_FLIGHT bounds each worker).",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.requests = Counter(
             "replikit_http_requests_total",
@@ -90,3 +118,12 @@ class ServiceMetrics:
             ["method", "route"],
             registry=r,
         )
+
+    def exposition(self) -> bytes:
+        """The text ``/metrics`` serves: this registry, or every worker's files merged."""
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

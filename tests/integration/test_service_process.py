@@ -3,10 +3,14 @@ real HTTP. (The property-based run over its OpenAPI is tests/integration/test_ap
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from replication.cluster import Cluster
 from tests.integration.clusters import free_base_port, replikit
@@ -22,6 +26,8 @@ def live_service(migrated: Cluster) -> Iterator[str]:
         "--detach",
         "--port",
         str(port),
+        "--workers",
+        "2",
         "--data-dir",
         data_dir,
         env={"REPLIKIT_PRIMARY_URL": "", "REPLIKIT_UPLOAD_RATE_LIMIT": "0"},
@@ -49,3 +55,40 @@ def test_detached_service_uses_the_cluster_urls_and_serves_uploads(live_service:
             fetched = client.get(created.json()["url"])
         assert fetched.content == data
         assert client.get("/docs").status_code == 200
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+        if parent == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_two_workers_are_one_instance_in_merged_metrics(
+    live_service: str, migrated: Cluster
+) -> None:
+    """With --workers 2 a scrape reaches one worker, yet must count every worker's requests."""
+    record = json.loads((migrated.data_dir / "service.json").read_text())
+    assert len(_children(record["pid"])) >= 2  # the two workers (and multiprocessing helpers)
+    sent = 40
+    for _ in range(sent):  # a new connection each time, so both workers take some
+        missing = httpx.get(f"{live_service}/api/v1/images/{uuid.uuid4()}", timeout=10)
+        assert missing.status_code == 404
+    ops_url = f"http://127.0.0.1:{record['ops_port']}"
+    text = httpx.get(f"{ops_url}/metrics", timeout=10).text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    counted = sum(
+        sample.value
+        for sample in families["replikit_http_requests"].samples
+        if sample.name == "replikit_http_requests_total"
+        and sample.labels.get("status") == "404"
+        and sample.labels.get("route") == "/api/v1/images/{image_id}"
+    )
+    assert counted == sent
+    instances = {sample.labels["instance"] for sample in families["replikit_instance_info"].samples}
+    assert len(instances) == 1

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.api.deps import MetricsDep, RouterDep
 from service.api.errors import error_response
@@ -50,4 +50,4 @@ async def cluster(router: RouterDep) -> dict[str, Any]:
 
 @operations.get("/metrics", response_class=Response)
 async def metrics(service_metrics: MetricsDep) -> Response:
-    return Response(generate_latest(service_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(service_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
