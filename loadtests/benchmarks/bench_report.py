@@ -21,6 +21,11 @@ def _ratio(value: float, reference: float | None) -> float | None:
     return round(value / reference, 3) if reference else None
 
 
+# Suffix of the configurations run with two worker processes; their "x baseline" is against
+# the bare app with two workers too, so it stays a per-worker comparison.
+TWO_WORKERS = ", 2 workers"
+
+
 def summarize(
     samples: dict[str, dict[str, list[dict[str, float]]]],
 ) -> dict[str, dict[str, dict[str, Any]]]:
@@ -36,10 +41,11 @@ def summarize(
                 "failed": int(sum(r["failed"] for r in rounds)),
                 "rounds": rounds,
             }
-    for summarized in summary.values():
+    for name, summarized in summary.items():
+        reference = "baseline" + TWO_WORKERS if name.endswith(TWO_WORKERS) else "baseline"
         for workload, entry in summarized.items():
             pinned = summary.get("pinned", {}).get(workload, {}).get("ok_per_second")
-            baseline = summary.get("baseline", {}).get(workload, {}).get("ok_per_second")
+            baseline = summary.get(reference, {}).get(workload, {}).get("ok_per_second")
             entry["vs_pinned"] = _ratio(entry["ok_per_second"], pinned)
             entry["vs_baseline"] = _ratio(entry["ok_per_second"], baseline)
     return summary

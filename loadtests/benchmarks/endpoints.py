@@ -46,13 +46,16 @@ def multihost_dsn(state: ClusterState, target_session_attrs: str) -> str:
 
 
 @contextlib.contextmanager
-def replikit_service(scratch: Path, env: dict[str, str]) -> Iterator[Endpoint]:
-    """``replikit serve`` with one worker and ``env`` on top of the bench's own settings."""
+def replikit_service(scratch: Path, env: dict[str, str], workers: int = 1) -> Iterator[Endpoint]:
+    """``replikit serve`` with ``workers`` processes and ``env`` on top of the bench's own
+    settings."""
     record_dir = scratch / f"service-{time.monotonic_ns()}"
     port = find_free_port_range(1, start=43000)
     try:
         try:
-            record = start_service(record_dir, host="127.0.0.1", port=port, workers=1, env=env)
+            record = start_service(
+                record_dir, host="127.0.0.1", port=port, workers=workers, env=env
+            )
         except BaseException:
             # start_service records the process only once it is healthy; interrupted or failed
             # before that, the process is found by its unique --data-dir and stopped here.
@@ -96,9 +99,11 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def bare_app(scratch: Path, *, write_dsn: str, read_dsns: list[str]) -> Iterator[Endpoint]:
-    """The bare Starlette + asyncpg app under uvicorn (httptools, uvloop, one worker: what
-    ``replikit serve`` runs on)."""
+def bare_app(
+    scratch: Path, *, write_dsn: str, read_dsns: list[str], workers: int = 1
+) -> Iterator[Endpoint]:
+    """The bare Starlette + asyncpg app under uvicorn (httptools, uvloop: what ``replikit
+    serve`` runs on) with ``workers`` processes."""
     port = find_free_port_range(1, start=44000)
     scratch.mkdir(parents=True, exist_ok=True)
     log_file = scratch / f"bare-app-{port}.log"
@@ -115,7 +120,7 @@ def bare_app(scratch: Path, *, write_dsn: str, read_dsns: list[str]) -> Iterator
                 "--port",
                 str(port),
                 "--workers",
-                "1",
+                str(workers),
                 "--http",
                 "httptools",
                 "--loop",

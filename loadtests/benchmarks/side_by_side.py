@@ -36,7 +36,7 @@ import httpx
 from PIL import Image
 
 from loadtests.benchmarks import endpoints
-from loadtests.benchmarks.bench_report import markdown_report, summarize
+from loadtests.benchmarks.bench_report import TWO_WORKERS, markdown_report, summarize
 from loadtests.benchmarks.ceiling import ceiling_script, run_pgbench
 from loadtests.benchmarks.endpoints import Endpoint
 from loadtests.benchmarks.pgpool import DELAY_THRESHOLD_BYTES, require_pgpool, start_pgpool
@@ -70,6 +70,16 @@ class Configuration:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def with_workers(server: str, workers: int) -> str:
+    """The server key of ``server`` run with ``workers`` processes."""
+    return server if workers == 1 else f"{server}@{workers}"
+
+
+def server_workers(key: str) -> tuple[str, int]:
+    server, _, workers = key.partition("@")
+    return server, int(workers or 1)
+
+
 CONFIGURATIONS = [
     Configuration("baseline", "baseline"),
     Configuration("pinned", "pinned"),
@@ -88,6 +98,13 @@ CONFIGURATIONS = [
     Configuration("pgpool", "pgpool"),
     Configuration("multihost", "multihost"),
     Configuration("ceiling", "ceiling"),
+    # What --workers buys on this machine: the same pair with two processes each.
+    Configuration("baseline" + TWO_WORKERS, with_workers("baseline", 2)),
+    Configuration(
+        "replikit round_robin eventual" + TWO_WORKERS,
+        with_workers("round_robin", 2),
+        {CONSISTENCY_HEADER: "eventual"},
+    ),
 ]
 # Configurations the primary-kill run covers: one per server (consistency does not change
 # where writes go); the ceiling reads one replica and never writes, so a kill says nothing.
@@ -233,12 +250,14 @@ class Bench:
         return {**BENCH_ENV, **urls, "REPLIKIT_READ_POLICY": server}
 
     @contextlib.contextmanager
-    def server(self, server: str) -> Iterator[tuple[Endpoint, int | None]]:
-        """The endpoint of ``server`` and, for pgpool, pgpool's own pid (for its memory)."""
+    def server(self, key: str) -> Iterator[tuple[Endpoint, int | None]]:
+        """The endpoint of server ``key`` and, for pgpool, pgpool's own pid (for its memory)."""
         state = self.state
+        server, workers = server_workers(key)
         if server == "baseline":
             with endpoints.bare_app(
                 self.scratch,
+                workers=workers,
                 write_dsn=endpoints.plain_dsn(state.app_url(state.primary_node)),
                 read_dsns=[endpoints.plain_dsn(state.app_url(node)) for node in state.replicas],
             ) as endpoint:
@@ -259,7 +278,9 @@ class Bench:
             finally:
                 pool.stop()
         else:
-            with endpoints.replikit_service(self.scratch, self.server_env(server)) as endpoint:
+            with endpoints.replikit_service(
+                self.scratch, self.server_env(server), workers=workers
+            ) as endpoint:
                 yield endpoint, None
 
     # -- throughput -------------------------------------------------------------------------
