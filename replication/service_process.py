@@ -120,15 +120,22 @@ def start_service(
     )
     record = ServiceRecord(pid=process.pid, host=host, port=port, ops_port=ops_port)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while not _healthy(record.url):
-        if process.poll() is not None or time.monotonic() > deadline:
-            if process.poll() is None:
-                process.kill()
-            tail = log_path(data_dir).read_text(errors="replace").splitlines()[-10:]
-            raise NodeCommandError(
-                f"The service did not start on {record.url}: " + " | ".join(tail)
-            )
-        time.sleep(0.2)
+    try:
+        while not _healthy(record.url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log_path(data_dir).read_text(errors="replace").splitlines()[-10:]
+                raise NodeCommandError(
+                    f"The service did not start on {record.url}: " + " | ".join(tail)
+                )
+            time.sleep(0.2)
+    except BaseException:
+        # Not yet recorded, so no `serve --stop` could find it: stop it here, workers and
+        # decode processes included (its own session), also on Ctrl-C.
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        raise
     record_path(data_dir).write_text(json.dumps(asdict(record)))
     return record
 

@@ -52,30 +52,12 @@ def replikit_service(scratch: Path, env: dict[str, str], workers: int = 1) -> It
     record_dir = scratch / f"service-{time.monotonic_ns()}"
     port = find_free_port_range(1, start=43000)
     try:
-        try:
-            record = start_service(
-                record_dir, host="127.0.0.1", port=port, workers=workers, env=env
-            )
-        except BaseException:
-            # start_service records the process only once it is healthy; interrupted or failed
-            # before that, the process is found by its unique --data-dir and stopped here.
-            _stop_unrecorded(record_dir)
-            raise
+        # start_service stops the process itself when it fails or is interrupted before it
+        # answers; once it answers, it is recorded and stop_service finds it.
+        record = start_service(record_dir, host="127.0.0.1", port=port, workers=workers, env=env)
         yield Endpoint(url=record.url, pid=record.pid)
     finally:
         stop_service(record_dir)
-
-
-def _stop_unrecorded(record_dir: Path) -> None:
-    marker = str(record_dir).encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            arguments = (proc / "cmdline").read_bytes().split(b"\0")
-            if b"--data-dir" in arguments and marker in arguments:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(int(proc.name), signal.SIGKILL)
 
 
 def _healthy(url: str) -> bool:
