@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from replication.cluster import Cluster
 from service import migrate
@@ -82,3 +84,29 @@ async def upload(
 
 def blob_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def count_socket_writes(engines: list[AsyncEngine]) -> list[bytes]:
+    """Record every write the pooled connections of ``engines`` make to their sockets.
+
+    asyncpg sends each round trip's messages (Bind + Execute + Sync of a prepared statement, or
+    a Query such as BEGIN) in one write, so the list counts round trips; its first byte says
+    which message led. Clear it between the requests you compare.
+    """
+    sent: list[bytes] = []
+
+    def wrap(dbapi_connection: Any, *_: Any) -> None:
+        transport = dbapi_connection._connection._transport
+        if not getattr(transport, "replikit_counted", False):
+            write = transport.write
+
+            def counted(data: bytes) -> None:
+                sent.append(bytes(data))
+                write(data)
+
+            transport.write = counted
+            transport.replikit_counted = True
+
+    for engine in engines:
+        event.listen(engine.sync_engine, "checkout", wrap)
+    return sent

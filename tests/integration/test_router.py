@@ -11,12 +11,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from sqlalchemy import event
 
 from replication.cluster import Cluster
 from replication.topology import NodeSpec
 from tests.integration.conftest import connect, wait_until
 from tests.integration.service_fixtures import (
+    count_socket_writes,
     image_bytes,
     service_client,
     service_settings,
@@ -290,24 +290,7 @@ async def test_an_eventual_or_bounded_read_is_one_statement_on_the_replica(
     async with service_client(settings) as client:
         path = f"/api/v1/images/{(await upload(client, image_bytes('PNG'))).json()['id']}"
         router = client._transport.app.state.router  # type: ignore[attr-defined]
-        sent: list[bytes] = []
-
-        def log_queries(dbapi_connection: Any, *_: Any) -> None:
-            """Count what each replica connection writes to its socket: one write per round
-            trip (asyncpg sends a statement's messages, or a BEGIN, in one write)."""
-            transport = dbapi_connection._connection._transport
-            if not getattr(transport, "replikit_counted", False):
-                write = transport.write
-
-                def counted(data: bytes) -> None:
-                    sent.append(bytes(data))
-                    write(data)
-
-                transport.write = counted
-                transport.replikit_counted = True
-
-        for node in router.nodes[1:]:
-            event.listen(node.engine.sync_engine, "checkout", log_queries)
+        sent = count_socket_writes([node.engine for node in router.nodes[1:]])
 
         async def read(consistency: str) -> httpx.Response:
             sent.clear()
