@@ -63,6 +63,22 @@ async def test_downgrade_to_base_then_upgrade_to_head(
     assert await tables(cluster, scratch_database) == {"alembic_version"}
     await asyncio.to_thread(migrate.upgrade, scratch_database, "head")
     assert await tables(cluster, scratch_database) >= TABLES
+    assert await blob_storage(scratch_database) == "e"  # EXTERNAL: no compression attempt
+    await asyncio.to_thread(migrate.downgrade, scratch_database, "0002")
+    assert await blob_storage(scratch_database) == "x"  # EXTENDED, PostgreSQL's default
+    await asyncio.to_thread(migrate.upgrade, scratch_database, "head")
+
+
+async def blob_storage(url: str) -> str:
+    connection = await asyncpg.connect(url.replace("+asyncpg", ""), timeout=5)
+    try:
+        storage: str = await connection.fetchval(
+            "SELECT attstorage::text FROM pg_attribute "
+            "WHERE attrelid = 'image_blobs'::regclass AND attname = 'data'"
+        )
+    finally:
+        await connection.close()
+    return storage
 
 
 def test_migrate_finds_the_primary_among_the_configured_urls(cluster: Cluster) -> None:
