@@ -11,12 +11,18 @@ import logging
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import Select, delete, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.db.models import Image, ImageRecord
+from service.db.snapshot import (
+    SNAPSHOT_COLUMN,
+    SNAPSHOT_POSITION,
+    PositionObserver,
+    report_position,
+)
 from service.errors import ImageNotFoundError, InvalidDeleteTokenError, NonCanonicalIdError
 from service.images.pagination import Cursor
 from service.images.storage import BlobStore
@@ -102,17 +108,34 @@ async def create_image(
 IMAGE_COLUMNS = tuple(Image.__table__.c)
 
 
-async def get_image(*, connection: AsyncConnection, image_id: uuid.UUID) -> ImageRecord:
-    query = select(*IMAGE_COLUMNS).where(Image.__table__.c.id == image_id)
-    row = (await connection.execute(query)).one_or_none()
+async def get_image(
+    *,
+    connection: AsyncConnection,
+    image_id: uuid.UUID,
+    observer: PositionObserver | None = None,
+) -> ImageRecord:
+    """The image's columns; with ``observer``, in the same statement the position the read's
+    snapshot could see (service/db/snapshot.py), reported also when the image is absent."""
+    images = Image.__table__
+    if observer is None:
+        row = (
+            await connection.execute(select(*IMAGE_COLUMNS).where(images.c.id == image_id))
+        ).one_or_none()
+    else:
+        snapshot = SNAPSHOT_POSITION
+        query = select(snapshot.c[SNAPSHOT_COLUMN], *IMAGE_COLUMNS).select_from(
+            snapshot.outerjoin(images, images.c.id == image_id)
+        )
+        row = (await connection.execute(query)).one()
+        report_position(row, observer)
+        if row.id is None:
+            row = None
     if row is None:
         raise ImageNotFoundError(f"No image has the id {image_id}.")
     return cast(ImageRecord, row)
 
 
-async def list_images(
-    *, connection: AsyncConnection, limit: int, cursor: Cursor | None
-) -> tuple[list[ImageRecord], Cursor | None]:
+def _page_query(limit: int, cursor: Cursor | None) -> Select[Any]:
     columns = Image.__table__.c
     query = (
         select(*IMAGE_COLUMNS)
@@ -123,11 +146,36 @@ async def list_images(
         query = query.where(
             tuple_(columns.created_at, columns.id) < tuple_(cursor.created_at, cursor.id)
         )
-    rows = [cast(ImageRecord, row) for row in (await connection.execute(query)).all()]
-    page = rows[:limit]
+    return query
+
+
+async def list_images(
+    *,
+    connection: AsyncConnection,
+    limit: int,
+    cursor: Cursor | None,
+    observer: PositionObserver | None = None,
+) -> tuple[list[ImageRecord], Cursor | None]:
+    """Newest first, keyset-paginated; with ``observer``, the page is a LATERAL join from the
+    snapshot position's one row, so an empty page still reports what it could see."""
+    if observer is None:
+        result = await connection.execute(_page_query(limit, cursor))
+        rows = [cast(ImageRecord, row) for row in result.all()]
+    else:
+        snapshot = SNAPSHOT_POSITION
+        page = _page_query(limit, cursor).lateral("page")
+        query = (
+            select(snapshot.c[SNAPSHOT_COLUMN], *page.c)
+            .select_from(snapshot.outerjoin(page, true()))
+            .order_by(page.c.created_at.desc(), page.c.id.desc())
+        )
+        result_rows = (await connection.execute(query)).all()
+        report_position(result_rows[0] if result_rows else None, observer)
+        rows = [cast(ImageRecord, row) for row in result_rows if row.id is not None]
+    page_rows = rows[:limit]
     more = len(rows) > limit
-    next_cursor = Cursor(created_at=page[-1].created_at, id=page[-1].id) if more else None
-    return page, next_cursor
+    next_cursor = Cursor(created_at=page_rows[-1].created_at, id=page_rows[-1].id) if more else None
+    return page_rows, next_cursor
 
 
 async def read_image_bytes(
