@@ -104,10 +104,10 @@ def test_monotonic_prefers_replicas_known_to_be_past_the_token() -> None:
 
 def test_monotonic_skips_the_wait_when_every_replica_lags_longer_than_it() -> None:
     router = make_router(ryw_wait=0.2)
-    for node in router.nodes[1:]:
-        node.lag_seconds = 1.0
-    node, reason = router.choose_reader(routing(Consistency.MONOTONIC, token=4000), set())
-    assert (node, reason) == (None, "ryw_lagging")
+    for replica in router.nodes[1:]:
+        replica.lag_seconds = 1.0
+    chosen, reason = router.choose_reader(routing(Consistency.MONOTONIC, token=4000), set())
+    assert (chosen, reason) == (None, "ryw_lagging")
     # Eventual does not care, and a token-less monotonic read has nothing to wait for.
     assert router.choose_reader(routing(Consistency.EVENTUAL, token=4000), set())[0] is not None
     assert router.choose_reader(routing(Consistency.MONOTONIC), set())[0] is not None
@@ -120,13 +120,13 @@ def test_only_monotonic_reads_report_what_they_saw() -> None:
         "monotonic",
     ]
     read = routing(Consistency.MONOTONIC, token=3000)
-    assert read.read_token is None  # nothing measured: nothing to hand back
-    read.saw(2000)
-    assert read.read_token == 3000  # never below the client's own token
-    read.saw(None)
-    read.saw(7000)
-    read.saw(6000)
-    assert (read.seen, read.read_token) == (7000, 7000)
+    handed_back = []
+    for position in (None, 2000, None, 7000, 6000):
+        read.saw(position)
+        handed_back.append(read.read_token)
+    # Nothing measured: nothing to hand back; then never below the client's own token, and
+    # never lowered by a later, lower measure.
+    assert handed_back == [None, 3000, 3000, 7000, 7000]
     assert routing(Consistency.MONOTONIC).read_token is None
 
 
