@@ -399,6 +399,9 @@ def experiment_consistency(
         ),
     ] = "0,1500ms",
     clients: Annotated[int, typer.Option(help="Clients, each with its own token.", min=1)] = 6,
+    readers: Annotated[
+        int, typer.Option(help="How many of the clients only read (never write).", min=0)
+    ] = 2,
     instances: Annotated[
         int, typer.Option(help="Service instances the clients alternate between.", min=1)
     ] = 2,
@@ -420,6 +423,7 @@ def experiment_consistency(
         modes=[m for m in consistency.split(",") if m.strip()],
         delays=[d for d in apply_delay.split(",") if d.strip()],
         clients=clients,
+        readers=readers,
         seconds_per_mode=duration,
         think=think,
         instances=instances,

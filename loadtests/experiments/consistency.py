@@ -6,7 +6,8 @@
    replicas disagree about the present.
 2. For each mode in turn, the same ``--clients`` clients (each with its own token, alternating
    instances; :mod:`loadtests.experiments.consistency_clients`) upload, delete, read metadata
-   and list for ``--duration`` seconds, every request logged; with ``--failover`` the primary
+   and list for ``--duration`` seconds (``--readers`` of them only read, the clients the issue
+   is about), every request logged; with ``--failover`` the primary
    is crashed half-way through each mode and a replica promoted (the old primary rejoins as
    a replica after the mode). Then every image the mode wrote is read back strongly.
 3. The checker (:mod:`loadtests.experiments.consistency_check`) counts each mode's
@@ -37,6 +38,7 @@ from loadtests.experiments.consistency_clients import (
     Phase,
     run_phase,
     verify_writes,
+    warm_up,
 )
 from loadtests.experiments.consistency_records import Op, RequestRecord, write_log
 from loadtests.experiments.lag import RYW_OUTCOMES, ryw_outcomes
@@ -60,6 +62,7 @@ class ConsistencyRun:
     modes: list[Consistency]
     delays_ms: list[int]
     clients: int
+    readers: int
     seconds_per_mode: float
     think_seconds: float
     instances: int
@@ -74,6 +77,7 @@ class ConsistencyRun:
         modes: list[str],
         delays: list[str],
         clients: int,
+        readers: int,
         seconds_per_mode: float,
         think: str,
         instances: int,
@@ -91,10 +95,16 @@ class ConsistencyRun:
             raise BadInputError("Give at least one mode (--consistency) and one --apply-delay.")
         if clients < 1 or instances < 1 or seconds_per_mode <= 0:
             raise BadInputError("--clients, --instances and --duration must be positive.")
+        if not 0 <= readers < clients:
+            raise BadInputError(
+                f"--readers must leave at least one writing client: 0 to {clients - 1} "
+                f"for --clients {clients}, not {readers}."
+            )
         return cls(
             modes=chosen,
             delays_ms=[parse_duration_ms(d) for d in delays],
             clients=clients,
+            readers=readers,
             seconds_per_mode=seconds_per_mode,
             think_seconds=parse_duration_ms(think) / 1000,
             instances=instances,
@@ -210,6 +220,7 @@ def run_consistency(*, data_dir: Path, results: Path, run: ConsistencyRun) -> Pa
             service = exp.describe_service()
             exp.start_sampling(0.25)
             delays = set_replica_delays(data_dir, run.delays_ms)
+            asyncio.run(warm_up(exp.urls))
             for mode in run.modes:
                 marks[mode.value] = time.time() - start
                 writer = require_state(data_dir).primary
@@ -227,6 +238,7 @@ def run_consistency(*, data_dir: Path, results: Path, run: ConsistencyRun) -> Pa
                     mode=mode.value,
                     urls=exp.urls,
                     clients=run.clients,
+                    readers=run.readers,
                     seconds=run.seconds_per_mode,
                     think_seconds=run.think_seconds,
                     mix=run.mix,
@@ -268,6 +280,7 @@ def run_consistency(*, data_dir: Path, results: Path, run: ConsistencyRun) -> Pa
             "consistency": [m.value for m in run.modes],
             "apply_delays": delays,
             "clients": run.clients,
+            "readers": run.readers,
             "seconds_per_mode": run.seconds_per_mode,
             "think_ms": round(run.think_seconds * 1000),
             "mix": {

@@ -42,6 +42,15 @@ from dataclasses import dataclass, field
 from loadtests.experiments.consistency_records import ImageKey, Op, RequestRecord, image_key
 
 EXAMPLES_PER_MODE = 5
+# The anomaly kinds each mode rules out for a client carrying its token. Lost writes are no
+# read mode's promise: durability across a failover is the replication mode's (--sync on).
+PROMISES: dict[str, tuple[str, ...]] = {
+    "eventual": (),
+    "bounded": (),
+    "read_your_writes": ("ryw_violations",),
+    "monotonic": ("ryw_violations", "monotonic_violations"),
+    "strong": ("ryw_violations", "monotonic_violations"),
+}
 
 
 @dataclass
@@ -62,6 +71,11 @@ class ModeAnomalies:
     def monotonic_violations(self) -> int:
         return self.seen_then_404 + self.listing_lost_row + self.deleted_seen_again
 
+    @property
+    def broken_promises(self) -> int:
+        """Anomalies of the kinds this mode promises to rule out (0 when it keeps its word)."""
+        return sum(int(getattr(self, kind)) for kind in PROMISES.get(self.mode, ()))
+
     def note(self, kind: str, record: RequestRecord, image_id: str) -> None:
         setattr(self, kind, getattr(self, kind) + 1)
         if len(self.examples) < EXAMPLES_PER_MODE:
@@ -76,6 +90,7 @@ class ModeAnomalies:
             "reads": self.reads,
             "ryw_violations": self.ryw_violations,
             "monotonic_violations": self.monotonic_violations,
+            "broken_promises": self.broken_promises,
             "seen_then_404": self.seen_then_404,
             "listing_lost_row": self.listing_lost_row,
             "deleted_seen_again": self.deleted_seen_again,

@@ -129,6 +129,7 @@ def test_consistency_experiment_catches_eventual_anomalies_and_none_in_monotonic
         modes=["eventual", "monotonic"],
         delays=["0", "1500ms"],
         clients=4,
+        readers=1,
         seconds_per_mode=4,
         think="25ms",
         instances=2,

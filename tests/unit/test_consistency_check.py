@@ -224,3 +224,19 @@ def test_the_log_round_trips_through_jsonl(tmp_path: Path, complete: bool) -> No
     write_log(path, h.records)
     assert list(read_log(path)) == h.records
     assert '"ms": 10.0' in path.read_text()
+
+
+def test_broken_promises_count_only_what_the_mode_rules_out() -> None:
+    h = History()
+    for mode in ("eventual", "read_your_writes", "monotonic"):
+        h.add(Op.UPLOAD, 201, client=0, mode=mode, image_id=X, created_at=CREATED[X])
+        h.add(Op.GET, 404, client=0, mode=mode, image_id=X)  # own upload missing
+        h.add(Op.GET, 200, client=1, mode=mode, image_id=Y, created_at=CREATED[Y])
+        h.add(Op.GET, 404, client=1, mode=mode, image_id=Y)  # seen, then 404
+    result = check_history(h.records)
+    assert [result[m].broken_promises for m in ("eventual", "read_your_writes", "monotonic")] == [
+        0,
+        1,
+        2,
+    ]
+    assert result["monotonic"].to_json()["broken_promises"] == 2
