@@ -318,6 +318,12 @@ def lag(
     )
 
 
+def show_results(out: Path) -> None:
+    """An experiment's summary.md, then where everything else is."""
+    console.print((out / "summary.md").read_text())
+    console.print(f"Results and plots: {out}")
+
+
 ResultsOption = Annotated[
     Path, typer.Option("--results", help="Where results/<name>-<timestamp>/ goes.")
 ]
@@ -352,8 +358,7 @@ def experiment_failover(
             kill_at=kill_at,
             sync=sync,
         )
-    console.print((out / "summary.md").read_text())
-    console.print(f"Results and plots: {out}")
+    show_results(out)
 
 
 @experiment_app.command("lag")
@@ -382,8 +387,7 @@ def experiment_lag(
             users=users,
             seconds_per_cell=duration,
         )
-    console.print((out / "summary.md").read_text())
-    console.print(f"Results and plots: {out}")
+    show_results(out)
 
 
 @experiment_app.command("consistency")
@@ -432,8 +436,7 @@ def experiment_consistency(
     )
     with cluster_for_experiment(data_dir.absolute()):
         out = run_consistency(data_dir=data_dir.absolute(), results=results, run=run)
-    console.print((out / "summary.md").read_text())
-    console.print(f"Results and plots: {out}")
+    show_results(out)
 
 
 @app.command("migrate")
