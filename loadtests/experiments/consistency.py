@@ -252,7 +252,7 @@ def run_consistency(*, data_dir: Path, results: Path, run: ConsistencyRun) -> Pa
                             f"The failover during {mode.value} failed: {events['error']}"
                         )
                     failovers.rejoin(data_dir, events["old_primary"])
-                    delays = set_replica_delays(data_dir, run.delays_ms)
+                    set_replica_delays(data_dir, run.delays_ms)  # the replicas are others now
                     events = {
                         k: round(v - start, 3) if k.endswith("_at") else v
                         for k, v in events.items()
