@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup requirements test lint up serve down status clean demo bench compose-up compose-down compose-purge \
+.PHONY: setup requirements test lint up serve down status clean demo consistency bench compose-up compose-down compose-purge \
 	compose-logs compose-load compose-monitoring compose-failover compose-rejoin
 
 setup:
@@ -44,15 +44,29 @@ status: setup
 clean: down
 	$(BIN)/replikit cluster down --purge
 
-# A short failover experiment and a short lag matrix on a cluster of their own
-# (.replikit/demo, ports 6442-6444), about two minutes on 2 cores; results in results/.
+# A short failover experiment, a short lag matrix and a short consistency run on a cluster of
+# their own (.replikit/demo, ports 6442-6444), about 2.5 minutes on 2 cores; results in results/.
 DEMO := --data-dir .replikit/demo
 demo: setup
 	$(BIN)/replikit cluster up $(DEMO) --sync on --base-port 6442
 	$(BIN)/replikit experiment failover $(DEMO) --users 6 --duration 25 --kill-at 10
 	$(BIN)/replikit experiment lag $(DEMO) --apply-delay 0,1s \
 		--consistency eventual,bounded,read_your_writes --users 6 --duration 6
+	$(BIN)/replikit experiment consistency $(DEMO) --apply-delay 0,1500ms \
+		--consistency eventual,read_your_writes,monotonic --duration 5
 	$(BIN)/replikit cluster down $(DEMO)
+
+# Issue 15's consistency experiment: read-your-writes and monotonic-read anomalies, lost writes
+# and the cost of each consistency mode, clients spread over 2 instances, replicas 0 and 1.5 s
+# behind; on a cluster of its own (.replikit/consistency, ports 6452-6454), about 1.5 minutes
+# on 2 cores; results in results/consistency-*/. CONSISTENCY_ARGS="--failover" adds a failover
+# per mode.
+CONSISTENCY := --data-dir .replikit/consistency
+CONSISTENCY_ARGS ?=
+consistency: setup
+	$(BIN)/replikit cluster up $(CONSISTENCY) --sync on --base-port 6452
+	$(BIN)/replikit experiment consistency $(CONSISTENCY) $(CONSISTENCY_ARGS)
+	$(BIN)/replikit cluster down $(CONSISTENCY)
 
 # Issue 13's side-by-side bench (service vs bare ASGI app, Pgpool-II, multi-host URLs, pgbench)
 # on a scratch cluster of its own; about 8 minutes on 2 cores; results in results/bench-*/.

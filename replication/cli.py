@@ -31,7 +31,7 @@ cluster_app = typer.Typer(
 )
 app.add_typer(cluster_app, name="cluster")
 experiment_app = typer.Typer(
-    help="Failover and replica-lag experiments under Locust load.", no_args_is_help=True
+    help="Failover, replica-lag and consistency experiments.", no_args_is_help=True
 )
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(compose_app, name="compose")
@@ -318,6 +318,12 @@ def lag(
     )
 
 
+def show_results(out: Path) -> None:
+    """An experiment's summary.md, then where everything else is."""
+    console.print((out / "summary.md").read_text())
+    console.print(f"Results and plots: {out}")
+
+
 ResultsOption = Annotated[
     Path, typer.Option("--results", help="Where results/<name>-<timestamp>/ goes.")
 ]
@@ -352,8 +358,7 @@ def experiment_failover(
             kill_at=kill_at,
             sync=sync,
         )
-    console.print((out / "summary.md").read_text())
-    console.print(f"Results and plots: {out}")
+    show_results(out)
 
 
 @experiment_app.command("lag")
@@ -382,8 +387,56 @@ def experiment_lag(
             users=users,
             seconds_per_cell=duration,
         )
-    console.print((out / "summary.md").read_text())
-    console.print(f"Results and plots: {out}")
+    show_results(out)
+
+
+@experiment_app.command("consistency")
+def experiment_consistency(
+    consistency: Annotated[
+        str, typer.Option(help="Comma-separated modes, run in turn.")
+    ] = "eventual,bounded,read_your_writes,monotonic,strong",
+    apply_delay: Annotated[
+        str,
+        typer.Option(
+            help="Replay delay of each replica in node order, comma-separated (the last "
+            "repeats), e.g. 0,1500ms."
+        ),
+    ] = "0,1500ms",
+    clients: Annotated[int, typer.Option(help="Clients, each with its own token.", min=1)] = 6,
+    readers: Annotated[
+        int, typer.Option(help="How many of the clients only read (never write).", min=0)
+    ] = 2,
+    instances: Annotated[
+        int, typer.Option(help="Service instances the clients alternate between.", min=1)
+    ] = 2,
+    duration: Annotated[float, typer.Option(help="Seconds per mode.", min=0.5)] = 8.0,
+    think: Annotated[str, typer.Option(help="Pause between a client's requests.")] = "25ms",
+    failover: Annotated[
+        bool, typer.Option("--failover", help="Crash the primary half-way through each mode.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the clients' choices.")] = 1,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    results: ResultsOption = Path("results"),
+) -> None:
+    """Count read-your-writes and monotonic-read anomalies and lost writes per consistency
+    mode, with clients spread over several instances and replicas that disagree."""
+    from loadtests.experiments.common import cluster_for_experiment
+    from loadtests.experiments.consistency import ConsistencyRun, run_consistency
+
+    run = ConsistencyRun.parse(
+        modes=[m for m in consistency.split(",") if m.strip()],
+        delays=[d for d in apply_delay.split(",") if d.strip()],
+        clients=clients,
+        readers=readers,
+        seconds_per_mode=duration,
+        think=think,
+        instances=instances,
+        failover=failover,
+        seed=seed,
+    )
+    with cluster_for_experiment(data_dir.absolute()):
+        out = run_consistency(data_dir=data_dir.absolute(), results=results, run=run)
+    show_results(out)
 
 
 @app.command("migrate")

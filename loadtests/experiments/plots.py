@@ -113,3 +113,52 @@ def stale_rate_plot(path: Path, cells: list[dict[str, Any]]) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+ANOMALY_KINDS = (
+    ("ryw_violations", "read-your-writes"),
+    ("seen_then_404", "seen → 404"),
+    ("listing_lost_row", "listing lost a row"),
+    ("deleted_seen_again", "deleted seen again"),
+    ("lost_writes", "writes lost"),
+)
+
+
+def consistency_plot(path: Path, modes: list[dict[str, Any]]) -> None:
+    """Anomalies by kind per mode (left) beside each mode's cost (right)."""
+    names = [m["mode"] for m in modes]
+    figure, (anomaly_axis, cost_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.8 / len(ANOMALY_KINDS)
+    for index, (key, label) in enumerate(ANOMALY_KINDS):
+        positions = [m + index * width for m in range(len(names))]
+        bars = anomaly_axis.bar(positions, [m["anomalies"][key] for m in modes], width, label=label)
+        anomaly_axis.bar_label(bars, fontsize=7)
+    anomaly_axis.set_xticks(
+        [m + width * (len(ANOMALY_KINDS) - 1) / 2 for m in range(len(names))], names
+    )
+    anomaly_axis.set_yscale("symlog")  # a single anomaly must not vanish beside a thousand
+    anomaly_axis.set_ylim(bottom=0)
+    anomaly_axis.set_ylabel("anomalies (symmetric log scale)")
+    anomaly_axis.set_title("Anomalies the checker found")
+    anomaly_axis.legend(fontsize=8)
+    shares = [100 * (m["cost"]["primary_share"] or 0) for m in modes]
+    bars = cost_axis.bar(names, shares, color="tab:gray", label="reads on the primary (%)")
+    cost_axis.bar_label(bars, fmt="%.0f", fontsize=8)
+    cost_axis.set_ylabel("reads on the primary (%)")
+    p95_axis = cost_axis.twinx()
+    p95_axis.plot(
+        names,
+        [m["cost"]["read_latency_ms"]["p95"] or 0 for m in modes],
+        color="tab:red",
+        marker="o",
+        label="read p95 (ms)",
+    )
+    p95_axis.set_ylabel("read p95 (ms)")
+    p95_axis.set_ylim(bottom=0)
+    p95_axis.legend(loc="upper left", fontsize=8)
+    cost_axis.set_title("What each mode costs")
+    for axis in (anomaly_axis, cost_axis):
+        axis.tick_params(axis="x", labelrotation=20)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

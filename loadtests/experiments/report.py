@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from loadtests.experiments.consistency_check import PROMISES
+
 
 def _fmt(value: Any, unit: str = "") -> str:
     if value is None:
@@ -87,5 +89,68 @@ that carried a token: served by a replica that had already replayed it, served a
 for it (at most `REPLIKIT_RYW_WAIT`), sent to the primary after waiting in vain, or sent to the
 primary at once because every replica's measured lag exceeded the wait (skipped: no wait). Plots: `stale_reads.png`
 (stale rate per cell), `replica_lag.png` (lag over the whole run, cells marked).
+"""
+    (out / "summary.md").write_text(text)
+
+
+def _percent(share: float | None) -> str:
+    return _fmt(None if share is None else round(100 * share, 1), " %")
+
+
+RULED_OUT = {"ryw_violations": "RYW", "monotonic_violations": "monotonic reads"}
+
+
+def write_consistency_report(out: Path, s: dict[str, Any]) -> None:
+    rows = []
+    for m in s["modes"]:
+        a, c = m["anomalies"], m["cost"]
+        w = c["token_waits"]
+        promised = " + ".join(RULED_OUT[kind] for kind in PROMISES.get(m["mode"], ())) or "—"
+        rows.append(
+            f"| {m['mode']} | {promised} | **{a['broken_promises']}** | {a['requests']} | "
+            f"{a['ryw_violations']} | {a['monotonic_violations']} ({a['seen_then_404']}/"
+            f"{a['listing_lost_row']}/{a['deleted_seen_again']}) | "
+            f"{a['lost_writes']} of {a['writes_acknowledged']} | "
+            f"{_percent(c['primary_share'])} | {w['immediate']}/{w['waited']}/{w['timeout']}/"
+            f"{w['skipped']} | {_fmt(c['read_latency_ms']['p50'])} | "
+            f"{_fmt(c['read_latency_ms']['p95'])} | {c['server_errors']} |"
+        )
+    p = s["parameters"]
+    delays = ", ".join(f"{node} {delay}" for node, delay in p["apply_delays"].items())
+    failover = (
+        " The primary was crashed half-way through each mode and a replica promoted."
+        if p["failover"]
+        else ""
+    )
+    examples = "\n".join(
+        f"- {m['mode']}: {example}" for m in s["modes"] for example in m["anomalies"]["examples"]
+    )
+    mix = "/".join(f"{p['mix'][op]:g}" for op in ("upload", "delete", "get", "list"))
+    text = f"""# Consistency experiment
+
+{p["clients"]} clients ({p["readers"]} of them only reading), each with its own token,
+alternating between {_service(p)}, ran {p["seconds_per_mode"]} s per mode: uploads, deletes,
+metadata reads and listings (weights {mix}). Replica replay delays: {delays}.{failover}
+
+| mode | rules out | broken | requests | RYW violations | monotonic-read violations (seen→404 / listing lost a row / deleted seen again) | acknowledged writes lost | reads on primary | token waits immediate/waited/timeout/skipped | read p50 ms | read p95 ms | server errors |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{chr(10).join(rows)}
+
+"Broken" counts the anomalies of the kinds the mode rules out; it must be 0. A read-your-writes
+violation is a client missing its own acknowledged upload or seeing its own acknowledged delete
+undone. Monotonic-read violations: an image the client saw answered 404 later (no delete of it
+under way), a listing missing an image the client saw although its key lies inside the page,
+an image seen, then gone after its delete, then seen again. `read_your_writes` does not rule
+them out: a client that only reads has no token there. Lost writes: acknowledged uploads
+missing, or acknowledged deletes undone, on the primary after the mode (no read mode's
+promise: `--sync on` is). Token waits count the reads that carried a token in
+`read_your_writes` and `monotonic`: served at once, after waiting, after waiting in vain (then
+the primary), or on the primary without waiting (every replica lagged longer than the wait).
+Every request is in `requests.jsonl`; plots: `consistency.png` (anomalies and cost per mode),
+`replica_lag.png`.
+
+First anomalies of each mode:
+
+{examples or "- none"}
 """
     (out / "summary.md").write_text(text)

@@ -11,6 +11,7 @@ not serve it. Everything else in an experiment is the same for both.
 from __future__ import annotations
 
 import contextlib
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -69,7 +70,7 @@ class LocalInstances:
         count: int,
         extra_env: dict[str, str] | None = None,
         *,
-        first_port: int = 41000,
+        first_port: int | None = None,
     ) -> LocalInstances:
         env = {
             **service_urls(cluster.state),
@@ -79,6 +80,10 @@ class LocalInstances:
             **(extra_env or {}),
         }
         instances = cls()
+        # A random start: experiments running at once on one host (several engineers, or a
+        # test run beside a demo) would otherwise all probe 41000 and race for the same port.
+        if first_port is None:
+            first_port = random.randrange(41000, 49000, 500)
         try:
             for index in range(count):
                 port = find_free_port_range(2, start=first_port + 50 * index)

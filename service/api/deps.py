@@ -50,6 +50,13 @@ def get_request_routing(request: Request) -> RequestRouting:
     return request_routing(request, settings.read_consistency)
 
 
+def read_observer(request: Request) -> RequestRouting | None:
+    """The request's routing state when its reads must report the position they could see
+    (``monotonic``), for the response's token; None otherwise (no extra column)."""
+    routing = get_request_routing(request)
+    return routing if routing.consistency.reports_reads else None
+
+
 async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
     router: Router = request.app.state.router
     async with router.write_session(get_request_routing(request)) as session:

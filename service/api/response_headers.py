@@ -1,5 +1,5 @@
-"""Per-response work every route shares: the serving node's name, the read-your-writes
-cookie, ``nosniff`` and the request metrics.
+"""Per-response work every route shares: the serving node's name, the consistency token
+(after a write, and after a ``monotonic`` read), ``nosniff`` and the request metrics.
 
 A plain ASGI middleware that edits the ``http.response.start`` message as it passes, rather
 than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware runs the route in a task of
@@ -17,6 +17,7 @@ from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.routing.consistency import LSN_COOKIE, LSN_HEADER, newest_token
+from service.routing.lsn import format_lsn
 from service.routing.metrics import ServiceMetrics
 from service.routing.router import Router
 
@@ -67,6 +68,12 @@ class RoutingHeaders:
                     self.router.note_write_lsn(written)
                     token = newest_token(written, _request_cookie(scope, LSN_COOKIE))
                     if token:
+                        headers.append("set-cookie", _lsn_cookie(token))
+                elif routing is not None and (seen := routing.read_token) is not None:
+                    # A monotonic read: hand back what its snapshot could see (404s too).
+                    token = format_lsn(seen)
+                    headers[LSN_HEADER] = token
+                    if _request_cookie(scope, LSN_COOKIE) != token:
                         headers.append("set-cookie", _lsn_cookie(token))
                 if "x-content-type-options" not in headers:
                     headers["X-Content-Type-Options"] = "nosniff"

@@ -12,12 +12,18 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, select, tuple_
+from sqlalchemy import Select, bindparam, delete, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.db.models import Image, ImageRecord
+from service.db.snapshot import (
+    SNAPSHOT_COLUMN,
+    SNAPSHOT_POSITION,
+    PositionObserver,
+    report_position,
+)
 from service.errors import ImageNotFoundError, InvalidDeleteTokenError, NonCanonicalIdError
 from service.images.pagination import Cursor
 from service.images.storage import BlobStore
@@ -136,42 +142,87 @@ IMAGE_COLUMNS = (
     _IMAGES.sha256,
     _IMAGES.created_at,
 )
+SNAPSHOT = SNAPSHOT_POSITION
 GET_IMAGE = select(*IMAGE_COLUMNS).where(_IMAGES.id == bindparam("image_id"))
-_NEWEST_FIRST = select(*IMAGE_COLUMNS).order_by(_IMAGES.created_at.desc(), _IMAGES.id.desc())
-LIST_FIRST_PAGE = _NEWEST_FIRST.limit(bindparam("rows"))
-LIST_AFTER_CURSOR = _NEWEST_FIRST.where(
-    tuple_(_IMAGES.created_at, _IMAGES.id)
-    < tuple_(
-        bindparam("cursor_created_at", type_=_IMAGES.created_at.type),
-        bindparam("cursor_id", type_=_IMAGES.id.type),
+# The same, with the position the read could see (service/db/snapshot.py): a LEFT JOIN from
+# the position's one row, so a 404 reports it too.
+GET_IMAGE_SEEN = select(SNAPSHOT.c[SNAPSHOT_COLUMN], *IMAGE_COLUMNS).select_from(
+    SNAPSHOT.outerjoin(Image.__table__, _IMAGES.id == bindparam("image_id"))
+)
+
+
+def _page(after_cursor: bool) -> Select[Any]:
+    query = select(*IMAGE_COLUMNS).order_by(_IMAGES.created_at.desc(), _IMAGES.id.desc())
+    if after_cursor:
+        query = query.where(
+            tuple_(_IMAGES.created_at, _IMAGES.id)
+            < tuple_(
+                bindparam("cursor_created_at", type_=_IMAGES.created_at.type),
+                bindparam("cursor_id", type_=_IMAGES.id.type),
+            )
+        )
+    return query.limit(bindparam("rows"))
+
+
+def _page_seen(page_query: Select[Any]) -> Select[Any]:
+    """The page as a LATERAL join from the position's one row: an empty page reports it too."""
+    page = page_query.lateral("page")
+    return (
+        select(SNAPSHOT.c[SNAPSHOT_COLUMN], *page.c)
+        .select_from(SNAPSHOT.outerjoin(page, true()))
+        .order_by(page.c.created_at.desc(), page.c.id.desc())
     )
-).limit(bindparam("rows"))
 
 
-async def get_image(*, connection: AsyncConnection, image_id: uuid.UUID) -> ImageRecord:
-    row = (await connection.execute(GET_IMAGE, {"image_id": image_id})).one_or_none()
-    if row is None:
+# Indexed by (after a cursor, with the position).
+LIST_PAGE = {
+    (after, seen): _page_seen(_page(after)) if seen else _page(after)
+    for after in (False, True)
+    for seen in (False, True)
+}
+
+
+async def get_image(
+    *,
+    connection: AsyncConnection,
+    image_id: uuid.UUID,
+    observer: PositionObserver | None = None,
+) -> ImageRecord:
+    """The image's columns; with ``observer``, in the same statement the position the read's
+    snapshot could see (service/db/snapshot.py), reported also when the image is absent."""
+    parameters = {"image_id": image_id}
+    row: Any
+    if observer is None:
+        row = (await connection.execute(GET_IMAGE, parameters)).one_or_none()
+    else:
+        row = (await connection.execute(GET_IMAGE_SEEN, parameters)).one()
+        report_position(row, observer)
+    if row is None or row.id is None:
         raise ImageNotFoundError(f"No image has the id {image_id}.")
     return cast(ImageRecord, row)
 
 
 async def list_images(
-    *, connection: AsyncConnection, limit: int, cursor: Cursor | None
+    *,
+    connection: AsyncConnection,
+    limit: int,
+    cursor: Cursor | None,
+    observer: PositionObserver | None = None,
 ) -> tuple[list[ImageRecord], Cursor | None]:
-    if cursor is None:
-        result = await connection.execute(LIST_FIRST_PAGE, {"rows": limit + 1})
-    else:
-        parameters = {
-            "rows": limit + 1,
-            "cursor_created_at": cursor.created_at,
-            "cursor_id": cursor.id,
-        }
-        result = await connection.execute(LIST_AFTER_CURSOR, parameters)
-    rows = [cast(ImageRecord, row) for row in result.all()]
-    page = rows[:limit]
+    """Newest first, keyset-paginated; with ``observer``, the page also reports the position
+    its snapshot could see."""
+    parameters: dict[str, Any] = {"rows": limit + 1}
+    if cursor is not None:
+        parameters.update(cursor_created_at=cursor.created_at, cursor_id=cursor.id)
+    query = LIST_PAGE[(cursor is not None, observer is not None)]
+    result_rows = (await connection.execute(query, parameters)).all()
+    if observer is not None:
+        report_position(result_rows[0] if result_rows else None, observer)
+    rows = [cast(ImageRecord, row) for row in result_rows if row.id is not None]
+    page_rows = rows[:limit]
     more = len(rows) > limit
-    next_cursor = Cursor(created_at=page[-1].created_at, id=page[-1].id) if more else None
-    return page, next_cursor
+    next_cursor = Cursor(created_at=page_rows[-1].created_at, id=page_rows[-1].id) if more else None
+    return page_rows, next_cursor
 
 
 async def read_image_bytes(

@@ -22,7 +22,19 @@ class Consistency(StrEnum):
     EVENTUAL = "eventual"
     BOUNDED = "bounded"
     READ_YOUR_WRITES = "read_your_writes"
+    MONOTONIC = "monotonic"
     STRONG = "strong"
+
+    @property
+    def honours_token(self) -> bool:
+        """A read in this mode is never served by a replica behind the client's token."""
+        return self in (Consistency.READ_YOUR_WRITES, Consistency.MONOTONIC)
+
+    @property
+    def reports_reads(self) -> bool:
+        """A read in this mode advances the token to what its snapshot could see, so the
+        client's next read is no older (monotonic reads), whichever instance serves it."""
+        return self is Consistency.MONOTONIC
 
 
 @dataclass
@@ -33,6 +45,21 @@ class RequestRouting:
     token: int | None
     wrote: bool = False
     served_by: str | None = None
+    # The highest WAL position this request's reads could have seen (monotonic mode only):
+    # measured in the read's own statement, after its snapshot (service/db/snapshot.py).
+    seen: int | None = None
+
+    def saw(self, position: int | None) -> None:
+        if position is not None and (self.seen is None or position > self.seen):
+            self.seen = position
+
+    @property
+    def read_token(self) -> int | None:
+        """What a read response hands back: the client's token or what the read could see,
+        whichever is higher; None when the read measured nothing."""
+        if self.seen is None:
+            return None
+        return self.seen if self.token is None else max(self.token, self.seen)
 
 
 def _token(raw: str | None) -> int | None:

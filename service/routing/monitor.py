@@ -174,6 +174,9 @@ class NodeMonitor:
         if role is previous:
             return
         node.role = role
+        # Positions measured in another role (or before the node went down and came back,
+        # perhaps rebuilt) say nothing about what it holds now.
+        node.observed_replay_lsn = None
         self.metrics.role_changes.labels(node=node.name, role=role.value).inc()
         self.metrics.writer.labels(node=node.name).set(1 if role is Role.PRIMARY else 0)
         if previous is not Role.UNKNOWN:

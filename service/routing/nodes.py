@@ -56,6 +56,9 @@ class Node:
     suspect: bool = False  # a request just failed on it; cleared by the next good probe
     lag_bytes: int | None = None
     lag_seconds: float | None = None
+    # The highest replay position a monotonic read on this replica measured since its last
+    # role change: fresher than the probe between two probes.
+    observed_replay_lsn: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -70,6 +73,18 @@ class Node:
     @property
     def replay_lsn(self) -> int | None:
         return self.probe.replay_lsn if self.probe else None
+
+    @property
+    def known_replayed(self) -> int | None:
+        """What this replica is known to have replayed: the probe, or a later read's measure."""
+        probed, observed = self.replay_lsn, self.observed_replay_lsn
+        if probed is None or observed is None:
+            return probed if observed is None else observed
+        return max(probed, observed)
+
+    def note_replayed(self, position: int) -> None:
+        if self.observed_replay_lsn is None or position > self.observed_replay_lsn:
+            self.observed_replay_lsn = position
 
     def describe(self, *, in_rotation: bool, why_not: str | None) -> dict[str, Any]:
         probe = self.probe

@@ -9,13 +9,15 @@ served a request a plain fact we can report in ``X-Replikit-Node``.
 
 Reads: ``strong``, a request that already wrote, and policy ``primary`` go to the writer.
 Otherwise the eligible replicas (probed healthy, role replica, not just failed, and under
-``bounded`` within both lag limits) are ordered by the read policy. ``read_your_writes`` with
-a token prefers replicas known to have replayed it, else waits up to ``REPLIKIT_RYW_WAIT`` on
-the chosen one, polling ``pg_last_wal_replay_lsn()`` on the very connection the read will use,
-then falls back to the primary; when every replica's measured lag is longer than that wait,
-it goes to the primary at once instead of waiting in vain. A replica that refuses the
-connection is skipped for the next one. With no eligible replica, reads fall back to the
-primary or fail (``READ_FALLBACK``).
+``bounded`` within both lag limits) are ordered by the read policy. ``read_your_writes`` and
+``monotonic`` with a token prefer replicas known to have replayed it, else wait up to
+``REPLIKIT_RYW_WAIT`` on the chosen one, polling ``pg_last_wal_replay_lsn()`` on the very
+connection the read will use, then fall back to the primary; when every replica's measured lag
+is longer than that wait, they go to the primary at once instead of waiting in vain. What a
+replica is known to have replayed is the higher of the monitor's last probe and the positions
+``monotonic`` reads on it measured since (service/db/snapshot.py): those are fresher than the
+probe, so fewer reads need the poll. A replica that refuses the connection is skipped for the
+next one. With no eligible replica, reads fall back to the primary or fail (``READ_FALLBACK``).
 
 Writes go to the monitor's writer; a connection error, a timeout or a read-only error (the
 node was demoted) marks it, wakes the monitor and answers 503 ``PRIMARY_UNAVAILABLE``.
@@ -251,8 +253,8 @@ class Router:
         if not candidates:
             return None, reason or "replicas_failed"
         token = routing.token
-        if routing.consistency is Consistency.READ_YOUR_WRITES and token is not None:
-            caught_up = [n for n in candidates if (n.replay_lsn or 0) >= token]
+        if routing.consistency.honours_token and token is not None:
+            caught_up = [n for n in candidates if (n.known_replayed or 0) >= token]
             if caught_up:
                 candidates = caught_up
             else:
@@ -270,13 +272,16 @@ class Router:
                 candidates = hopeful
         return self.chooser.choose(candidates), ""
 
-    async def _replayed(self, connection: AsyncConnection, token: int) -> bool:
+    async def _replayed(self, node: Node, connection: AsyncConnection, token: int) -> bool:
         """Wait until this replica has replayed ``token``, at most REPLIKIT_RYW_WAIT."""
         started = time.monotonic()
         deadline = started + self.settings.ryw_wait
         while True:
             replayed = await connection.scalar(text("SELECT pg_last_wal_replay_lsn()::text"))
-            if replayed is not None and parse_lsn(str(replayed)) >= token:
+            position = parse_lsn(str(replayed)) if replayed is not None else None
+            if position is not None:
+                node.note_replayed(position)
+            if position is not None and position >= token:
                 waited = time.monotonic() - started
                 self.metrics.ryw_wait_seconds.observe(waited)
                 self.metrics.ryw_waits.labels(outcome="waited").inc()
@@ -317,12 +322,12 @@ class Router:
                 tried.add(id(node))
                 continue
             token = routing.token
-            if routing.consistency is Consistency.READ_YOUR_WRITES and token is not None:
-                if (node.replay_lsn or 0) >= token:
+            if routing.consistency.honours_token and token is not None:
+                if (node.known_replayed or 0) >= token:
                     self.metrics.ryw_waits.labels(outcome="immediate").inc()
                 else:
                     try:
-                        replayed = await self._replayed(connection, token)
+                        replayed = await self._replayed(node, connection, token)
                     except BaseException:
                         await connection.close()
                         raise
@@ -372,6 +377,10 @@ class Router:
                 if is_node_failure(error):
                     self.suspect(node, error)
                 raise
+            finally:
+                # A 404 raises through here, and what it saw counts as much as a row.
+                if routing.seen is not None and node.role is Role.REPLICA:
+                    node.note_replayed(routing.seen)
 
     # visibility -----------------------------------------------------------------------------
     def view(self) -> dict[str, Any]:

@@ -127,3 +127,28 @@ def test_an_upload_rate_limit_on_the_stack_is_refused_before_the_load(
     assert done.returncode == 2, done.stderr
     assert "limits uploads to 60 a minute" in done.stderr
     assert "REPLIKIT_UPLOAD_RATE_LIMIT=0" in done.stderr
+
+
+def test_consistency_experiment_goes_through_the_stacks_load_balancer(
+    compose_stack: tuple[Cluster, FakeCompose, str], tmp_path: Path
+) -> None:
+    local, fake, url = compose_stack
+    out, summary = experiment(
+        fake, tmp_path, "consistency", "--consistency", "eventual,monotonic",
+        "--apply-delay", "0,1500ms", "--clients", "4", "--duration", "4",
+    )  # fmt: skip
+    assert_valid(out / "summary.json", "consistency.schema.json")
+    assert_plots(out, ["consistency.png", "replica_lag.png"])
+    assert summary["parameters"]["service"] == {  # type: ignore[index]
+        "kind": "compose",
+        "load_urls": [url],
+        "instances": 1,
+    }
+    modes = {m["mode"]: m["anomalies"] for m in summary["modes"]}  # type: ignore[attr-defined]
+    assert modes["eventual"]["monotonic_violations"] > 0
+    assert modes["monotonic"]["monotonic_violations"] == 0
+    assert modes["monotonic"]["ryw_violations"] == 0
+    assert f"the compose load balancer {url}" in (out / "summary.md").read_text()
+    # Lag goes over SQL, and the stack is left running with no delay left behind.
+    assert [v for v in fake.verbs() if v[0] != "ps"] == []
+    assert all(local.driver.is_running(node) for node in local.state.nodes)

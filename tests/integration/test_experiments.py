@@ -9,8 +9,11 @@ import jsonschema
 import pytest
 
 from loadtests.experiments.common import experiment, read_requests
+from loadtests.experiments.consistency import ConsistencyRun, run_consistency
+from loadtests.experiments.consistency_records import read_log
 from loadtests.experiments.failover import run_failover
 from loadtests.experiments.lag import run_lag
+from replication import faults
 from replication.cluster import Cluster
 from replication.topology import SyncMode
 from tests.integration.clusters import reachable_temp_dir, running_cluster
@@ -113,3 +116,45 @@ def test_failover_experiment_with_sync_loses_no_acknowledged_upload() -> None:
     assert_plots(out, ["throughput.png", "replica_lag.png"])
     assert (out / "locust-a_stats_history.csv").exists()
     assert "acknowledged uploads lost | 0 of" in (out / "summary.md").read_text()
+
+
+def test_consistency_experiment_catches_eventual_anomalies_and_none_in_monotonic(
+    migrated: Cluster,
+) -> None:
+    """Replicas 0 and 1.5 s behind, clients alternating two instances: an eventual client
+    that lists on the fresh replica and then reads on the stale one sees images vanish within
+    the first second or two, so eventual anomalies are near-certain; monotonic must show none."""
+    results = reachable_temp_dir("replikit-results-")
+    run = ConsistencyRun.parse(
+        modes=["eventual", "monotonic"],
+        delays=["0", "1500ms"],
+        clients=4,
+        readers=1,
+        seconds_per_mode=4,
+        think="25ms",
+        instances=2,
+        failover=False,
+        seed=3,
+    )
+    out = run_consistency(data_dir=migrated.data_dir, results=results, run=run)
+    summary = assert_valid(out / "summary.json", "consistency.schema.json")
+    modes = {m["mode"]: m for m in summary["modes"]}  # type: ignore[attr-defined]
+    eventual, monotonic = modes["eventual"]["anomalies"], modes["monotonic"]["anomalies"]
+    assert eventual["monotonic_violations"] > 0, eventual
+    assert eventual["ryw_violations"] > 0, eventual
+    for kind in ("ryw_violations", "monotonic_violations", "lost_writes"):
+        assert monotonic[kind] == 0, (kind, monotonic["examples"])
+    assert monotonic["reads"] > 50
+    assert monotonic["writes_verified"] == monotonic["writes_acknowledged"] > 5
+    assert modes["monotonic"]["cost"]["token_waits"]["immediate"] > 0
+    # Every request is in the log, each client on both instances.
+    records = list(read_log(out / "requests.jsonl"))
+    assert {(r.client, r.instance) for r in records if r.client >= 0} == {
+        (c, i) for c in range(4) for i in range(2)
+    }
+    assert_plots(out, ["consistency.png", "replica_lag.png"])
+    assert "| monotonic |" in (out / "summary.md").read_text()
+    # The delays are cleared afterwards: the shared cluster is as it was.
+    lags = [faults.lag(migrated.data_dir, n.name, faults.LagChange()) for n in
+            migrated.state.replicas]  # fmt: skip
+    assert [lag["apply_delay"] for lag in lags] == [None, None]

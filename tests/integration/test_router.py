@@ -14,6 +14,7 @@ import httpx
 
 from replication.cluster import Cluster
 from replication.topology import NodeSpec
+from service.routing.lsn import parse_lsn
 from tests.integration.conftest import connect, wait_until
 from tests.integration.service_fixtures import (
     count_socket_writes,
@@ -282,13 +283,16 @@ async def test_cluster_view_and_metrics(migrated: Cluster) -> None:
     assert 'replikit_routed_total{kind="write",node="pg0"}' in metrics
 
 
-async def test_an_eventual_or_bounded_read_is_one_statement_on_the_replica(
+async def test_an_eventual_bounded_or_monotonic_read_is_one_statement_on_the_replica(
     migrated: Cluster,
 ) -> None:
     """No pre-ping, no BEGIN, no ROLLBACK: the read's SELECT is all its connection sends."""
     settings = service_settings(migrated, replicas=True, health_interval=INTERVAL)
     async with service_client(settings) as client:
-        path = f"/api/v1/images/{(await upload(client, image_bytes('PNG'))).json()['id']}"
+        created = await upload(client, image_bytes("PNG"))
+        created_lsn = created.headers["X-Replikit-LSN"]
+        path = f"/api/v1/images/{created.json()['id']}"
+        client.cookies.clear()
         router = client._transport.app.state.router  # type: ignore[attr-defined]
         sent = count_socket_writes([node.engine for node in router.nodes[1:]])
 
@@ -313,3 +317,26 @@ async def test_an_eventual_or_bounded_read_is_one_statement_on_the_replica(
             # pre-ping or a ROLLBACK would each be a write of its own (a Query message).
             assert len(sent) == 1, sent
             assert sent[0][:1] == b"B", sent
+
+        # A monotonic read with a token both replicas are known to have replayed: its
+        # position is a column of the same statement, still one write.
+        token = (await client.get(path)).headers.get("X-Replikit-LSN")
+        written = parse_lsn(created_lsn)
+
+        async def replicas_have_it() -> bool:
+            view = await cluster_view(client)
+            return all(parse_lsn(view[n]["replay_lsn"]) >= written for n in ("pg1", "pg2"))
+
+        await wait_until(replicas_have_it, within=5, what="both replicas replaying the upload")
+        assert token is None  # an eventual read hands back no token
+        monotonic = {"X-Replikit-Consistency": "monotonic", "X-Replikit-LSN": created_lsn}
+        for attempt in range(23):
+            client.cookies.clear()
+            sent.clear()
+            response = await client.get(path, headers=monotonic)
+            assert response.status_code == 200, response.text
+            assert parse_lsn(response.headers["X-Replikit-LSN"]) >= written
+            if attempt >= 20:  # after each pooled connection prepared the statement once
+                assert response.headers["X-Replikit-Node"] != "pg0"
+                assert len(sent) == 1, sent
+                assert sent[0][:1] == b"B", sent

@@ -90,6 +90,56 @@ def test_read_your_writes_prefers_replicas_that_replayed_the_token() -> None:
     assert names(router, routing(Consistency.READ_YOUR_WRITES)) == {"pg1": 50, "pg2": 50}
 
 
+def test_monotonic_prefers_replicas_known_to_be_past_the_token() -> None:
+    router = make_router()
+    router.nodes[2].probe.replay_lsn = 5000  # type: ignore[union-attr]
+    assert names(router, routing(Consistency.MONOTONIC, token=4000)) == {"pg2": 100}
+    # A read on pg1 measured a position past the token since the last probe: pg1 counts too.
+    router.nodes[1].note_replayed(4500)
+    assert names(router, routing(Consistency.MONOTONIC, token=4000)) == {"pg1": 50, "pg2": 50}
+    # A lower measure never lowers what is known.
+    router.nodes[1].note_replayed(10)
+    assert router.nodes[1].known_replayed == 4500
+
+
+def test_monotonic_skips_the_wait_when_every_replica_lags_longer_than_it() -> None:
+    router = make_router(ryw_wait=0.2)
+    for replica in router.nodes[1:]:
+        replica.lag_seconds = 1.0
+    chosen, reason = router.choose_reader(routing(Consistency.MONOTONIC, token=4000), set())
+    assert (chosen, reason) == (None, "ryw_lagging")
+    # Eventual does not care, and a token-less monotonic read has nothing to wait for.
+    assert router.choose_reader(routing(Consistency.EVENTUAL, token=4000), set())[0] is not None
+    assert router.choose_reader(routing(Consistency.MONOTONIC), set())[0] is not None
+
+
+def test_only_monotonic_reads_report_what_they_saw() -> None:
+    assert [mode.value for mode in Consistency if mode.reports_reads] == ["monotonic"]
+    assert [mode.value for mode in Consistency if mode.honours_token] == [
+        "read_your_writes",
+        "monotonic",
+    ]
+    read = routing(Consistency.MONOTONIC, token=3000)
+    handed_back = []
+    for position in (None, 2000, None, 7000, 6000):
+        read.saw(position)
+        handed_back.append(read.read_token)
+    # Nothing measured: nothing to hand back; then never below the client's own token, and
+    # never lowered by a later, lower measure.
+    assert handed_back == [None, 3000, 3000, 7000, 7000]
+    assert routing(Consistency.MONOTONIC).read_token is None
+
+
+async def test_a_role_change_forgets_measured_positions() -> None:
+    router = make_router()
+    replica = router.nodes[1]
+    replica.note_replayed(9000)
+    router.monitor._set_role(replica, Role.DOWN)  # also disposes of the (unused) pool
+    await router.monitor.stop()
+    assert replica.observed_replay_lsn is None
+    assert replica.known_replayed == 1000
+
+
 def test_strong_after_write_and_policy_primary_need_the_writer() -> None:
     router = make_router()
     assert router.needs_writer(routing(Consistency.STRONG))

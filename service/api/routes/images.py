@@ -14,6 +14,7 @@ from service.api.deps import (
     SettingsDep,
     WriteSession,
     get_request_routing,
+    read_observer,
 )
 from service.api.schemas import ErrorBody, ImageCreated, ImageList, ImagePublic
 from service.api.upload_stream import read_upload, refuse_after_draining
@@ -108,13 +109,17 @@ async def upload_image(
 
 @router.get("", response_model=ImageList, responses=errors(400, 422, 503))
 async def list_images(
+    request: Request,
     connection: ReadConnection,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> ImageList:
     """Newest first; follow ``next_cursor`` for older images."""
     page, next_cursor = await images.list_images(
-        connection=connection, limit=limit, cursor=Cursor.decode(cursor) if cursor else None
+        connection=connection,
+        limit=limit,
+        cursor=Cursor.decode(cursor) if cursor else None,
+        observer=read_observer(request),
     )
     return ImageList(
         items=[ImagePublic.from_image(image) for image in page],
@@ -136,8 +141,10 @@ ImageId = Annotated[uuid.UUID, Depends(image_id_in_path)]
 
 
 @router.get("/{image_id}", response_model=ImagePublic, responses=errors(308, 404, 503))
-async def get_image(image_id: ImageId, connection: ReadConnection) -> ImagePublic:
-    image = await images.get_image(connection=connection, image_id=image_id)
+async def get_image(image_id: ImageId, request: Request, connection: ReadConnection) -> ImagePublic:
+    image = await images.get_image(
+        connection=connection, image_id=image_id, observer=read_observer(request)
+    )
     return ImagePublic.from_image(image)
 
 
