@@ -18,6 +18,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from replication.ports import find_free_port_range
+
 PASSWORD_KEYS = (
     "REPLIKIT_SUPERUSER_PASSWORD",
     "REPLIKIT_REPLICATION_PASSWORD",
@@ -41,6 +43,13 @@ DEFAULT_PORTS = {
 # 172.31.240.0/20 is rarely used by Docker's own pools (it hands out 172.17-172.30 first).
 SUBNET_POOL = ipaddress.ip_network("172.31.240.0/20")
 LB_HOST_INDEX = 250
+
+
+def free_ports() -> dict[str, int]:
+    """Every published port of the stack on free ports of this host, for a second stack (a
+    test's, a benchmark's) beside the user's."""
+    base = find_free_port_range(len(DEFAULT_PORTS))
+    return {key: base + index for index, key in enumerate(DEFAULT_PORTS)}
 
 
 def read_env(path: Path) -> dict[str, str]:

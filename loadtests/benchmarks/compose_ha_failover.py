@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
-import statistics
 import tempfile
 import time
 import uuid
@@ -34,27 +33,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from loadtests.benchmarks.acked_uploads import AckedUploads, running
-from replication.compose_env import ensure_env_file, read_env
+from loadtests.benchmarks.fault_rounds import RoundResult, run_rounds
+from replication.compose_env import ensure_env_file, free_ports, read_env
 from replication.compose_ha import HaStack
 from replication.compose_stack import ComposeStack, Variant
-from replication.ports import find_free_port_range
 
 ROOT = Path(__file__).resolve().parents[2]
 FAULTS = ("crash", "partition")
-PORT_KEYS = (
-    "REPLIKIT_HTTP_PORT",
-    "REPLIKIT_ADMIN_PORT",
-    "REPLIKIT_PG0_PORT",
-    "REPLIKIT_PG1_PORT",
-    "REPLIKIT_PG2_PORT",
-)
 
 
 @contextlib.contextmanager
 def ha_stack(scratch: Path) -> Iterator[tuple[HaStack, str]]:
     env_file = scratch / ".env"
-    base = find_free_port_range(len(PORT_KEYS))
-    ensure_env_file(env_file, ports={key: base + i for i, key in enumerate(PORT_KEYS)})
+    ensure_env_file(env_file, ports=free_ports())
     with env_file.open("a") as handle:
         handle.write("REPLIKIT_UPLOAD_RATE_LIMIT=0\n")
     stack = ComposeStack(
@@ -71,8 +62,7 @@ def ha_stack(scratch: Path) -> Iterator[tuple[HaStack, str]]:
         stack.down(volumes=True)
 
 
-def one_round(ha: HaStack, url: str, fault: str) -> tuple[float, str, str, int, int]:
-    """(window seconds, old leader, new leader, acknowledged, lost) of one fault."""
+def one_round(ha: HaStack, url: str, fault: str) -> RoundResult:
     old = ha.wait_settled()
     with running(AckedUploads(url)) as stream:
         time.sleep(2)
@@ -91,7 +81,7 @@ def one_round(ha: HaStack, url: str, fault: str) -> tuple[float, str, str, int, 
     else:
         ha.reconnect(old, aliases)
     ha.wait_rejoined(old)
-    return window, old, new, len(stream.acknowledged), lost
+    return RoundResult(window, old, new, len(stream.acknowledged), lost)
 
 
 def main() -> None:
@@ -99,28 +89,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each fault")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="replikit-bench-ha-"))
-    windows: dict[str, list[float]] = {fault: [] for fault in FAULTS}
-    lost_total = dict.fromkeys(FAULTS, 0)
     try:
         with ha_stack(scratch) as (ha, url):
-            for index in range(args.rounds):
-                for fault in FAULTS:
-                    window, old, new, acked, lost = one_round(ha, url, fault)
-                    windows[fault].append(window)
-                    lost_total[fault] += lost
-                    print(
-                        f"round {index + 1} {fault:9s} -> first acked upload {window:6.2f} s  "
-                        f"(leader {old} -> {new}; {acked} acked, {lost} lost)",
-                        flush=True,
-                    )
+            run_rounds(args.rounds, FAULTS, lambda fault: one_round(ha, url, fault))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    for fault in FAULTS:
-        values = windows[fault]
-        print(
-            f"median {fault:9s} {statistics.median(values):6.2f} s  "
-            f"(min {min(values):.2f}, max {max(values):.2f}; lost {lost_total[fault]})"
-        )
 
 
 if __name__ == "__main__":

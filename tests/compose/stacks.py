@@ -17,21 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from replication.compose_env import ensure_env_file, read_env
+from replication.compose_env import ensure_env_file, free_ports, read_env
 from replication.compose_stack import ComposeStack, Variant
-from replication.ports import find_free_port_range
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT_KEYS = (
-    "REPLIKIT_HTTP_PORT",
-    "REPLIKIT_ADMIN_PORT",
-    "REPLIKIT_PG0_PORT",
-    "REPLIKIT_PG1_PORT",
-    "REPLIKIT_PG2_PORT",
-    "REPLIKIT_LOCUST_PORT",
-    "REPLIKIT_PROMETHEUS_PORT",
-    "REPLIKIT_GRAFANA_PORT",
-)
 PROFILES = ("loadtest", "monitoring")
 
 
@@ -76,8 +65,7 @@ def stop_engine(pid: int) -> None:
 
 
 def write_env(path: Path, **settings: str) -> None:
-    base = find_free_port_range(len(PORT_KEYS))
-    ensure_env_file(path, ports={key: base + i for i, key in enumerate(PORT_KEYS)})
+    ensure_env_file(path, ports=free_ports())
     with path.open("a") as env_file:
         for key, value in settings.items():
             env_file.write(f"{key}={value}\n")
