@@ -5,7 +5,8 @@ BIN := .venv/bin
 PYTEST_ARGS ?=
 
 .PHONY: setup requirements test lint up serve down status clean demo consistency bench compose-up compose-down compose-purge \
-	compose-logs compose-load compose-monitoring compose-failover compose-rejoin
+	compose-logs compose-load compose-monitoring compose-failover compose-rejoin \
+	compose-ha-up compose-ha-down compose-ha-purge compose-ha-logs
 
 setup:
 	@bash deploy/setup-host.sh
@@ -116,3 +117,20 @@ compose-failover: setup
 compose-rejoin: setup
 	$(BIN)/replikit cluster rejoin $(NODE) $(COMPOSE_STATE)
 	$(BIN)/replikit cluster status $(COMPOSE_STATE)
+
+# The HA variant (deploy/compose/ha.yml): 3 etcd members and 3 Patroni nodes, which fail over
+# by themselves; project <directory>-ha, so its volumes never meet the default stack's. It
+# publishes the same ports as the default stack: run one of the two at a time (or give one
+# another --env-file). See docs/operations.md, "Compose HA variant".
+compose-ha-up: setup
+	@bash deploy/docker-host.sh
+	$(BIN)/replikit compose up --variant ha
+
+compose-ha-down: setup
+	$(BIN)/replikit compose down --variant ha
+
+compose-ha-purge: setup
+	$(BIN)/replikit compose down --variant ha --volumes
+
+compose-ha-logs: setup
+	$(BIN)/replikit compose logs --variant ha

@@ -96,15 +96,14 @@ def running_project(compose_file: Path, env_file: Path, service: str) -> str | N
     return label.stdout.strip() or None
 
 
-def attach_compose(
-    data_dir: Path, compose_file: Path, env_file: Path, project_name: str | None = None
+def compose_cluster_state(
+    compose_file: Path,
+    env_file: Path,
+    project_name: str | None = None,
+    existing: ClusterState | None = None,
 ) -> ClusterState:
-    data_dir = data_dir.absolute()
-    existing = load_state(data_dir)
-    if existing is not None and existing.driver != "compose":
-        raise BadInputError(
-            f"{data_dir} holds a local cluster; choose another --data-dir for the compose one."
-        )
+    """The stack's nodes, published ports and passwords as a cluster state (not saved), so
+    the probe and the tools can read the nodes; ``existing`` keeps what a saved state knew."""
     if not compose_file.is_file():
         raise BadInputError(f"There is no compose file at {compose_file}.")
     if not env_file.is_file():
@@ -138,7 +137,7 @@ def attach_compose(
     ]
     if project_name is None:
         project_name = running_project(compose_file, env_file, names[0])
-    state = ClusterState(
+    return ClusterState(
         pg_bin="",
         pg_major=0,
         sync=SyncMode(values.get("REPLIKIT_SYNC_MODE") or "off"),
@@ -159,6 +158,18 @@ def attach_compose(
         fenced=existing.fenced if existing else [],
         previous_primary=existing.previous_primary if existing else None,
     )
+
+
+def attach_compose(
+    data_dir: Path, compose_file: Path, env_file: Path, project_name: str | None = None
+) -> ClusterState:
+    data_dir = data_dir.absolute()
+    existing = load_state(data_dir)
+    if existing is not None and existing.driver != "compose":
+        raise BadInputError(
+            f"{data_dir} holds a local cluster; choose another --data-dir for the compose one."
+        )
+    state = compose_cluster_state(compose_file, env_file, project_name, existing)
     discovered = choose_primary(asyncio.run(read_all(state)))
     if discovered is not None:
         state.primary = discovered

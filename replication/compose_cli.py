@@ -15,6 +15,8 @@ from replication.errors import BadInputError
 if TYPE_CHECKING:
     from replication.compose_stack import ComposeStack
 
+VARIANTS = ("default", "ha")
+
 compose_app = typer.Typer(
     help="Build, start and stop the docker compose stack (compose v2 or v1).",
     no_args_is_help=True,
@@ -31,24 +33,41 @@ ProfileOption = Annotated[
     list[str] | None,
     typer.Option("--profile", help="Also start this profile (loadtest, monitoring, grafana)."),
 ]
+VariantOption = Annotated[
+    str,
+    typer.Option(
+        "--variant",
+        help="default (replikit fails over on command) or ha (Patroni + etcd fail over by "
+        "themselves; project name <directory>-ha unless -p is given).",
+    ),
+]
 
 
-def _stack(env_file: Path, project_name: str | None) -> ComposeStack:
+def _stack(env_file: Path, project_name: str | None, variant: str = "default") -> ComposeStack:
     # Imported here: the other commands should not pay for packaging's marker machinery.
-    from replication.compose_stack import ComposeStack
+    from replication.compose_stack import ComposeStack, Variant
 
-    return ComposeStack(root=Path.cwd(), env_file=env_file.absolute(), project_name=project_name)
+    if variant not in VARIANTS:
+        raise BadInputError(f"Unknown variant {variant!r}; choose default or ha.")
+    return ComposeStack(
+        root=Path.cwd(),
+        env_file=env_file.absolute(),
+        project_name=project_name,
+        variant=Variant(variant),
+    )
 
 
 @compose_app.command("up")
 def up(
     env_file: EnvFileOption = Path(".env"),
     project_name: ProjectOption = None,
+    variant: VariantOption = "default",
     profile: ProfileOption = None,
     build: Annotated[bool, typer.Option(help="Build the images first.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for all-healthy.")] = 300.0,
 ) -> None:
     """Write .env if needed, build the images, start the stack and wait until it is healthy."""
+    stack = _stack(env_file, project_name, variant)
     added = ensure_env_file(env_file)
     if added:
         secrets = [key for key in added if key.endswith("_PASSWORD")]
@@ -57,7 +76,6 @@ def up(
             + (f" (generated {', '.join(secrets)})" if secrets else "")
             + "."
         )
-    stack = _stack(env_file, project_name)
     profiles = profile or []
     if build:
         console.print("Building the images (the first time takes a few minutes)...")
@@ -77,11 +95,13 @@ def up(
 def build_images(
     env_file: EnvFileOption = Path(".env"),
     project_name: ProjectOption = None,
+    variant: VariantOption = "default",
     profile: ProfileOption = None,
 ) -> None:
     """Make the Debian base if needed, download the wheelhouse, build every image."""
+    stack = _stack(env_file, project_name, variant)
     ensure_env_file(env_file)
-    _stack(env_file, project_name).build(profiles=profile or [])
+    stack.build(profiles=profile or [])
     console.print("Images built.")
 
 
@@ -89,15 +109,17 @@ def build_images(
 def down(
     env_file: EnvFileOption = Path(".env"),
     project_name: ProjectOption = None,
+    variant: VariantOption = "default",
     volumes: Annotated[
         bool, typer.Option("--volumes", help="Also remove the database volumes (all data).")
     ] = False,
 ) -> None:
-    """Stop and remove the stack's containers and network (and volumes with --volumes)."""
+    """Stop and remove the stack's containers and networks (and volumes with --volumes)."""
+    stack = _stack(env_file, project_name, variant)
     if not env_file.is_file():
         console.print(f"No {env_file}: nothing was started from this directory.")
         return
-    _stack(env_file, project_name).down(volumes=volumes)
+    stack.down(volumes=volumes)
     console.print("Stack removed" + (" with its volumes." if volumes else "; volumes kept."))
 
 
@@ -105,10 +127,11 @@ def down(
 def logs(
     env_file: EnvFileOption = Path(".env"),
     project_name: ProjectOption = None,
+    variant: VariantOption = "default",
     service: Annotated[list[str] | None, typer.Argument(help="Services (default: all).")] = None,
 ) -> None:
     """Follow the stack's logs (the last 100 lines of each service first)."""
-    stack = _stack(env_file, project_name)
+    stack = _stack(env_file, project_name, variant)
     stack.run("logs", "--follow", "--tail=100", *(service or []), what="logs", capture=False)
 
 
@@ -119,6 +142,7 @@ SCENARIOS = {"browse": "BrowseUser", "upload": "UploadUser", "mixed": "MixedUser
 def load(
     env_file: EnvFileOption = Path(".env"),
     project_name: ProjectOption = None,
+    variant: VariantOption = "default",
     scenario: Annotated[str, typer.Option(help="browse, upload or mixed.")] = "mixed",
     users: Annotated[int, typer.Option(help="Locust users.", min=1)] = 20,
     spawn_rate: Annotated[float, typer.Option(help="Users started per second.")] = 10.0,
@@ -131,7 +155,7 @@ def load(
         raise BadInputError(
             f"There is no {env_file}; start the stack with 'make compose-up' first."
         )
-    stack = _stack(env_file, project_name)
+    stack = _stack(env_file, project_name, variant)
     result = stack.load(
         scenario=SCENARIOS[scenario], users=users, spawn_rate=spawn_rate, seconds=duration
     )

@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +39,13 @@ class ComposeProgram:
         project_directory: Path,
         env_file: str | Path | None = None,
         project_name: str | None = None,
+        extra_files: Sequence[Path] = (),
     ) -> list[str]:
-        """One call on one stack: its file, directory, env file and project name, which every
-        replikit call names so that a second stack on the host is never touched."""
-        options = ["-f", str(compose_file), "--project-directory", str(project_directory)]
+        """One call on one stack: its file (and the files merged over it, such as the HA
+        variant's), directory, env file and project name, which every replikit call names so
+        that a second stack on the host is never touched."""
+        options = [flag for f in (compose_file, *extra_files) for flag in ("-f", str(f))]
+        options += ["--project-directory", str(project_directory)]
         if project_name:
             options += ["-p", project_name]
         if env_file:

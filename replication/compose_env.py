@@ -3,7 +3,8 @@
 docker-compose.yml refuses to start without the passwords, and a user should not have to invent
 six of them; nor should two stacks on one host (a user's and a test's) collide on ports or on
 the subnet that gives the load balancer its fixed address (the one address the service trusts
-for X-Forwarded-For). An existing file is never rewritten: only missing keys are appended.
+for X-Forwarded-For), nor on the HA variant's peer network. An existing file is never
+rewritten: only missing keys are appended.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from replication.ports import find_free_port_range
+
 PASSWORD_KEYS = (
     "REPLIKIT_SUPERUSER_PASSWORD",
     "REPLIKIT_REPLICATION_PASSWORD",
@@ -24,6 +27,8 @@ PASSWORD_KEYS = (
     "REPLIKIT_APP_PASSWORD",
     "REPLIKIT_MONITOR_PASSWORD",
     "REPLIKIT_GRAFANA_PASSWORD",
+    # The HA variant's Patroni REST API (its unsafe endpoints: switchover, restart, ...).
+    "REPLIKIT_PATRONI_REST_PASSWORD",
 )
 DEFAULT_PORTS = {
     "REPLIKIT_HTTP_PORT": 8080,
@@ -38,6 +43,13 @@ DEFAULT_PORTS = {
 # 172.31.240.0/20 is rarely used by Docker's own pools (it hands out 172.17-172.30 first).
 SUBNET_POOL = ipaddress.ip_network("172.31.240.0/20")
 LB_HOST_INDEX = 250
+
+
+def free_ports() -> dict[str, int]:
+    """Every published port of the stack on free ports of this host, for a second stack (a
+    test's, a benchmark's) beside the user's."""
+    base = find_free_port_range(len(DEFAULT_PORTS))
+    return {key: base + index for index, key in enumerate(DEFAULT_PORTS)}
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -87,11 +99,16 @@ def missing_settings(
     for key, default in {**DEFAULT_PORTS, **(ports or {})}.items():
         if not existing.get(key):
             values[key] = str(default)
+    taken = docker_subnets()
     subnet = existing.get("REPLIKIT_SUBNET")
     if not subnet:
-        subnet = values["REPLIKIT_SUBNET"] = free_subnet(docker_subnets())
+        subnet = values["REPLIKIT_SUBNET"] = free_subnet(taken)
     if not existing.get("REPLIKIT_LB_ADDRESS"):
         values["REPLIKIT_LB_ADDRESS"] = lb_address(subnet)
+    # The HA variant's second network (etcd, Patroni, replication), from the same pool: left
+    # to Docker, it could take a /16 that overlaps another stack's subnet.
+    if not existing.get("REPLIKIT_PEER_SUBNET"):
+        values["REPLIKIT_PEER_SUBNET"] = free_subnet([*taken, ipaddress.ip_network(subnet)])
     return values
 
 

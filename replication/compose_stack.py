@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from packaging.markers import default_environment
@@ -33,6 +35,27 @@ REQUIREMENTS = Path("deploy/service/requirements-experiments.txt")
 WHEELHOUSE = Path("deploy/wheelhouse")
 BASE_IMAGE_SCRIPT = Path("deploy/base/build-base-image.sh")
 DEFAULT_BASE_IMAGE = "debian:13.8-slim"
+
+
+class Variant(StrEnum):
+    """Which stack: the default one (replikit fails over on command) or the HA one (Patroni
+    and etcd fail over by themselves; deploy/compose/ha.yml over docker-compose.yml)."""
+
+    DEFAULT = "default"
+    HA = "ha"
+
+    @property
+    def extra_files(self) -> tuple[Path, ...]:
+        return (Path("deploy/compose/ha.yml"),) if self is Variant.HA else ()
+
+
+def default_project_name(root: Path, variant: Variant) -> str | None:
+    """None (compose's own default, the directory's name) for the default stack; that name
+    plus ``-ha`` for the HA one, so its volumes never meet the default stack's data
+    directories (a Patroni agent must not adopt a cluster it did not bootstrap)."""
+    if variant is Variant.DEFAULT:
+        return None
+    return re.sub(r"[^-_a-z0-9]", "", root.absolute().name.lower()) + "-ha"
 
 
 @dataclass
@@ -62,22 +85,33 @@ class ContainerState:
 
 @dataclass
 class ComposeStack:
-    """One compose project: the file, its .env and (for tests) a project name of its own."""
+    """One compose project: the file (plus the variant's), its .env and (for tests) a
+    project name of its own."""
 
     root: Path
     env_file: Path
     project_name: str | None = None
     compose_file: Path | None = None
+    variant: Variant = Variant.DEFAULT
     program: ComposeProgram = field(default_factory=compose_program)
+
+    def __post_init__(self) -> None:
+        if self.project_name is None:
+            self.project_name = default_project_name(self.root, self.variant)
 
     @property
     def file(self) -> Path:
         return self.compose_file or self.root / "docker-compose.yml"
 
+    @property
+    def files(self) -> list[Path]:
+        return [self.file, *(self.root / extra for extra in self.variant.extra_files)]
+
     def argv(self, *args: str) -> list[str]:
         return self.program.project_command(
             *args,
             compose_file=self.file,
+            extra_files=self.files[1:],
             project_directory=self.root,
             env_file=self.env_file,
             project_name=self.project_name,

@@ -12,6 +12,20 @@ from dataclasses import dataclass, field
 import httpx
 from PIL import Image
 
+from service.routing.lsn import parse_lsn
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """One acknowledged upload: which node took it (``X-Replikit-Node``), the primary's WAL
+    position after its commit (``X-Replikit-LSN``), when it was sent and acknowledged."""
+
+    image_id: str
+    node: str
+    lsn: int
+    sent_at: float
+    acked_at: float
+
 
 @dataclass
 class AckedUploads:
@@ -20,6 +34,7 @@ class AckedUploads:
     url: str
     acknowledged: dict[str, str] = field(default_factory=dict)  # id -> sha256 of the bytes
     acked_sent_at: list[float] = field(default_factory=list)  # when acked requests were sent
+    receipts: list[Receipt] = field(default_factory=list)
     errors: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -40,8 +55,18 @@ class AckedUploads:
                 except httpx.HTTPError:
                     response = None
                 if response is not None and response.status_code == 201:
-                    self.acknowledged[response.json()["id"]] = hashlib.sha256(data).hexdigest()
+                    image_id = response.json()["id"]
+                    self.acknowledged[image_id] = hashlib.sha256(data).hexdigest()
                     self.acked_sent_at.append(sent_at)
+                    self.receipts.append(
+                        Receipt(
+                            image_id=image_id,
+                            node=response.headers.get("X-Replikit-Node", ""),
+                            lsn=parse_lsn(response.headers.get("X-Replikit-LSN", "0/0")),
+                            sent_at=sent_at,
+                            acked_at=time.monotonic(),
+                        )
+                    )
                 else:
                     self.errors += 1
                     time.sleep(0.05)

@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from loadtests.benchmarks.acked_uploads import AckedUploads, running
+from loadtests.benchmarks.fault_rounds import RoundResult, run_rounds
 from loadtests.experiments.targets import target_for
 from replication.cluster import Cluster
 from replication.ports import find_free_port_range
@@ -67,8 +67,7 @@ def patroni_cluster(scratch: Path) -> Iterator[tuple[Path, str]]:
         cli("cluster", "down", "--data-dir", str(data_dir))
 
 
-def one_round(data_dir: Path, url: str, fault: str) -> tuple[float, str, str, int, int]:
-    """(window seconds, old leader, new leader, acknowledged, lost) of one fault."""
+def one_round(data_dir: Path, url: str, fault: str) -> RoundResult:
     Cluster.open(data_dir).wait_streaming()
     with running(AckedUploads(url)) as stream:
         time.sleep(2)
@@ -86,7 +85,7 @@ def one_round(data_dir: Path, url: str, fault: str) -> tuple[float, str, str, in
     new = cluster.state.primary
     if fault == "node":
         cli("cluster", "rejoin", old, "--data-dir", str(data_dir))
-    return window, old, new, len(stream.acknowledged), lost
+    return RoundResult(window, old, new, len(stream.acknowledged), lost)
 
 
 def main() -> None:
@@ -95,28 +94,11 @@ def main() -> None:
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="replikit-bench-", dir="/var/tmp"))
     scratch.chmod(0o755)
-    windows: dict[str, list[float]] = {fault: [] for fault in FAULTS}
-    lost_total = dict.fromkeys(FAULTS, 0)
     try:
         with patroni_cluster(scratch) as (data_dir, url):
-            for index in range(args.rounds):
-                for fault in FAULTS:
-                    window, old, new, acked, lost = one_round(data_dir, url, fault)
-                    windows[fault].append(window)
-                    lost_total[fault] += lost
-                    print(
-                        f"round {index + 1} {fault:8s} fault -> first acked upload "
-                        f"{window:6.2f} s  (leader {old} -> {new}; {acked} acked, {lost} lost)",
-                        flush=True,
-                    )
+            run_rounds(args.rounds, FAULTS, lambda fault: one_round(data_dir, url, fault))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    for fault in FAULTS:
-        values = windows[fault]
-        print(
-            f"median {fault:8s} {statistics.median(values):6.2f} s  "
-            f"(min {min(values):.2f}, max {max(values):.2f}; lost {lost_total[fault]})"
-        )
 
 
 if __name__ == "__main__":

@@ -34,26 +34,27 @@ from typing import Any
 from replication.drivers.base import StopMode
 from replication.drivers.local import LocalDriver
 from replication.errors import BadInputError, ClusterTimeoutError, NodeCommandError
+from replication.patroni_config import (
+    DEFAULT_LOOP_WAIT,
+    DEFAULT_RETRY_TIMEOUT,
+    DEFAULT_TTL,
+    AgentSettings,
+    Credentials,
+    Timing,
+    agent_config,
+    write_private,
+)
 from replication.pgbin import PgBinaries
 from replication.server_user import ServerUser
-from replication.topology import LOOPBACK, ClusterState, NodeSpec, PatroniSettings, SyncMode
+from replication.topology import LOOPBACK, ClusterState, NodeSpec, PatroniSettings
 
 ETCD_MEMBERS = 3
+__all__ = ["DEFAULT_LOOP_WAIT", "DEFAULT_RETRY_TIMEOUT", "DEFAULT_TTL", "Member", "PatroniDriver"]
 DEFAULT_VENV = Path("/opt/replikit/patroni")
 INSTALL_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "install-patroni.sh"
 HTTP_TIMEOUT_SECONDS = 3.0
 AGENT_START_TIMEOUT_SECONDS = 90.0
 AGENT_STOP_TIMEOUT_SECONDS = 60.0
-
-# Failover timing (docs/operations.md, "The patroni manager"). ttl is the leader lease: a
-# dead leader's key expires at most ttl seconds after its last renewal, which is what node
-# loss costs; 20 is the smallest Patroni accepts. loop_wait is how often each agent looks at
-# its PostgreSQL and renews the lease: 1 s finds a crashed PostgreSQL within a second. The
-# rule loop_wait + 2 * retry_timeout <= ttl leaves retry_timeout at most 9; 5 s still rides
-# out a slow etcd or PostgreSQL answer on a busy 2-core host without demoting the leader.
-DEFAULT_TTL = 20
-DEFAULT_LOOP_WAIT = 1
-DEFAULT_RETRY_TIMEOUT = 5
 
 
 def patroni_venv() -> Path:
@@ -237,92 +238,38 @@ class PatroniDriver(LocalDriver):
             self._signal(name, str(self.data_dir / "etcd" / name), signal.SIGTERM, 15)
 
     # agent configuration -----------------------------------------------------------------
-    def _dcs_settings(self) -> dict[str, Any]:
-        sync = self.state.sync
-        postgres_parameters = {
-            "wal_keep_size": self.state.wal_keep_size,
-            "max_wal_senders": 20,
-            "max_replication_slots": 20,
-            "hot_standby": "on",
-            "hot_standby_feedback": "on",
-            "wal_log_hints": "on",
-            "wal_receiver_status_interval": "1s",
-            "max_connections": 200,
-        }
-        return {
-            "ttl": self.settings.ttl,
-            "loop_wait": self.settings.loop_wait,
-            "retry_timeout": self.settings.retry_timeout,
-            # A replica more than 1 MB behind is not promoted automatically (asynchronous
-            # mode); in synchronous modes only a synchronous standby is promoted anyway.
-            "maximum_lag_on_failover": 1048576,
-            # A crashed leader PostgreSQL is restarted in place first; this bounds the time
-            # it may take before the agent gives up the lease instead.
-            "primary_start_timeout": 10,
-            "synchronous_mode": {SyncMode.OFF: False, SyncMode.ON: True}.get(sync, "quorum"),
-            # As the native --sync on/quorum: commits wait while no synchronous standby is
-            # connected, instead of silently running asynchronously.
-            "synchronous_mode_strict": sync is not SyncMode.OFF,
-            "synchronous_node_count": 1,
-            "postgresql": {
-                "use_pg_rewind": True,
-                "use_slots": True,
-                "parameters": postgres_parameters,
-            },
-        }
-
     def _bootstrap_env(self, node: NodeSpec) -> str:
         env = {**self._script_env(node), "REPLIKIT_SYNC_MODE": "off"}
         env.pop("REPLIKIT_STANDBY_NAMES", None)
         return "".join(f"export {key}={_shell_quote(value)}\n" for key, value in env.items())
 
-    def agent_config(self, node: NodeSpec) -> dict[str, Any]:
+    def agent_settings(self, node: NodeSpec) -> AgentSettings:
         state, settings = self.state, self.settings
         env_file = self.data_dir / "patroni" / f"{node.name}.env"
         address = f"{state.host}:{node.port}"
         rest = f"{LOOPBACK}:{settings.rest_ports[node.name]}"
-        return {
-            "scope": settings.scope,
-            "name": node.name,
-            "restapi": {
-                "listen": rest,
-                "connect_address": rest,
-                "authentication": {
-                    "username": settings.rest_user,
-                    "password": settings.rest_password,
-                },
-            },
-            "etcd3": {"hosts": settings.etcd_hosts},
-            "bootstrap": {
-                "dcs": self._dcs_settings(),
-                "method": "replikit",
-                "replikit": {
-                    "command": f"bash {self.scripts_dir / 'patroni-bootstrap.sh'} {env_file}",
-                    "no_params": True,
-                },
-            },
-            "postgresql": {
-                "listen": address,
-                "connect_address": address,
-                "data_dir": str(self.pgdata(node)),
-                "bin_dir": str(self.binaries.directory),
-                "pgpass": str(self.data_dir / "patroni" / f"{node.name}.pgpass"),
-                "authentication": {
-                    "superuser": {
-                        "username": state.superuser,
-                        "password": state.passwords.superuser,
-                    },
-                    "replication": {
-                        "username": state.replication_user,
-                        "password": state.passwords.replication,
-                    },
-                },
-                "basebackup": [{"checkpoint": "fast"}],
-                # Patroni sets cluster_name to the scope on every member; the router names
-                # nodes by replikit.node_name first (service/routing/monitor.py).
-                "parameters": {"unix_socket_directories": "", "replikit.node_name": node.name},
-            },
-        }
+        return AgentSettings(
+            scope=settings.scope,
+            name=node.name,
+            rest_listen=rest,
+            rest_connect=rest,
+            rest=Credentials(settings.rest_user, settings.rest_password),
+            etcd_hosts=settings.etcd_hosts,
+            bootstrap_command=f"bash {self.scripts_dir / 'patroni-bootstrap.sh'} {env_file}",
+            pg_listen=address,
+            pg_connect=address,
+            data_dir=str(self.pgdata(node)),
+            bin_dir=str(self.binaries.directory),
+            pgpass=str(self.data_dir / "patroni" / f"{node.name}.pgpass"),
+            superuser=Credentials(state.superuser, state.passwords.superuser),
+            replication=Credentials(state.replication_user, state.passwords.replication),
+            timing=Timing(settings.ttl, settings.loop_wait, settings.retry_timeout),
+            sync=state.sync.value,
+            wal_keep_size=state.wal_keep_size,
+        )
+
+    def agent_config(self, node: NodeSpec) -> dict[str, Any]:
+        return agent_config(self.agent_settings(node))
 
     def write_config(self, node: NodeSpec) -> None:
         """The agent's configuration and bootstrap environment, readable by the server
@@ -333,9 +280,7 @@ class PatroniDriver(LocalDriver):
             (self.config_file(node), json.dumps(self.agent_config(node), indent=2)),
             (directory / f"{node.name}.env", self._bootstrap_env(node)),
         ):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
+            write_private(path, text)
             if self.user.switch:
                 os.chown(path, self.user.uid, self.user.gid)
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from replication.compose_stack import ComposeStack
+from replication.compose_stack import ComposeStack, Variant
 from tests.compose.stacks import build_images, compose_stack, docker_engine
 
 
@@ -28,3 +28,9 @@ def docker_images() -> Iterator[None]:
 def stack(docker_images: None) -> Iterator[ComposeStack]:
     with compose_stack("shared", REPLIKIT_UPLOAD_RATE_LIMIT="8") as shared:
         yield shared
+
+
+@pytest.fixture(scope="session")
+def ha_images(docker_images: None) -> None:
+    """The HA variant's own images (the Patroni node, etcd) over the default ones."""
+    build_images(Variant.HA)

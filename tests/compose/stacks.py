@@ -17,21 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from replication.compose_env import ensure_env_file, read_env
-from replication.compose_stack import ComposeStack
-from replication.ports import find_free_port_range
+from replication.compose_env import ensure_env_file, free_ports, read_env
+from replication.compose_stack import ComposeStack, Variant
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT_KEYS = (
-    "REPLIKIT_HTTP_PORT",
-    "REPLIKIT_ADMIN_PORT",
-    "REPLIKIT_PG0_PORT",
-    "REPLIKIT_PG1_PORT",
-    "REPLIKIT_PG2_PORT",
-    "REPLIKIT_LOCUST_PORT",
-    "REPLIKIT_PROMETHEUS_PORT",
-    "REPLIKIT_GRAFANA_PORT",
-)
 PROFILES = ("loadtest", "monitoring")
 
 
@@ -76,19 +65,19 @@ def stop_engine(pid: int) -> None:
 
 
 def write_env(path: Path, **settings: str) -> None:
-    base = find_free_port_range(len(PORT_KEYS))
-    ensure_env_file(path, ports={key: base + i for i, key in enumerate(PORT_KEYS)})
+    ensure_env_file(path, ports=free_ports())
     with path.open("a") as env_file:
         for key, value in settings.items():
             env_file.write(f"{key}={value}\n")
 
 
-def build_images() -> None:
+def build_images(variant: Variant = Variant.DEFAULT) -> None:
     """Every image the tests run, once per session (cached layers make repeats quick)."""
     scratch = Path(tempfile.mkdtemp(prefix="replikit-build-"))
     try:
         write_env(scratch / "build.env")
-        ComposeStack(root=ROOT, env_file=scratch / "build.env").build(profiles=PROFILES)
+        stack = ComposeStack(root=ROOT, env_file=scratch / "build.env", variant=variant)
+        stack.build(profiles=PROFILES if variant is Variant.DEFAULT else ())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -107,12 +96,19 @@ def leftovers(project: str) -> dict[str, list[str]]:
 
 
 @contextlib.contextmanager
-def compose_stack(name: str, **settings: str) -> Iterator[ComposeStack]:
-    """A stack of the default services, healthy, removed with its volumes afterwards."""
+def compose_stack(
+    name: str, variant: Variant = Variant.DEFAULT, **settings: str
+) -> Iterator[ComposeStack]:
+    """A stack of the variant's services, healthy, removed with its volumes afterwards.
+    The project is named ``rkt<name><random>``, or ``<name>-<random>`` for a name that ends
+    in a hyphen (a helper's own prefix)."""
     scratch = Path(tempfile.mkdtemp(prefix=f"replikit-{name}-"))
-    project = f"rkt{name}{uuid.uuid4().hex[:6]}"
+    suffix = uuid.uuid4().hex[:6]
+    project = f"{name}{suffix}" if name.endswith("-") else f"rkt{name}{suffix}"
     write_env(scratch / ".env", **settings)
-    stack = ComposeStack(root=ROOT, env_file=scratch / ".env", project_name=project)
+    stack = ComposeStack(
+        root=ROOT, env_file=scratch / ".env", project_name=project, variant=variant
+    )
     try:
         stack.up(timeout=240)
         yield stack

@@ -134,6 +134,7 @@ def test_a_missing_owner_password_is_refused(workdir: Path) -> None:
 def test_every_image_is_built_from_the_one_pinned_debian_base_and_runs_unprivileged() -> None:
     dockerfiles = sorted((ROOT / "deploy").glob("*/Dockerfile"))
     assert {path.parent.name for path in dockerfiles} == {
+        "etcd",
         "haproxy",
         "postgres",
         "postgres-exporter",

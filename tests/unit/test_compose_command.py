@@ -3,6 +3,8 @@ which ports an attached stack publishes: no Docker, no cluster."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from replication.compose_attach import published_port, service_endpoints
 from replication.compose_command import OVERRIDE_VARIABLE, ComposeProgram, compose_program
+from replication.compose_stack import ComposeStack, Variant
 from replication.drivers.compose import ComposeDriver
 from replication.errors import BadInputError
 from replication.topology import ClusterState, NodeSpec, Passwords, ServiceEndpoints, SyncMode
@@ -130,3 +133,31 @@ def test_published_ports_come_from_the_env_file_else_the_compose_default() -> No
         url="http://127.0.0.1:8080", admin_url="http://127.0.0.1:7781"
     )
     assert service_endpoints("services: {}", {}) is None
+
+
+def test_an_unknown_variant_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "replikit"), "compose", "up", "--variant", "hq",
+         "--env-file", str(env_file)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: Unknown variant 'hq'; choose default or ha."
+    assert not env_file.exists()
+
+
+def test_the_ha_variant_merges_its_file_under_a_project_of_its_own() -> None:
+    program = ComposeProgram(("docker-compose",), 1)
+    ha = ComposeStack(
+        root=Path("/srv/My Stack"), env_file=Path("/srv/.env"), variant=Variant.HA,
+        program=program,
+    )  # fmt: skip
+    argv = ha.argv("ps")
+    assert argv[:5] == [
+        "docker-compose", "-f", "/srv/My Stack/docker-compose.yml",
+        "-f", "/srv/My Stack/deploy/compose/ha.yml",
+    ]  # fmt: skip
+    assert argv[argv.index("-p") + 1] == "mystack-ha"
+    default = ComposeStack(root=Path("/srv/My Stack"), env_file=Path("/srv/.env"), program=program)
+    assert "-p" not in default.argv("ps")
