@@ -295,11 +295,6 @@ class PatroniDriver(LocalDriver):
             "hot_standby_feedback": "on",
             "wal_log_hints": "on",
             "wal_receiver_status_interval": "1s",
-            # How soon a replica retries its primary after losing it (default 5 s). A leader
-            # PostgreSQL restarted in place by its agent is back in about a second, and with
-            # --sync on no commit is acknowledged until its synchronous standby reconnects:
-            # the default made a crash cost 5 s, 1 s makes it about 3 (docs/benchmarks.md).
-            "wal_retrieve_retry_interval": "1s",
             "max_connections": 200,
         }
         return {

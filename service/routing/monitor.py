@@ -5,9 +5,7 @@ the request pools) whether it is in recovery, its timeline and WAL positions. Th
 the reachable node out of recovery on the highest timeline, so an old primary that comes back
 un-rewound on a lower timeline is a *stale primary* and gets nothing. When a node's role
 changes its pool is disposed, so no pooled connection keeps talking to a demoted primary.
-A failed request, or one that finds no primary, wakes the monitor at once instead of waiting
-for the next tick; woken rounds start at least ``WAKE_MIN_GAP_SECONDS`` apart, so the writes
-refused while there is no primary probe ten times a second, not in a loop.
+A failed request wakes the monitor at once instead of waiting for the next tick.
 """
 
 from __future__ import annotations
@@ -27,8 +25,6 @@ from service.routing.metrics import ServiceMetrics
 from service.routing.nodes import Node, Probe, Role
 
 logger = logging.getLogger("replikit.router")
-
-WAKE_MIN_GAP_SECONDS = 0.1
 
 # A node's name is its replikit.node_name setting when it has one (Patroni forces every
 # member's cluster_name to the cluster's scope, so its nodes declare their name there), else
@@ -83,15 +79,10 @@ class NodeMonitor:
         self._wake.set()
 
     async def _run(self) -> None:
-        last_round = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
-            too_soon = min(WAKE_MIN_GAP_SECONDS, self.interval) - (time.monotonic() - last_round)
-            if too_soon > 0:
-                await asyncio.sleep(too_soon)
             self._wake.clear()
-            last_round = time.monotonic()
             try:
                 await self.probe_all()
             except Exception:  # the monitor must outlive any single bad round

@@ -154,11 +154,7 @@ class Router:
         return self.require_writer().sessions
 
     def _primary_unavailable(self, reason: str, message: str) -> PrimaryUnavailableError:
-        """The 503 for a request that needs a primary now. It also wakes the monitor: a
-        client is waiting for a writer, so look for one at once (a new primary is found on
-        the first write after its promotion, not on the next health tick)."""
         self.metrics.unavailable.labels(reason=reason).inc()
-        self.monitor.wake()
         return PrimaryUnavailableError(
             message, details={"reason": reason}, headers=_retry_after(self.settings)
         )
