@@ -64,6 +64,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each fault")
     parser.add_argument("--users", type=int, default=4, help="Locust users per round")
+    parser.add_argument(
+        "--fault",
+        choices=[fault.value for fault in Fault],
+        action="append",
+        help="only this fault (repeatable; default: postgres and node alternately)",
+    )
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="replikit-bench-", dir="/var/tmp"))
     scratch.chmod(0o755)
@@ -77,7 +83,7 @@ def main() -> None:
             manager=Manager.PATRONI,
         )
         for index in range(args.rounds):
-            for fault in (Fault.POSTGRES, Fault.NODE):
+            for fault in [Fault(f) for f in args.fault or ("postgres", "node")]:
                 result = one_round(data_dir, scratch / "results", fault, args.users)
                 rounds[fault].append(result)
                 print(

@@ -26,7 +26,7 @@ def _service(parameters: dict[str, Any]) -> str:
 PHASE_MEANINGS = {
     "detection": "fault → etcd shows it (leader key gone or moved, or the agent reports its PostgreSQL down)",
     "election": "→ a member holds the leader key",
-    "promotion": "→ the database acknowledges a write (promote or restart; sync standby)",
+    "promotion": "→ the database takes writes steadily (promote or restart; sync standby)",
     "router_catch_up": "→ the first upload acknowledged through the service",
 }
 

@@ -7,10 +7,13 @@ From the fault to the first upload acknowledged through the service:
   published a state other than ``running`` (it noticed its PostgreSQL down);
 * **election**: a member holds the leader key (the same one when an agent restarts its
   PostgreSQL in place: then this phase is empty);
-* **promotion**: from the key to the first write the database acknowledges (the heartbeat's
-  first commit after the fault): ``pg_promote`` or a restart, and in synchronous modes the
-  wait for a synchronous standby; ``out_of_recovery`` marks when the holder first answered
-  ``pg_is_in_recovery() = false`` inside it;
+* **promotion**: from the key to the moment the database takes writes steadily: the first
+  commit of the heartbeat writer's unbroken run (no gap over ``STALL_SECONDS``) that reaches
+  the first acknowledged upload. ``pg_promote`` or a restart, and in synchronous modes the
+  wait for a synchronous standby: a new leader may acknowledge a commit or two at once and
+  then hold every commit until a standby streams from it, so its *first* commit
+  (``observed.first_commit``) is not when writes came back. ``out_of_recovery`` marks when
+  the holder first answered ``pg_is_in_recovery() = false``;
 * **router catch-up**: from that first acknowledged write to the first acknowledged upload.
 
 Each milestone is the first sample that shows it. A later milestone proves the earlier ones
@@ -28,6 +31,7 @@ from typing import Any
 
 from loadtests.experiments.leader_watch import WatchSample
 
+STALL_SECONDS = 0.5  # the heartbeat commits every 50 ms; a longer gap is a stall
 MILESTONES = ("detected", "elected", "out_of_recovery", "writable", "first_ack")
 PHASES = {  # phase: (from milestone, to milestone); None is the fault itself
     "detection": (None, "detected"),
@@ -43,7 +47,7 @@ class WindowSplit:
     new_leader: str | None
     window_seconds: float | None  # fault -> first acknowledged upload
     milestones: dict[str, float | None]  # seconds after the fault, moved back as above
-    observed: dict[str, float | None]  # seconds after the fault, as sampled
+    observed: dict[str, float | None]  # seconds after the fault, as sampled (+ first_commit)
     phases: dict[str, float | None]
     resolution_seconds: float | None  # median time between two samples
 
@@ -59,6 +63,21 @@ def _in_trouble(sample: WatchSample, old_leader: str) -> bool:
     return sample.dcs_answered and (
         sample.leader != old_leader or sample.member_states.get(old_leader) != "running"
     )
+
+
+def _steady_writes_since(acks: list[float], fault_at: float, until: float | None) -> float | None:
+    """First commit of the heartbeat's unbroken run of commits that reaches ``until`` (the
+    first acknowledged upload), or the first commit at all when there is no upload."""
+    after = sorted(t for t in acks if t > fault_at)
+    run_start: float | None = None
+    previous: float | None = None
+    for at in after:
+        if previous is None or at - previous > STALL_SECONDS:
+            run_start = at
+        if until is None or at >= until:
+            break
+        previous = at
+    return run_start
 
 
 def split_window(
@@ -83,7 +102,8 @@ def split_window(
         if elected is not None
         else None
     )
-    writable = next((t for t in sorted(heartbeat_acks) if t > fault_at), None)
+    writable = _steady_writes_since(heartbeat_acks, fault_at, first_upload_ack)
+    first_commit = next((t for t in sorted(heartbeat_acks) if t > fault_at), None)
     observed_at: dict[str, float | None] = {
         "detected": detected.t if detected else None,
         "elected": elected.t if elected else None,
@@ -113,7 +133,8 @@ def split_window(
         new_leader=new_leader,
         window_seconds=since_fault(first_upload_ack),
         milestones={name: since_fault(moved[name]) for name in MILESTONES},
-        observed={name: since_fault(observed_at[name]) for name in MILESTONES},
+        observed={name: since_fault(observed_at[name]) for name in MILESTONES}
+        | {"first_commit": since_fault(first_commit)},
         phases=phases,
         resolution_seconds=round(statistics.median(gaps), 3) if gaps else None,
     )

@@ -125,3 +125,27 @@ def test_a_window_that_never_closed_has_no_total() -> None:
     assert split.phases["detection"] == pytest.approx(0.5)
     assert split.phases["router_catch_up"] is None
     assert split.new_leader is None
+
+
+def test_commits_that_stall_after_promotion_count_as_promotion_not_router() -> None:
+    """The new leader acknowledged one commit, then held every commit for 2 s until a
+    synchronous standby streamed from it: writes came back when the commits resumed."""
+    samples = every_tenth(
+        23.0,
+        {
+            19.5: sample(19.5, None, {"pg1": "running", "pg2": "running"}),
+            19.6: sample(19.6, "pg1", {"pg1": "running", "pg2": "running"}, writable="pg1"),
+        },
+    )
+    resumed = [FAULT + 21.9 + i * 0.06 for i in range(10)]
+    split = split_window(
+        samples=samples,
+        fault_at=FAULT,
+        old_leader="pg0",
+        heartbeat_acks=[FAULT - 0.1, FAULT + 19.7, *resumed],
+        first_upload_ack=FAULT + 22.0,
+    )
+    assert split.observed["first_commit"] == pytest.approx(19.7)
+    assert split.milestones["writable"] == pytest.approx(21.9)
+    assert split.phases["promotion"] == pytest.approx(21.9 - 19.6)
+    assert split.phases["router_catch_up"] == pytest.approx(0.1)
