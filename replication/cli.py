@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from loadtests.experiments.failover_plan import FailoverMode, Fault, plan_failover
 from replication import failover as failovers
 from replication import faults
 from replication.cluster import DEFAULT_DATA_DIR, Cluster, cluster_down, cluster_up, env_lines
@@ -338,8 +339,23 @@ def experiment_failover(
     ] = 15.0,
     sync: Annotated[SyncMode, typer.Option(help="Sync mode of a new cluster.")] = SyncMode.ON,
     mode: Annotated[
-        str, typer.Option(help="How failover is triggered: manual (the CLI).")
-    ] = "manual",
+        FailoverMode | None,
+        typer.Option(
+            help="Who fails over: manual (the experiment runs cluster failover; native "
+            "clusters) or auto (Patroni, unprompted). Default: follows the manager."
+        ),
+    ] = None,
+    manager: Annotated[
+        Manager | None,
+        typer.Option(help="Manager of a new cluster (default: as the existing one, else native)."),
+    ] = None,
+    fault: Annotated[
+        Fault | None,
+        typer.Option(
+            help="--mode auto only: node (agent and PostgreSQL, a lost machine; the default) "
+            "or postgres (PostgreSQL crashes under a live agent)."
+        ),
+    ] = None,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     results: ResultsOption = Path("results"),
 ) -> None:
@@ -347,8 +363,7 @@ def experiment_failover(
     from loadtests.experiments.common import cluster_for_experiment
     from loadtests.experiments.failover import run_failover
 
-    if mode != "manual":
-        raise BadInputError(f"--mode {mode!r} is not supported; the only mode is manual.")
+    plan = plan_failover(data_dir.absolute(), manager=manager, mode=mode, fault=fault)
     with cluster_for_experiment(data_dir.absolute()):
         out = run_failover(
             data_dir=data_dir.absolute(),
@@ -357,6 +372,7 @@ def experiment_failover(
             duration=duration,
             kill_at=kill_at,
             sync=sync,
+            plan=plan,
         )
     show_results(out)
 

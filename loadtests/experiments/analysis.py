@@ -47,6 +47,22 @@ def write_window(records: list[dict[str, Any]], kill_at: float) -> dict[str, flo
     }
 
 
+def first_write_sent_after(records: list[dict[str, Any]], moment: float) -> float | None:
+    """When the first upload sent after ``moment`` was acknowledged (its response time).
+
+    Only uploads *sent* after the moment count: one sent before a crash and answered just
+    after it committed on the old primary, before the fault.
+    """
+    return min(
+        (
+            r["t"]
+            for r in writes(records)
+            if r["ok"] and r["status"] == 201 and r["t"] - r["ms"] / 1000 > moment
+        ),
+        default=None,
+    )
+
+
 def per_second(records: list[dict[str, Any]], start: float) -> list[dict[str, Any]]:
     buckets: dict[int, dict[str, int]] = {}
     for r in records:

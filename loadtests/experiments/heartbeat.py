@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,28 @@ class Heartbeat:
         self.data_dir = data_dir
         self.interval = interval
         self.acknowledged = 0
+        self.acked_at: list[float] = []  # Unix time each acknowledged write returned
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=lambda: asyncio.run(self._run()), name="heartbeat", daemon=True
         )
 
     async def _connect(self) -> asyncpg.Connection:
-        state = require_state(self.data_dir)  # re-read: the primary changes on failover
-        node = state.primary_node
-        return await app_connect(state, node, connect_timeout=1)
+        """A connection to the node out of recovery: the recorded primary first (re-read: a
+        manual failover records the new one), then the others, since under Patroni the
+        state file learns the new leader only when a command asks."""
+        state = require_state(self.data_dir)
+        primary = state.primary_node
+        for node in [primary, *(n for n in state.nodes if n is not primary)]:
+            try:
+                connection = await app_connect(state, node, connect_timeout=1)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                continue
+            with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
+                if not await connection.fetchval("SELECT pg_is_in_recovery()", timeout=1):
+                    return connection
+            connection.terminate()
+        raise ConnectionRefusedError("no node is out of recovery")
 
     async def _run(self) -> None:
         connection: asyncpg.Connection | None = None
@@ -47,6 +61,7 @@ class Heartbeat:
                     f"INSERT INTO experiment_heartbeat (timeline) SELECT {TIMELINE_SQL}", timeout=2
                 )
                 self.acknowledged += 1
+                self.acked_at.append(time.time())
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 if connection is not None:
                     connection.terminate()
@@ -97,4 +112,21 @@ async def database_window(connection: asyncpg.Connection) -> dict[str, Any]:
         "last_on_old": old["last"].isoformat(),
         "first_on_new": new["first"].isoformat(),
         "rows": {str(r["timeline"]): r["rows"] for r in rows},
+    }
+
+
+async def database_gap(connection: asyncpg.Connection, fault_at: float) -> dict[str, Any]:
+    """Last heartbeat row stamped before ``fault_at`` (Unix time) to the first after it: the
+    window as the database saw it, whether or not the timeline changed (a PostgreSQL that
+    its agent restarts in place keeps its timeline)."""
+    row = await connection.fetchrow(
+        "SELECT (SELECT max(at) FROM experiment_heartbeat WHERE at <= to_timestamp($1)) AS last,"
+        " (SELECT min(at) FROM experiment_heartbeat WHERE at > to_timestamp($1)) AS first",
+        fault_at,
+    )
+    last, first = (row["last"], row["first"]) if row is not None else (None, None)
+    return {
+        "seconds": round((first - last).total_seconds(), 3) if last and first else None,
+        "last_before": last.isoformat() if last else None,
+        "first_after": first.isoformat() if first else None,
     }

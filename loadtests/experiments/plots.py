@@ -20,7 +20,7 @@ def throughput_plot(
     axis.plot(seconds, [p["requests"] for p in series], label="requests/s")
     axis.plot(seconds, [p["writes_ok"] for p in series], label="acknowledged writes/s")
     axis.plot(seconds, [p["errors"] for p in series], label="errors/s", color="tab:red")
-    for label, at in marks.items():
+    for label, at in _merge_close(marks, span=max(seconds, default=1) or 1).items():
         axis.axvline(at, linestyle="--", color="gray")
         axis.annotate(
             label, (at, axis.get_ylim()[1] * 0.95), rotation=90, fontsize=8, ha="right", va="top"
@@ -29,6 +29,41 @@ def throughput_plot(
     axis.set_ylabel("per second")
     axis.set_title(title)
     axis.legend(loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _merge_close(marks: dict[str, float], span: float) -> dict[str, float]:
+    """One line for marks closer than 1 % of the axis (their labels would overprint)."""
+    merged: dict[str, float] = {}
+    for label, at in sorted(marks.items(), key=lambda item: item[1]):
+        last = next(reversed(merged), None)
+        if last is not None and at - merged[last] < span / 100:
+            merged[f"{last}, {label}"] = merged.pop(last)
+        else:
+            merged[label] = at
+    return merged
+
+
+def window_split_plot(path: Path, phases: dict[str, float | None], title: str) -> None:
+    """The write window as one bar split into its phases, each labelled with its seconds."""
+    figure, axis = plt.subplots(figsize=(10, 2.6))
+    left = 0.0
+    for (name, seconds), colour in zip(
+        phases.items(), ("tab:red", "tab:orange", "tab:blue", "tab:green"), strict=False
+    ):
+        width = seconds or 0.0
+        axis.barh([0], [width], left=left, color=colour, label=f"{name.replace('_', ' ')}")
+        if width > 0:
+            axis.annotate(
+                f"{width:.2f} s", (left + width / 2, 0), ha="center", va="center", fontsize=8
+            )
+        left += width
+    axis.set_yticks([])
+    axis.set_xlabel("seconds after the fault (first acknowledged upload at the right end)")
+    axis.set_title(title, fontsize=10)
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=4, fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

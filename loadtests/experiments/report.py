@@ -25,6 +25,54 @@ def _service(parameters: dict[str, Any]) -> str:
     return f"{instances} service instances"
 
 
+PHASE_MEANINGS = {
+    "detection": "fault → etcd shows it (leader key gone or moved, or the agent reports its PostgreSQL down)",
+    "election": "→ a member holds the leader key",
+    "promotion": "→ the database takes writes steadily (promote or restart; sync standby)",
+    "router_catch_up": "→ the first upload acknowledged through the service",
+}
+
+
+def _manual_intro(s: dict[str, Any]) -> str:
+    p = s["parameters"]
+    return f"""# Failover experiment
+
+{p["users"]} users for {p["duration_seconds"]} s against {_service(p)}, sync `{p["sync"]}`; the primary {s["old_primary"]} was crashed at
+{p["kill_at_seconds"]} s and `replikit cluster failover` promoted {s["new_primary"]}
+(timeline {s["new_timeline"]}).
+"""
+
+
+def _automatic_intro(s: dict[str, Any]) -> str:
+    p, split = s["parameters"], s["automatic_failover"]
+    what = (
+        "lost its node (agent and PostgreSQL)"
+        if p["fault"] == "node"
+        else "had its PostgreSQL crashed under a live agent"
+    )
+    rows = "\n".join(
+        f"| {name.replace('_', ' ')} | {_fmt(seconds, ' s')} | {PHASE_MEANINGS[name]} |"
+        for name, seconds in split["phases"].items()
+    )
+    observed = ", ".join(
+        f"{name.replace('_', ' ')} {_fmt(split['observed'][name], ' s')}"
+        for name in split["observed"]
+    )
+    return f"""# Automatic failover experiment (Patroni)
+
+{p["users"]} users for {p["duration_seconds"]} s against {_service(p)}, sync `{p["sync"]}`; the leader {s["old_primary"]} {what} at
+{p["kill_at_seconds"]} s and nobody ran a command. Leader afterwards: {split["new_leader"] or "—"} (timeline {_fmt(s["new_timeline"])}).
+
+| phase | seconds | from the previous milestone |
+| --- | --- | --- |
+{rows}
+| **fault → first acknowledged upload** | **{_fmt(split["window_seconds"], " s")}** | the sum |
+
+As sampled every {_fmt(split["resolution_seconds"], " s")} (seconds after the fault): {observed}. A milestone
+seen only after a later one is counted at the later one's time.
+"""
+
+
 def write_failover_report(out: Path, s: dict[str, Any]) -> None:
     latency = s["latency_ms"]
     rows = "\n".join(
@@ -32,19 +80,28 @@ def write_failover_report(out: Path, s: dict[str, Any]) -> None:
         f"{_fmt(latency[phase]['p99'])} | {latency[phase]['count']} |"
         for phase in ("before", "during", "after")
     )
-    p = s["parameters"]
-    text = f"""# Failover experiment
-
-{p["users"]} users for {p["duration_seconds"]} s against {_service(p)}, sync `{p["sync"]}`; the primary {s["old_primary"]} was crashed at
-{p["kill_at_seconds"]} s and `replikit cluster failover` promoted {s["new_primary"]}
-(timeline {s["new_timeline"]}).
-
+    automatic = "automatic_failover" in s
+    command_row = (
+        ""
+        if automatic
+        else "| failover command: kill → writes accepted | "
+        f"{_fmt(s['failover_command']['seconds_to_writable'], ' s')} |\n"
+    )
+    plots = (
+        "Plots: `window_split.png` (the phases above as one bar), `throughput.png` (requests,\n"
+        "acknowledged writes and errors per second; kill, detection, election, first database\n"
+        "write and first acknowledged upload marked), `replica_lag.png` (each replica's lag as\n"
+        "the router measured it)."
+        if automatic
+        else "Plots: `throughput.png` (requests, acknowledged writes and errors per second; kill, failover and\n"
+        "first write marked), `replica_lag.png` (each replica's lag as the router measured it)."
+    )
+    text = f"""{_automatic_intro(s) if automatic else _manual_intro(s)}
 | measure | value |
 | --- | --- |
 | write unavailability, clients (last 2xx upload before → first after) | {_fmt(s["write_unavailability"]["client_seconds"], " s")} |
-| write unavailability, database (last heartbeat on old timeline → first on new) | {_fmt(s["write_unavailability"]["database_seconds"], " s")} |
-| failover command: kill → writes accepted | {_fmt(s["failover_command"]["seconds_to_writable"], " s")} |
-| reads during the window (server errors) | {s["reads_during_window"]["total"]} ({s["reads_during_window"]["server_errors"]}) |
+| write unavailability, database ({"last heartbeat before the fault → first after" if automatic else "last heartbeat on old timeline → first on new"}) | {_fmt(s["write_unavailability"]["database_seconds"], " s")} |
+{command_row}| reads during the window (server errors) | {s["reads_during_window"]["total"]} ({s["reads_during_window"]["server_errors"]}) |
 | acknowledged uploads lost | {s["acknowledged_uploads"]["lost"]} of {s["acknowledged_uploads"]["total"]} |
 | all requests (server errors) | {s["requests"]["total"]} ({s["requests"]["server_errors"]}) |
 | old primary rejoined by | {s["rejoin"]["method"]} |
@@ -55,8 +112,7 @@ Latency (ms):
 | --- | --- | --- | --- | --- |
 {rows}
 
-Plots: `throughput.png` (requests, acknowledged writes and errors per second; kill, failover and
-first write marked), `replica_lag.png` (each replica's lag as the router measured it).
+{plots}
 """
     (out / "summary.md").write_text(text)
 

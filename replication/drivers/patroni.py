@@ -55,6 +55,8 @@ INSTALL_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "install-patro
 HTTP_TIMEOUT_SECONDS = 3.0
 AGENT_START_TIMEOUT_SECONDS = 90.0
 AGENT_STOP_TIMEOUT_SECONDS = 60.0
+# Patroni's default ``namespace``: its keys live under /service/<scope>/ in etcd.
+PATRONI_NAMESPACE = "/service"
 
 
 def patroni_venv() -> Path:
@@ -91,6 +93,17 @@ class Member:
     @property
     def is_leader(self) -> bool:
         return self.role == "leader"
+
+
+@dataclass(frozen=True)
+class DcsView:
+    """What etcd holds for the cluster at one instant: who holds the leader key (None once
+    its lease expired or was released) and the state each agent last published for its
+    member (``running``, ``crashed``, ``starting``, ...; a lost agent's member key expires
+    with its lease, like the leader key)."""
+
+    leader: str | None
+    member_states: dict[str, str]
 
 
 class PatroniDriver(LocalDriver):
@@ -231,6 +244,41 @@ class PatroniDriver(LocalDriver):
                 return bool(json.loads(response.read()).get("health") == "true")
         except (OSError, ValueError):
             return False
+
+    def dcs_view(self) -> DcsView | None:
+        """The leader key and member keys straight from etcd (one range read over the v3
+        JSON gateway), not through an agent, whose view lags by up to a loop; None when no
+        etcd member answers."""
+        prefix = f"{PATRONI_NAMESPACE}/{self.settings.scope}/".encode()
+        body = json.dumps(
+            {
+                "key": base64.b64encode(prefix).decode(),
+                # The range [prefix, prefix with its last byte + 1) is every key under it.
+                "range_end": base64.b64encode(prefix[:-1] + bytes([prefix[-1] + 1])).decode(),
+            }
+        ).encode()
+        for port in self.settings.etcd_client_ports:
+            request = urllib.request.Request(
+                f"http://{LOOPBACK}:{port}/v3/kv/range", data=body, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:  # noqa: S310
+                    answer = json.loads(response.read())
+            except (OSError, ValueError):
+                continue
+            keys = {
+                base64.b64decode(kv["key"])[len(prefix) :].decode(): base64.b64decode(
+                    kv.get("value", "")
+                ).decode()
+                for kv in answer.get("kvs", [])
+            }
+            states = {}
+            for key, value in keys.items():
+                if key.startswith("members/"):
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        states[key.removeprefix("members/")] = str(json.loads(value)["state"])
+            return DcsView(leader=keys.get("leader") or None, member_states=states)
+        return None
 
     def stop_etcd(self) -> None:
         for index in range(ETCD_MEMBERS):
