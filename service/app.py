@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,19 @@ def make_blob_store(settings: Settings, router: Router) -> BlobStore:
     return PostgresBlobStore()
 
 
+def freeze_startup_objects() -> None:
+    """Keep what exists at startup (modules, FastAPI's routes and models, SQLAlchemy's
+    compiled caches: most of the heap) out of every later garbage collection.
+
+    A full collection walks every tracked object. Under load it ran about every 0.7 s and
+    took 70-75 ms each time in one worker, stalling every request in flight (the p99 of a
+    metadata read was 84 ms against a p50 of 11 ms) and costing ~10 % of the CPU. Frozen
+    objects are never freed, which is what startup objects are anyway.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()  # filled from the environment
     metrics = ServiceMetrics()
@@ -33,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await router.start()
+        freeze_startup_objects()
         try:
             yield
         finally:
