@@ -14,9 +14,12 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 INSTANCE_METRIC = "replikit_instance_info"
 # Set by the server for its workers, so they report one instance, not one per process.
@@ -125,5 +128,24 @@ class ServiceMetrics:
         if directory is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+        merged.register(WorkersMerged(self.registry, directory))
         return generate_latest(merged)
+
+
+class WorkersMerged(Collector):
+    """Every worker's values (prometheus-client's multiprocess files), plus this process's
+    declaration of each metric no worker has written yet: the files only hold metrics with a
+    value, and a dashboard or scraper should see ``# TYPE`` for every metric from the start,
+    as it does with one worker."""
+
+    def __init__(self, local: CollectorRegistry, directory: str) -> None:
+        self.local = local
+        self.workers = MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterator[Metric]:
+        written = list(self.workers.collect())  # type: ignore[no-untyped-call]
+        yield from written
+        names = {family.name for family in written}
+        for family in self.local.collect():
+            if family.name not in names:
+                yield family

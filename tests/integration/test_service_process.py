@@ -92,3 +92,5 @@ def test_two_workers_are_one_instance_in_merged_metrics(
     assert counted == sent
     instances = {sample.labels["instance"] for sample in families["replikit_instance_info"].samples}
     assert len(instances) == 1
+    # Declared even though no worker has counted one yet, as with one worker (dashboards).
+    assert "# TYPE replikit_unavailable_total counter" in text
