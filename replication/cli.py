@@ -377,6 +377,11 @@ def experiment_failover(
     show_results(out)
 
 
+def comma_separated(text: str) -> list[str]:
+    """The non-empty items of a comma-separated option."""
+    return [item for item in text.split(",") if item.strip()]
+
+
 @experiment_app.command("lag")
 def experiment_lag(
     apply_delay: Annotated[
@@ -398,8 +403,8 @@ def experiment_lag(
         out = run_lag(
             data_dir=data_dir.absolute(),
             results=results,
-            delays=[d for d in apply_delay.split(",") if d.strip()],
-            modes=[m for m in consistency.split(",") if m.strip()],
+            delays=comma_separated(apply_delay),
+            modes=comma_separated(consistency),
             users=users,
             seconds_per_cell=duration,
         )
@@ -440,8 +445,8 @@ def experiment_consistency(
     from loadtests.experiments.consistency import ConsistencyRun, run_consistency
 
     run = ConsistencyRun.parse(
-        modes=[m for m in consistency.split(",") if m.strip()],
-        delays=[d for d in apply_delay.split(",") if d.strip()],
+        modes=comma_separated(consistency),
+        delays=comma_separated(apply_delay),
         clients=clients,
         readers=readers,
         seconds_per_mode=duration,
