@@ -59,6 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Image hosting over a replicated PostgreSQL cluster.",
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry checks the global providers (environment lookups) on
+        # every request even when nothing is configured: ~3 % of a metadata read's CPU. The
+        # service's metrics are its own Prometheus ones (/metrics).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url="/redoc" if settings.docs_enabled else None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,

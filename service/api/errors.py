@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ServiceError
+from service.routing.router import is_node_failure
 
 logger = logging.getLogger("replikit.service")
 
@@ -39,10 +41,13 @@ def error_response(
     )
 
 
-def _is_connection_problem(error: DBAPIError) -> bool:
-    return bool(error.connection_invalidated) or isinstance(
-        error, OperationalError | InterfaceError
-    )
+def _is_connection_problem(error: Exception) -> bool:
+    """Through SQLAlchemy (writes) or straight from asyncpg (reads, service/db/read_pools.py)."""
+    if isinstance(error, DBAPIError):
+        return bool(error.connection_invalidated) or isinstance(
+            error, OperationalError | InterfaceError
+        )
+    return is_node_failure(error)
 
 
 def _count_unavailable(request: Request) -> None:
@@ -76,13 +81,15 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(DBAPIError)
-    async def database_error(request: Request, error: DBAPIError) -> JSONResponse:
+    @app.exception_handler(asyncpg.PostgresError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    async def database_error(request: Request, error: Exception) -> JSONResponse:
         if _is_connection_problem(error):
             _count_unavailable(request)
             logger.warning(
                 "event=database_unavailable path=%s error=%s",
                 request.url.path,
-                type(error.orig).__name__,
+                type(getattr(error, "orig", error)).__name__,
             )
             return error_response(
                 503,

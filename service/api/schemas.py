@@ -11,6 +11,21 @@ from pydantic import BaseModel, Field
 from service.db.models import ImageRecord
 
 
+def image_fields(image: ImageRecord) -> dict[str, Any]:
+    """An image's public fields, as :class:`ImagePublic` declares them."""
+    return {
+        "id": image.id,
+        "filename": image.filename,
+        "content_type": image.content_type,
+        "file_size": image.file_size,
+        "width": image.width,
+        "height": image.height,
+        "sha256": image.sha256,
+        "url": f"/api/v1/images/{image.id}/file",
+        "created_at": image.created_at,
+    }
+
+
 class ImagePublic(BaseModel):
     id: uuid.UUID
     filename: str
@@ -24,17 +39,7 @@ class ImagePublic(BaseModel):
 
     @classmethod
     def from_image(cls, image: ImageRecord) -> ImagePublic:
-        return cls(
-            id=image.id,
-            filename=image.filename,
-            content_type=image.content_type,
-            file_size=image.file_size,
-            width=image.width,
-            height=image.height,
-            sha256=image.sha256,
-            url=f"/api/v1/images/{image.id}/file",
-            created_at=image.created_at,
-        )
+        return cls(**image_fields(image))
 
 
 class ImageCreated(ImagePublic):

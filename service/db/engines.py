@@ -1,4 +1,4 @@
-"""SQLAlchemy engines for one database node."""
+"""SQLAlchemy engines for one database node, and the connect arguments every pool shares."""
 
 from __future__ import annotations
 
@@ -38,24 +38,32 @@ def discard_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) ->
         raise DisconnectionError("the server closed this pooled connection")
 
 
+def connect_arguments(settings: Settings) -> dict[str, Any]:
+    """asyncpg's connect arguments for the service's connections (engines and read pools).
+
+    ``command_timeout`` bounds every command, COMMIT included (a commit waiting for a missing
+    synchronous replica is cancelled), so no request waits on the database longer than
+    ``REPLIKIT_WRITE_TIMEOUT``.
+    """
+    return {
+        "timeout": min(settings.db_connect_timeout, settings.write_timeout),
+        "command_timeout": settings.write_timeout,
+        "server_settings": {
+            "application_name": "replikit-service",
+            "statement_timeout": str(settings.db_statement_timeout_ms),
+        },
+    }
+
+
 def make_engine(url: str, settings: Settings) -> AsyncEngine:
-    """A pooled engine. ``command_timeout`` bounds every command, COMMIT included (a commit
-    waiting for a missing synchronous replica is cancelled), so no request waits on the
-    database longer than ``REPLIKIT_WRITE_TIMEOUT``."""
+    """A pooled engine for the writes (sessions and autocommit Core connections)."""
     engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=False,
         pool_timeout=settings.db_pool_timeout,
-        connect_args={
-            "timeout": min(settings.db_connect_timeout, settings.write_timeout),
-            "command_timeout": settings.write_timeout,
-            "server_settings": {
-                "application_name": "replikit-service",
-                "statement_timeout": str(settings.db_statement_timeout_ms),
-            },
-        },
+        connect_args=connect_arguments(settings),
     )
     event.listen(engine.sync_engine, "checkout", discard_closed_connection)
     return engine

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from sqlalchemy import Row, Text, case, cast, func, select
+from sqlalchemy import Text, case, cast, func, select
 from sqlalchemy.sql import Subquery
 
 from service.routing.lsn import parse_lsn
@@ -63,7 +63,6 @@ def _snapshot_position() -> Subquery:
 SNAPSHOT_POSITION = _snapshot_position()
 
 
-def report_position(row: Row[object] | None, observer: PositionObserver) -> None:
-    """Hand the position a row carries to ``observer`` (nothing when it carries none)."""
-    text = getattr(row, SNAPSHOT_COLUMN, None) if row is not None else None
-    observer.saw(parse_lsn(text) if text else None)
+def report_position(position: str | None, observer: PositionObserver) -> None:
+    """Hand a read's position column (text, or None when it carries none) to ``observer``."""
+    observer.saw(parse_lsn(position) if position else None)

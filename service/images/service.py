@@ -12,12 +12,14 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Select, bindparam, delete, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from service.db.driver_sql import for_driver
 from service.db.models import Image, ImageRecord
+from service.db.read_pools import ReadConnection
 from service.db.snapshot import (
     SNAPSHOT_COLUMN,
     SNAPSHOT_POSITION,
@@ -32,9 +34,10 @@ from service.images.validation import ImageFacts
 logger = logging.getLogger("replikit.service")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredImage:
-    """An image the service has just inserted (an :class:`ImageRecord`)."""
+    """An image's public columns (an :class:`ImageRecord`): just inserted, or read. The field
+    order is the order the read statements select them in."""
 
     id: uuid.UUID
     filename: str
@@ -127,10 +130,10 @@ async def create_image(
     return CreatedImage(image=image, delete_token=token)
 
 
-# Reads select the public columns with Core on a plain connection (the ORM's identity map and
-# instance machinery cost a third of a metadata read's CPU and buy nothing for a read-only
-# row), with statements built once: building a SELECT and its cache key per request cost
-# about as much as executing it (per read, one process: ~480 us of CPU, ~290 us prebuilt).
+# Reads select the public columns with statements written in Core and compiled once for the
+# driver (service/db/driver_sql.py), run on plain asyncpg connections: no ORM (its identity
+# map cost a third of a read), no statement built per request (as much as executing it), no
+# SQLAlchemy execution or result machinery (half of what was left).
 _IMAGES = Image.__table__.c
 IMAGE_COLUMNS = (
     _IMAGES.id,
@@ -143,12 +146,15 @@ IMAGE_COLUMNS = (
     _IMAGES.created_at,
 )
 SNAPSHOT = SNAPSHOT_POSITION
-GET_IMAGE = select(*IMAGE_COLUMNS).where(_IMAGES.id == bindparam("image_id"))
-# The same, with the position the read could see (service/db/snapshot.py): a LEFT JOIN from
-# the position's one row, so a 404 reports it too.
-GET_IMAGE_SEEN = select(SNAPSHOT.c[SNAPSHOT_COLUMN], *IMAGE_COLUMNS).select_from(
-    SNAPSHOT.outerjoin(Image.__table__, _IMAGES.id == bindparam("image_id"))
+GET_IMAGE = for_driver(select(*IMAGE_COLUMNS).where(_IMAGES.id == bindparam("image_id")))
+# The same, with the position the read could see (service/db/snapshot.py) as the last column:
+# a LEFT JOIN from the position's one row, so a 404 reports it too.
+GET_IMAGE_SEEN = for_driver(
+    select(*IMAGE_COLUMNS, SNAPSHOT.c[SNAPSHOT_COLUMN]).select_from(
+        SNAPSHOT.outerjoin(Image.__table__, _IMAGES.id == bindparam("image_id"))
+    )
 )
+IMAGE_FIELDS = len(IMAGE_COLUMNS)
 
 
 def _page(after_cursor: bool) -> Select[Any]:
@@ -168,7 +174,7 @@ def _page_seen(page_query: Select[Any]) -> Select[Any]:
     """The page as a LATERAL join from the position's one row: an empty page reports it too."""
     page = page_query.lateral("page")
     return (
-        select(SNAPSHOT.c[SNAPSHOT_COLUMN], *page.c)
+        select(*page.c, SNAPSHOT.c[SNAPSHOT_COLUMN])
         .select_from(SNAPSHOT.outerjoin(page, true()))
         .order_by(page.c.created_at.desc(), page.c.id.desc())
     )
@@ -176,7 +182,7 @@ def _page_seen(page_query: Select[Any]) -> Select[Any]:
 
 # Indexed by (after a cursor, with the position).
 LIST_PAGE = {
-    (after, seen): _page_seen(_page(after)) if seen else _page(after)
+    (after, seen): for_driver(_page_seen(_page(after)) if seen else _page(after))
     for after in (False, True)
     for seen in (False, True)
 }
@@ -184,41 +190,39 @@ LIST_PAGE = {
 
 async def get_image(
     *,
-    connection: AsyncConnection,
+    connection: ReadConnection,
     image_id: uuid.UUID,
     observer: PositionObserver | None = None,
-) -> ImageRecord:
+) -> StoredImage:
     """The image's columns; with ``observer``, in the same statement the position the read's
     snapshot could see (service/db/snapshot.py), reported also when the image is absent."""
-    parameters = {"image_id": image_id}
-    row: Any
     if observer is None:
-        row = (await connection.execute(GET_IMAGE, parameters)).one_or_none()
+        row = await connection.fetchrow(GET_IMAGE.sql, image_id)
     else:
-        row = (await connection.execute(GET_IMAGE_SEEN, parameters)).one()
-        report_position(row, observer)
-    if row is None or row.id is None:
+        row = await connection.fetchrow(GET_IMAGE_SEEN.sql, image_id)
+        report_position(row[IMAGE_FIELDS] if row is not None else None, observer)
+    if row is None or row[0] is None:
         raise ImageNotFoundError(f"No image has the id {image_id}.")
-    return cast(ImageRecord, row)
+    return StoredImage(*row[:IMAGE_FIELDS])
 
 
 async def list_images(
     *,
-    connection: AsyncConnection,
+    connection: ReadConnection,
     limit: int,
     cursor: Cursor | None,
     observer: PositionObserver | None = None,
-) -> tuple[list[ImageRecord], Cursor | None]:
+) -> tuple[list[StoredImage], Cursor | None]:
     """Newest first, keyset-paginated; with ``observer``, the page also reports the position
     its snapshot could see."""
     parameters: dict[str, Any] = {"rows": limit + 1}
     if cursor is not None:
         parameters.update(cursor_created_at=cursor.created_at, cursor_id=cursor.id)
     query = LIST_PAGE[(cursor is not None, observer is not None)]
-    result_rows = (await connection.execute(query, parameters)).all()
+    result_rows = await connection.fetch(query.sql, *query.arguments(parameters))
     if observer is not None:
-        report_position(result_rows[0] if result_rows else None, observer)
-    rows = [cast(ImageRecord, row) for row in result_rows if row.id is not None]
+        report_position(result_rows[0][IMAGE_FIELDS] if result_rows else None, observer)
+    rows = [StoredImage(*row[:IMAGE_FIELDS]) for row in result_rows if row[0] is not None]
     page_rows = rows[:limit]
     more = len(rows) > limit
     next_cursor = Cursor(created_at=page_rows[-1].created_at, id=page_rows[-1].id) if more else None
@@ -226,7 +230,7 @@ async def list_images(
 
 
 async def read_image_bytes(
-    *, connection: AsyncConnection, store: BlobStore, image: ImageRecord
+    *, connection: ReadConnection, store: BlobStore, image: ImageRecord
 ) -> bytes:
     return await store.get(connection=connection, image=image)
 

@@ -23,12 +23,14 @@ from typing import Any, Protocol
 from sqlalchemy import LargeBinary, bindparam, exists, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
+from service.db.driver_sql import for_driver
 from service.db.models import Image, ImageBlob, ImageRecord
+from service.db.read_pools import ReadConnection
 from service.errors import ImageNotFoundError
 
 # Statements built once, executed with parameters: building an INSERT from values and its
 # cache key on every upload cost more CPU than sending it.
-GET_BYTES = select(ImageBlob.data).where(ImageBlob.image_id == bindparam("image_id"))
+GET_BYTES = for_driver(select(ImageBlob.data).where(ImageBlob.image_id == bindparam("image_id")))
 # The columns an upload sets, each from the parameter of the same name.
 IMAGE_VALUES = {
     column.name: bindparam(column.name, type_=column.type)
@@ -59,7 +61,7 @@ class BlobStore(Protocol):
         """Insert the image row with ``values`` and store ``data``, atomically, on an
         autocommit connection to the primary; return the row's ``created_at``."""
 
-    async def get(self, *, connection: AsyncConnection, image: ImageRecord) -> bytes:
+    async def get(self, *, connection: ReadConnection, image: ImageRecord) -> bytes:
         """The bytes of ``image``, read on the request's read connection."""
 
     async def release(self, *, sha256: str) -> None:
@@ -74,8 +76,8 @@ class PostgresBlobStore:
         created_at: datetime = inserted.scalar_one()
         return created_at
 
-    async def get(self, *, connection: AsyncConnection, image: ImageRecord) -> bytes:
-        data = await connection.scalar(GET_BYTES, {"image_id": image.id})
+    async def get(self, *, connection: ReadConnection, image: ImageRecord) -> bytes:
+        data: bytes | None = await connection.fetchval(GET_BYTES.sql, image.id)
         if data is None:
             raise ImageNotFoundError(f"Image {image.id} has no stored bytes.")
         return data
@@ -136,7 +138,7 @@ class FilesystemBlobStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    async def get(self, *, connection: AsyncConnection, image: ImageRecord) -> bytes:
+    async def get(self, *, connection: ReadConnection, image: ImageRecord) -> bytes:
         try:
             return await asyncio.to_thread(self.path(image.sha256).read_bytes)
         except FileNotFoundError:

@@ -44,6 +44,15 @@ SELECT pg_is_in_recovery() AS in_recovery,
 """
 
 
+async def _drop_pooled_connections(node: Node) -> None:
+    """After a role change no pooled connection may keep talking to the node in its old role
+    (reads on a demoted primary, writes to a replica): close the idle ones now, and the busy
+    ones when they come back."""
+    await node.engine.dispose()
+    if node.read_pool is not None:
+        await node.read_pool.expire_connections()
+
+
 class NodeMonitor:
     def __init__(self, nodes: Sequence[Node], *, interval: float, metrics: ServiceMetrics) -> None:
         self.nodes = list(nodes)
@@ -183,7 +192,7 @@ class NodeMonitor:
             logger.warning(
                 "event=role_change node=%s old=%s new=%s", node.name, previous.value, role.value
             )
-            task = asyncio.create_task(node.engine.dispose())
+            task = asyncio.create_task(_drop_pooled_connections(node))
             self._disposals.add(task)
             task.add_done_callback(self._disposals.discard)
 

@@ -47,9 +47,12 @@ class Node:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]  # transactional: writes
     # Autocommit, on the same pool: a statement is one round trip, with no BEGIN before it
-    # or ROLLBACK after. Plain Core connections (no ORM session: a third less CPU per read)
-    # for reads and for the single-statement writes (the upload's rate limit and insert).
-    readers: AsyncEngine
+    # or ROLLBACK after. Plain Core connections for the single-statement writes (the upload's
+    # rate limit and insert).
+    autocommit: AsyncEngine
+    # Plain asyncpg connections for reads (service/db/read_pools.py), opened by the router's
+    # start(): reads skip SQLAlchemy altogether.
+    read_pool: Any = None
     role: Role = Role.UNKNOWN
     probe: Probe | None = None
     last_error: str | None = None

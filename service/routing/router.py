@@ -33,12 +33,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from service.db.engines import address_of, make_engine
+from service.db.read_pools import (
+    ReadConnection,
+    ReadPoolExhaustedError,
+    acquire,
+    open_read_pool,
+)
 from service.errors import DatabaseBusyError, NoReaderAvailableError, PrimaryUnavailableError
 from service.routing.consistency import Consistency, RequestRouting
 from service.routing.lsn import parse_lsn
@@ -51,6 +56,7 @@ from service.settings import ReadFallback, ReadPolicy, Settings
 logger = logging.getLogger("replikit.router")
 
 RYW_POLL_SECONDS = 0.01
+REPLAY_POSITION = "SELECT pg_last_wal_replay_lsn()::text"
 # SQLSTATEs that mean "this node cannot take this session now".
 READ_ONLY_STATES = {"25006"}
 CONNECTION_STATE_PREFIXES = ("08", "57P")
@@ -69,7 +75,7 @@ def is_node_failure(error: BaseException) -> bool:
 
     A full connection pool is not one: the node is fine, this worker is busy with it.
     """
-    if isinstance(error, PoolTimeoutError):
+    if isinstance(error, PoolTimeoutError | ReadPoolExhaustedError):
         return False
     if isinstance(error, OSError | TimeoutError):
         return True
@@ -126,16 +132,20 @@ class Router:
             weight=weight,
             engine=engine,
             sessions=async_sessionmaker(engine, expire_on_commit=False),
-            readers=autocommit,
+            autocommit=autocommit,
         )
 
     async def start(self) -> None:
+        for node in self.nodes:
+            node.read_pool = await open_read_pool(node.url, self.settings)
         await self.monitor.start()
 
     async def stop(self) -> None:
         await self.monitor.stop()
         for node in self.nodes:
             await node.engine.dispose()
+            if node.read_pool is not None:
+                await node.read_pool.close()
 
     # the writer -----------------------------------------------------------------------------
     @property
@@ -214,7 +224,7 @@ class Router:
         upload's rate limit, and its insert of row and bytes): no BEGIN, no COMMIT, no ORM."""
         async with (
             self._on_writer(routing) as node,
-            _closing(await node.readers.connect()) as connection,
+            _closing(await node.autocommit.connect()) as connection,
         ):
             yield connection
 
@@ -272,12 +282,12 @@ class Router:
                 candidates = hopeful
         return self.chooser.choose(candidates), ""
 
-    async def _replayed(self, node: Node, connection: AsyncConnection, token: int) -> bool:
+    async def _replayed(self, node: Node, connection: ReadConnection, token: int) -> bool:
         """Wait until this replica has replayed ``token``, at most REPLIKIT_RYW_WAIT."""
         started = time.monotonic()
         deadline = started + self.settings.ryw_wait
         while True:
-            replayed = await connection.scalar(text("SELECT pg_last_wal_replay_lsn()::text"))
+            replayed = await connection.fetchval(REPLAY_POSITION)
             position = parse_lsn(str(replayed)) if replayed is not None else None
             if position is not None:
                 node.note_replayed(position)
@@ -292,12 +302,20 @@ class Router:
                 return False
             await asyncio.sleep(RYW_POLL_SECONDS)
 
-    async def _open(self, node: Node) -> AsyncConnection:
-        """A read connection, checked out now (so a refused connection moves the read to
-        another node before the route runs). Checkout costs no round trip."""
-        return await node.readers.connect()
+    async def _open(self, node: Node) -> ReadConnection:
+        """A read connection, acquired now (so a refused connection moves the read to
+        another node before the route runs). Acquiring a pooled one costs no round trip."""
+        return await acquire(node.read_pool, self.settings.db_pool_timeout)
 
-    async def _open_reader(self, routing: RequestRouting) -> tuple[Node, AsyncConnection]:
+    async def _release(self, node: Node, connection: ReadConnection) -> None:
+        """Back to its pool, without raising: the response may already be on its way when
+        the node dies, and a failed release only discards that connection."""
+        try:
+            await node.read_pool.release(connection)
+        except Exception as error:
+            logger.debug("event=read_release_failed error=%s", type(error).__name__)
+
+    async def _open_reader(self, routing: RequestRouting) -> tuple[Node, ReadConnection]:
         if self.needs_writer(routing):
             writer = self.writer
             return writer, await self._open_writer_for_read(writer)  # type: ignore[return-value]
@@ -310,7 +328,7 @@ class Router:
                 return node, await self._open_writer_for_read(node)
             try:
                 connection = await self._open(node)
-            except PoolTimeoutError:
+            except ReadPoolExhaustedError:
                 # Busy, not broken: another replica (or the primary) may have room.
                 self.metrics.fallbacks.labels(reason="pool_exhausted").inc()
                 tried.add(id(node))
@@ -329,10 +347,10 @@ class Router:
                     try:
                         replayed = await self._replayed(node, connection, token)
                     except BaseException:
-                        await connection.close()
+                        await self._release(node, connection)
                         raise
                     if not replayed:
-                        await connection.close()
+                        await self._release(node, connection)
                         writer = self._fallback("ryw_timeout")
                         return writer, await self._open_writer_for_read(writer)
             return node, connection
@@ -349,12 +367,12 @@ class Router:
         self.metrics.fallbacks.labels(reason=reason).inc()
         return writer
 
-    async def _open_writer_for_read(self, node: Node | None) -> AsyncConnection:
+    async def _open_writer_for_read(self, node: Node | None) -> ReadConnection:
         if node is None:
             raise self._primary_unavailable("no_writer", "No primary is available for this read.")
         try:
             return await self._open(node)
-        except PoolTimeoutError as error:
+        except ReadPoolExhaustedError as error:
             raise self._busy(node) from error
         except Exception as error:
             if not is_node_failure(error):
@@ -365,22 +383,22 @@ class Router:
             ) from error
 
     @asynccontextmanager
-    async def read_connection(self, routing: RequestRouting) -> AsyncIterator[AsyncConnection]:
-        """An autocommit Core connection on the node chosen for this read."""
+    async def read_connection(self, routing: RequestRouting) -> AsyncIterator[ReadConnection]:
+        """A plain asyncpg connection (autocommit) on the node chosen for this read."""
         node, connection = await self._open_reader(routing)
         routing.served_by = node.name
         self.metrics.routed.labels(node=node.name, kind="read").inc()
-        async with _closing(connection):
-            try:
-                yield connection
-            except Exception as error:
-                if is_node_failure(error):
-                    self.suspect(node, error)
-                raise
-            finally:
-                # A 404 raises through here, and what it saw counts as much as a row.
-                if routing.seen is not None and node.role is Role.REPLICA:
-                    node.note_replayed(routing.seen)
+        try:
+            yield connection
+        except Exception as error:
+            if is_node_failure(error):
+                self.suspect(node, error)
+            raise
+        finally:
+            await self._release(node, connection)
+            # A 404 raises through here, and what it saw counts as much as a row.
+            if routing.seen is not None and node.role is Role.REPLICA:
+                node.note_replayed(routing.seen)
 
     # visibility -----------------------------------------------------------------------------
     def view(self) -> dict[str, Any]:

@@ -12,11 +12,11 @@ import httpx
 import pytest
 from PIL import Image
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from replication.cluster import Cluster
 from service import migrate
 from service.app import create_app
+from service.routing.nodes import Node
 from service.settings import Settings
 
 
@@ -86,8 +86,9 @@ def blob_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
 
-def count_socket_writes(engines: list[AsyncEngine]) -> list[bytes]:
-    """Record every write the pooled connections of ``engines`` make to their sockets.
+def count_socket_writes(nodes: list[Node], *, reads: bool = False) -> list[bytes]:
+    """Record every write the pooled connections of ``nodes`` make to their sockets: those of
+    their SQLAlchemy engines (writes), or with ``reads`` those of their asyncpg read pools.
 
     asyncpg sends each round trip's messages (Bind + Execute + Sync of a prepared statement, or
     a Query such as BEGIN) in one write, so the list counts round trips; its first byte says
@@ -95,8 +96,8 @@ def count_socket_writes(engines: list[AsyncEngine]) -> list[bytes]:
     """
     sent: list[bytes] = []
 
-    def wrap(dbapi_connection: Any, *_: Any) -> None:
-        transport = dbapi_connection._connection._transport
+    def wrap(connection: Any) -> None:
+        transport = connection._transport
         if not getattr(transport, "replikit_counted", False):
             write = transport.write
 
@@ -107,6 +108,21 @@ def count_socket_writes(engines: list[AsyncEngine]) -> list[bytes]:
             transport.write = counted
             transport.replikit_counted = True
 
-    for engine in engines:
-        event.listen(engine.sync_engine, "checkout", wrap)
+    for node in nodes:
+        if reads:
+            for holder in node.read_pool._holders:  # each calls its setup on every acquire
+                setup = holder._setup
+
+                async def counting_setup(proxy: Any, setup: Any = setup) -> None:
+                    wrap(proxy._con)
+                    if setup is not None:
+                        await setup(proxy)
+
+                holder._setup = counting_setup
+        else:
+            event.listen(
+                node.engine.sync_engine,
+                "checkout",
+                lambda dbapi_connection, *_: wrap(dbapi_connection._connection),
+            )
     return sent

@@ -294,7 +294,7 @@ async def test_an_eventual_bounded_or_monotonic_read_is_one_statement_on_the_rep
         path = f"/api/v1/images/{created.json()['id']}"
         client.cookies.clear()
         router = client._transport.app.state.router  # type: ignore[attr-defined]
-        sent = count_socket_writes([node.engine for node in router.nodes[1:]])
+        sent = count_socket_writes(router.nodes[1:], reads=True)
 
         async def read(consistency: str) -> httpx.Response:
             sent.clear()

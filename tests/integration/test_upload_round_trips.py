@@ -18,7 +18,7 @@ async def test_an_upload_is_three_statements_on_the_primary(migrated: Cluster) -
     settings = service_settings(migrated, upload_rate_limit=1000)
     async with service_client(settings, client_ip="192.0.2.31") as client:
         router = client._transport.app.state.router  # type: ignore[attr-defined]
-        sent = count_socket_writes([router.nodes[0].engine])
+        sent = count_socket_writes([router.nodes[0]])
         # Each pooled connection prepares each statement once (Parse, Describe: a write of its
         # own); the pool size is 10, so a dozen uploads in turn prepare them on what is used.
         for index in range(12):

@@ -9,14 +9,15 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from service.api.deps import (
     BlobStoreDep,
-    ReadConnection,
     RouterDep,
     SettingsDep,
     WriteSession,
     get_request_routing,
+    read_connection,
     read_observer,
 )
-from service.api.schemas import ErrorBody, ImageCreated, ImageList, ImagePublic
+from service.api.responses import json_response
+from service.api.schemas import ErrorBody, ImageCreated, ImageList, ImagePublic, image_fields
 from service.api.upload_stream import read_upload, refuse_after_draining
 from service.db.lsn import current_wal_lsn, wal_lsn_on
 from service.errors import DeleteTokenRequiredError, NonCanonicalIdError, ServiceError
@@ -24,6 +25,7 @@ from service.images import service as images
 from service.images.decoder import ImageDecoder
 from service.images.filenames import content_disposition, download_name, sanitize_filename
 from service.images.pagination import Cursor
+from service.images.storage import BlobStore
 from service.ratelimit import client_address, count_upload
 
 LSN_HEADER = "X-Replikit-LSN"
@@ -110,24 +112,24 @@ async def upload_image(
 @router.get("", response_model=ImageList, responses=errors(400, 422, 503))
 async def list_images(
     request: Request,
-    connection: ReadConnection,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> ImageList:
+) -> Response:
     """Newest first; follow ``next_cursor`` for older images."""
-    page, next_cursor = await images.list_images(
-        connection=connection,
-        limit=limit,
-        cursor=Cursor.decode(cursor) if cursor else None,
-        observer=read_observer(request),
-    )
-    return ImageList(
-        items=[ImagePublic.from_image(image) for image in page],
-        next_cursor=next_cursor.encode() if next_cursor else None,
+    after = Cursor.decode(cursor) if cursor else None
+    async with read_connection(request) as connection:
+        page, next_cursor = await images.list_images(
+            connection=connection, limit=limit, cursor=after, observer=read_observer(request)
+        )
+    return json_response(
+        {
+            "items": [image_fields(image) for image in page],
+            "next_cursor": next_cursor.encode() if next_cursor else None,
+        }
     )
 
 
-async def image_id_in_path(image_id: str, request: Request) -> uuid.UUID:
+def image_id_in_path(image_id: str, request: Request) -> uuid.UUID:
     """The path's id; other spellings of a UUID are redirected to the canonical URL."""
     try:
         return images.parse_image_id(image_id)
@@ -137,15 +139,25 @@ async def image_id_in_path(image_id: str, request: Request) -> uuid.UUID:
         raise
 
 
-ImageId = Annotated[uuid.UUID, Depends(image_id_in_path)]
+async def path_image_id(image_id: str, request: Request) -> uuid.UUID:
+    return image_id_in_path(image_id, request)
 
 
+ImageId = Annotated[uuid.UUID, Depends(path_image_id)]
+
+
+# The read routes take the id as a plain path parameter and open their read connection
+# themselves (``async with``), and write their JSON straight from the row (the fields
+# ``ImagePublic`` declares, serialized by pydantic-core as FastAPI would): FastAPI's dependency
+# solving and its validation of a returned model cost more CPU than the read's own query.
 @router.get("/{image_id}", response_model=ImagePublic, responses=errors(308, 404, 503))
-async def get_image(image_id: ImageId, request: Request, connection: ReadConnection) -> ImagePublic:
-    image = await images.get_image(
-        connection=connection, image_id=image_id, observer=read_observer(request)
-    )
-    return ImagePublic.from_image(image)
+async def get_image(image_id: str, request: Request) -> Response:
+    wanted = image_id_in_path(image_id, request)
+    async with read_connection(request) as connection:
+        image = await images.get_image(
+            connection=connection, image_id=wanted, observer=read_observer(request)
+        )
+    return json_response(image_fields(image))
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
@@ -166,10 +178,8 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     },
 )
 async def get_image_file(
-    image_id: ImageId,
+    image_id: str,
     request: Request,
-    connection: ReadConnection,
-    store: BlobStoreDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The stored bytes; cacheable forever (ids are never reused, content never changes).
@@ -177,21 +187,24 @@ async def get_image_file(
     Served as inert data: ``nosniff`` and a sandboxing CSP, so a file that a browser would
     misread as HTML or script cannot run in the API's origin.
     """
-    image = await images.get_image(connection=connection, image_id=image_id)
-    etag = f'"{image.sha256}"'
-    headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
-    if _etag_matches(if_none_match, etag):
-        return Response(status_code=304, headers=headers)
-    # Named after the id and the detected format, never the client's name (which stays in the
-    # metadata): a saved file gets an extension that matches its bytes.
-    image_format = image.content_type.removeprefix("image/").upper()
-    headers["Content-Disposition"] = content_disposition(download_name(image.id, image_format))
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Content-Security-Policy"] = FILE_CSP
-    if request.method == "HEAD":
-        headers["Content-Length"] = str(image.file_size)
-        return Response(media_type=image.content_type, headers=headers)
-    data = await images.read_image_bytes(connection=connection, store=store, image=image)
+    wanted = image_id_in_path(image_id, request)
+    store: BlobStore = request.app.state.blob_store
+    async with read_connection(request) as connection:
+        image = await images.get_image(connection=connection, image_id=wanted)
+        etag = f'"{image.sha256}"'
+        headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
+        if _etag_matches(if_none_match, etag):
+            return Response(status_code=304, headers=headers)
+        # Named after the id and the detected format, never the client's name (which stays in
+        # the metadata): a saved file gets an extension that matches its bytes.
+        image_format = image.content_type.removeprefix("image/").upper()
+        headers["Content-Disposition"] = content_disposition(download_name(image.id, image_format))
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["Content-Security-Policy"] = FILE_CSP
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(image.file_size)
+            return Response(media_type=image.content_type, headers=headers)
+        data = await images.read_image_bytes(connection=connection, store=store, image=image)
     return Response(content=data, media_type=image.content_type, headers=headers)
 
 
