@@ -55,6 +55,9 @@ INSERT_IMAGE_WITH_BYTES = select(_NEW_IMAGE.c.created_at).add_cte(
 
 
 class BlobStore(Protocol):
+    # True when the bytes are a column of the database (reads can fetch them with the row).
+    bytes_in_database: bool
+
     async def create(
         self, *, connection: AsyncConnection, values: dict[str, Any], data: bytes
     ) -> datetime:
@@ -69,6 +72,8 @@ class BlobStore(Protocol):
 
 
 class PostgresBlobStore:
+    bytes_in_database = True
+
     async def create(
         self, *, connection: AsyncConnection, values: dict[str, Any], data: bytes
     ) -> datetime:
@@ -98,6 +103,8 @@ async def lock_digest(session: AsyncSession, sha256: str) -> None:
 
 
 class FilesystemBlobStore:
+    bytes_in_database = False
+
     def __init__(
         self, root: Path, writer_sessions: Callable[[], async_sessionmaker[AsyncSession]]
     ) -> None:

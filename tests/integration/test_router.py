@@ -283,7 +283,7 @@ async def test_cluster_view_and_metrics(migrated: Cluster) -> None:
     assert 'replikit_routed_total{kind="write",node="pg0"}' in metrics
 
 
-async def test_an_eventual_bounded_or_monotonic_read_is_one_statement_on_the_replica(
+async def test_an_eventual_bounded_or_monotonic_read_or_a_file_is_one_statement_on_the_replica(
     migrated: Cluster,
 ) -> None:
     """No pre-ping, no BEGIN, no ROLLBACK: the read's SELECT is all its connection sends."""
@@ -340,3 +340,20 @@ async def test_an_eventual_bounded_or_monotonic_read_is_one_statement_on_the_rep
                 assert response.headers["X-Replikit-Node"] != "pg0"
                 assert len(sent) == 1, sent
                 assert sent[0][:1] == b"B", sent
+
+        # A file: its columns and bytes in one statement. Conditional (and HEAD) requests read
+        # the columns first, and a matching ETag reads no bytes at all: one statement too.
+        file_path = f"{path}/file"
+        client.cookies.clear()
+        for _ in range(20):
+            await client.get(file_path)
+            await client.get(file_path, headers={"If-None-Match": '"x"'})
+        for conditional in (None, created.json()["sha256"]):
+            sent.clear()
+            headers = {"If-None-Match": f'"{conditional}"'} if conditional else {}
+            response = await client.get(file_path, headers=headers)
+            assert response.status_code == (304 if conditional else 200), response.text
+            assert len(response.content) == (0 if conditional else created.json()["file_size"])
+            assert response.headers["X-Replikit-Node"] != "pg0"
+            assert len(sent) == 1, sent
+            assert sent[0][:1] == b"B", sent

@@ -189,8 +189,15 @@ async def get_image_file(
     """
     wanted = image_id_in_path(image_id, request)
     store: BlobStore = request.app.state.blob_store
+    data: bytes | None = None
     async with read_connection(request) as connection:
-        image = await images.get_image(connection=connection, image_id=wanted)
+        if if_none_match or request.method == "HEAD":
+            # The bytes may not be needed: the columns first, the bytes only for a 200.
+            image = await images.get_image(connection=connection, image_id=wanted)
+        else:
+            image, data = await images.get_image_with_bytes(
+                connection=connection, store=store, image_id=wanted
+            )
         etag = f'"{image.sha256}"'
         headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
         if _etag_matches(if_none_match, etag):
@@ -204,7 +211,8 @@ async def get_image_file(
         if request.method == "HEAD":
             headers["Content-Length"] = str(image.file_size)
             return Response(media_type=image.content_type, headers=headers)
-        data = await images.read_image_bytes(connection=connection, store=store, image=image)
+        if data is None:
+            data = await images.read_image_bytes(connection=connection, store=store, image=image)
     return Response(content=data, media_type=image.content_type, headers=headers)
 
 
