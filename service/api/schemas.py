@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field
 
@@ -23,7 +23,8 @@ class ImagePublic(BaseModel):
     created_at: datetime
 
     @classmethod
-    def from_image(cls, image: ImageRecord) -> ImagePublic:
+    def from_image(cls, image: ImageRecord, **extra: Any) -> Self:
+        """The public fields of ``image``, plus ``extra`` for a subclass's own fields."""
         return cls(
             id=image.id,
             filename=image.filename,
@@ -34,6 +35,7 @@ class ImagePublic(BaseModel):
             sha256=image.sha256,
             url=f"/api/v1/images/{image.id}/file",
             created_at=image.created_at,
+            **extra,
         )
 
 

@@ -62,11 +62,10 @@ UPLOAD_BODY: dict[str, Any] = {
 )
 async def upload_image(
     request: Request,
-    response: Response,
     db_router: RouterDep,
     store: BlobStoreDep,
     settings: SettingsDep,
-) -> ImageCreated:
+) -> Response:
     """Upload an image (multipart field ``file``). The type is decided from the bytes.
 
     No database connection is held while the body arrives or the image is decoded: the rate
@@ -100,10 +99,16 @@ async def upload_image(
             filename=sanitize_filename(upload.filename, facts.format),
             upload_ip=client_ip,
         )
-        response.headers[LSN_HEADER] = await wal_lsn_on(connection)
-    response.headers["Location"] = f"{router.prefix}/{created.image.id}"
-    return ImageCreated(
-        **ImagePublic.from_image(created.image).model_dump(), delete_token=created.delete_token
+        lsn = await wal_lsn_on(connection)
+    # The body is built and validated once, here, and sent as it is: returned as a model it
+    # was dumped, validated again and encoded again by FastAPI for the response_model, which
+    # stays in the route for the OpenAPI schema.
+    body = ImageCreated.from_image(created.image, delete_token=created.delete_token)
+    return Response(
+        content=body.model_dump_json(),
+        status_code=201,
+        media_type="application/json",
+        headers={LSN_HEADER: lsn, "Location": f"{router.prefix}/{created.image.id}"},
     )
 
 
