@@ -8,6 +8,7 @@ The routes still declare their ``response_model``, for the OpenAPI schema.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic_core import to_json
@@ -16,5 +17,9 @@ from starlette.responses import Response
 JSON = "application/json"
 
 
-def json_response(content: Any, status_code: int = 200) -> Response:
-    return Response(content=to_json(content), status_code=status_code, media_type=JSON)
+def json_response(
+    content: Any, *, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(
+        content=to_json(content), status_code=status_code, headers=headers, media_type=JSON
+    )

@@ -33,6 +33,7 @@ async def test_upload_then_metadata_then_identical_bytes(migrated: Cluster, fmt:
             client, data, filename=f"../../x/My {fmt}.txt", content_type="text/plain"
         )
         assert created.status_code == 201, created.text
+        assert created.headers["Content-Type"] == "application/json"
         body = created.json()
         image_id = body["id"]
         assert created.headers["Location"] == f"/api/v1/images/{image_id}"

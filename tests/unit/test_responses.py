@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from service.api.responses import json_response
-from service.api.schemas import ImageList, ImagePublic, image_fields
+from service.api.schemas import ImageCreated, ImageList, ImagePublic, image_fields
 from service.images.service import StoredImage
 
 
@@ -42,6 +42,10 @@ def through_fastapi() -> httpx.AsyncClient:
     async def one(index: int) -> ImagePublic:
         return ImagePublic.from_image(IMAGES[index])
 
+    @app.get("/created", response_model=ImageCreated)
+    async def created() -> ImageCreated:
+        return ImageCreated(**image_fields(IMAGES[1]), delete_token="tok-en_1")
+
     @app.get("/page", response_model=ImageList)
     async def page() -> ImageList:
         items = [ImagePublic.from_image(image) for image in IMAGES]
@@ -65,4 +69,11 @@ async def test_a_page_is_written_as_fastapi_writes_its_model() -> None:
     written = json_response(
         {"items": [image_fields(image) for image in IMAGES], "next_cursor": "next"}
     )
+    assert written.body == expected
+
+
+async def test_an_upload_answer_is_written_as_fastapi_writes_its_model() -> None:
+    async with through_fastapi() as client:
+        expected = (await client.get("/created")).content
+    written = json_response({**image_fields(IMAGES[1]), "delete_token": "tok-en_1"})
     assert written.body == expected
