@@ -18,9 +18,10 @@ import math
 import random
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 
+from service.db.driver_pools import DriverConnection
+from service.db.driver_sql import for_driver
 from service.errors import InvalidClientAddressError, RateLimitExceededError
 
 WINDOW_SECONDS = 60
@@ -33,8 +34,9 @@ PRUNE_PROBABILITY = 0.01
 # takes serialises concurrent uploads from one address, on every instance, so the count and the
 # append are one atomic step. No row returned = refused, and nothing was written. The prune
 # skips rows other transactions hold (never waits) and never touches this address's row.
-ADMIT_SQL = text(
-    """
+ADMIT = for_driver(
+    text(
+        """
 WITH pruned AS (
     DELETE FROM upload_rate_limits
     WHERE client_ip IN (
@@ -59,12 +61,14 @@ WHERE (
 ) < :limit
 RETURNING cardinality(held.stamps)
 """
+    )
 )
 
 # Only after a refusal: seconds until the limit-th youngest live stamp leaves the window, when
 # one upload fits again (the oldest one when exactly ``limit`` are live).
-RETRY_AFTER_SQL = text(
-    """
+RETRY_AFTER = for_driver(
+    text(
+        """
 SELECT EXTRACT(EPOCH FROM (
     SELECT s FROM unnest(stamps) AS s
     WHERE s > now() - make_interval(secs => :window_seconds)
@@ -72,6 +76,7 @@ SELECT EXTRACT(EPOCH FROM (
 ) + make_interval(secs => :window_seconds) - now())
 FROM upload_rate_limits WHERE client_ip = CAST(:client_ip AS inet)
 """
+    )
 )
 
 
@@ -93,7 +98,7 @@ def client_address(request: Request) -> str | None:
         ) from None
 
 
-async def count_upload(*, connection: AsyncConnection, client_ip: str, limit: int) -> None:
+async def count_upload(*, connection: DriverConnection, client_ip: str, limit: int) -> None:
     """Spend one of ``client_ip``'s ``limit`` uploads per window, or raise 429.
 
     A refused attempt does not consume a slot: a client retrying too early is not pushed
@@ -108,10 +113,10 @@ async def count_upload(*, connection: AsyncConnection, client_ip: str, limit: in
         "prune": random.random() < PRUNE_PROBABILITY,
     }
     # One statement on an autocommit connection: admitting is a single atomic upsert.
-    admitted = (await connection.execute(ADMIT_SQL, parameters)).scalar_one_or_none()
+    admitted = await connection.fetchval(ADMIT.sql, *ADMIT.arguments(parameters))
     if admitted is not None:
         return
-    seconds = (await connection.execute(RETRY_AFTER_SQL, parameters)).scalar_one_or_none()
+    seconds = await connection.fetchval(RETRY_AFTER.sql, *RETRY_AFTER.arguments(parameters))
     retry_after = max(1, math.ceil(seconds)) if seconds is not None else 1
     raise RateLimitExceededError(
         f"More than {limit} uploads a minute from this address; retry in {retry_after} s.",

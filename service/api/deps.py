@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.read_pools import ReadConnection
+from service.db.driver_pools import DriverConnection
 from service.images.storage import BlobStore
 from service.routing.consistency import RequestRouting, request_routing
 from service.routing.metrics import ServiceMetrics
@@ -65,7 +65,7 @@ async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def read_connection(request: Request) -> AbstractAsyncContextManager[ReadConnection]:
+def read_connection(request: Request) -> AbstractAsyncContextManager[DriverConnection]:
     """The connection for this request's reads, for the route to open with ``async with``:
     as a dependency it cost FastAPI's solving and an exit stack per request, more CPU than the
     read it served."""

@@ -42,7 +42,7 @@ def error_response(
 
 
 def _is_connection_problem(error: Exception) -> bool:
-    """Through SQLAlchemy (writes) or straight from asyncpg (reads, service/db/read_pools.py)."""
+    """Through SQLAlchemy (writes) or straight from asyncpg (reads, service/db/driver_pools.py)."""
     if isinstance(error, DBAPIError):
         return bool(error.connection_invalidated) or isinstance(
             error, OperationalError | InterfaceError

@@ -1,7 +1,7 @@
 """Core statements compiled once into the SQL text asyncpg runs (the read path).
 
 The statements stay written in SQLAlchemy Core, next to the models they select from; only
-their execution skips SQLAlchemy (service/db/read_pools.py says why). The asyncpg dialect
+their execution skips SQLAlchemy (service/db/driver_pools.py says why). The asyncpg dialect
 compiles bound parameters to ``$1, $2, ...`` in the order ``positiontup`` lists them, so a
 statement is its text plus that order.
 """

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
-CURRENT_WAL_LSN = text("SELECT pg_current_wal_lsn()::text")
+from service.db.driver_pools import DriverConnection
+
+CURRENT_WAL_LSN = "SELECT pg_current_wal_lsn()::text"
 
 
-async def wal_lsn_on(connection: AsyncConnection) -> str:
+async def wal_lsn_on(connection: DriverConnection) -> str:
     """The primary's WAL position, read on an autocommit ``connection`` after its write's
     statement returned (so at or past that write's commit record)."""
-    return str(await connection.scalar(CURRENT_WAL_LSN))
+    return str(await connection.fetchval(CURRENT_WAL_LSN))
 
 
 async def current_wal_lsn(session: AsyncSession) -> str:
@@ -21,4 +23,4 @@ async def current_wal_lsn(session: AsyncSession) -> str:
     one round trip, where a transaction of its own would add a BEGIN and a COMMIT.
     """
     connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    return await wal_lsn_on(connection)
+    return str(await connection.scalar(text(CURRENT_WAL_LSN)))

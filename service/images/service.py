@@ -15,11 +15,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, bindparam, delete, select, true, tuple_
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db.driver_pools import DriverConnection
 from service.db.driver_sql import for_driver
 from service.db.models import Image, ImageBlob, ImageRecord
-from service.db.read_pools import ReadConnection
 from service.db.snapshot import (
     SNAPSHOT_COLUMN,
     SNAPSHOT_POSITION,
@@ -83,7 +83,7 @@ def parse_image_id(raw: str) -> uuid.UUID:
 
 async def create_image(
     *,
-    connection: AsyncConnection,
+    connection: DriverConnection,
     store: BlobStore,
     facts: ImageFacts,
     data: bytes,
@@ -197,7 +197,7 @@ LIST_PAGE = {
 
 async def get_image(
     *,
-    connection: ReadConnection,
+    connection: DriverConnection,
     image_id: uuid.UUID,
     observer: PositionObserver | None = None,
 ) -> StoredImage:
@@ -215,7 +215,7 @@ async def get_image(
 
 async def list_images(
     *,
-    connection: ReadConnection,
+    connection: DriverConnection,
     limit: int,
     cursor: Cursor | None,
     observer: PositionObserver | None = None,
@@ -237,13 +237,13 @@ async def list_images(
 
 
 async def read_image_bytes(
-    *, connection: ReadConnection, store: BlobStore, image: ImageRecord
+    *, connection: DriverConnection, store: BlobStore, image: ImageRecord
 ) -> bytes:
     return await store.get(connection=connection, image=image)
 
 
 async def get_image_with_bytes(
-    *, connection: ReadConnection, store: BlobStore, image_id: uuid.UUID
+    *, connection: DriverConnection, store: BlobStore, image_id: uuid.UUID
 ) -> tuple[StoredImage, bytes]:
     """An image's columns and its bytes: one statement when the store keeps the bytes in the
     database, else the columns and then the store's read."""

@@ -20,12 +20,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import LargeBinary, bindparam, exists, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy import (
+    LargeBinary,
+    String,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.db.driver_pools import DriverConnection
 from service.db.driver_sql import for_driver
 from service.db.models import Image, ImageBlob, ImageRecord
-from service.db.read_pools import ReadConnection
 from service.errors import ImageNotFoundError
 
 # Statements built once, executed with parameters: building an INSERT from values and its
@@ -37,20 +46,22 @@ IMAGE_VALUES = {
     for column in Image.__table__.c
     if column.name != "created_at"  # the database's clock_timestamp()
 }
-INSERT_IMAGE_ROW = insert(Image).values(IMAGE_VALUES).returning(Image.created_at)
+INSERT_IMAGE_ROW = for_driver(insert(Image).values(IMAGE_VALUES).returning(Image.created_at))
 _NEW_IMAGE = (
     insert(Image).values(IMAGE_VALUES).returning(Image.id, Image.created_at).cte("new_image")
 )
 # The row and its bytes in ONE statement (a data-modifying CTE): on an autocommit connection
 # that is one round trip and one implicit transaction, so both are committed together or not
 # at all, where the ORM path cost BEGIN, two INSERTs and a COMMIT.
-INSERT_IMAGE_WITH_BYTES = select(_NEW_IMAGE.c.created_at).add_cte(
-    insert(ImageBlob)
-    .from_select(
-        [ImageBlob.image_id, ImageBlob.data],
-        select(_NEW_IMAGE.c.id, bindparam("data", type_=LargeBinary)),
+INSERT_IMAGE_WITH_BYTES = for_driver(
+    select(_NEW_IMAGE.c.created_at).add_cte(
+        insert(ImageBlob)
+        .from_select(
+            [ImageBlob.image_id, ImageBlob.data],
+            select(_NEW_IMAGE.c.id, bindparam("data", type_=LargeBinary)),
+        )
+        .cte("new_blob")
     )
-    .cte("new_blob")
 )
 
 
@@ -59,12 +70,12 @@ class BlobStore(Protocol):
     bytes_in_database: bool
 
     async def create(
-        self, *, connection: AsyncConnection, values: dict[str, Any], data: bytes
+        self, *, connection: DriverConnection, values: dict[str, Any], data: bytes
     ) -> datetime:
         """Insert the image row with ``values`` and store ``data``, atomically, on an
         autocommit connection to the primary; return the row's ``created_at``."""
 
-    async def get(self, *, connection: ReadConnection, image: ImageRecord) -> bytes:
+    async def get(self, *, connection: DriverConnection, image: ImageRecord) -> bytes:
         """The bytes of ``image``, read on the request's read connection."""
 
     async def release(self, *, sha256: str) -> None:
@@ -75,13 +86,15 @@ class PostgresBlobStore:
     bytes_in_database = True
 
     async def create(
-        self, *, connection: AsyncConnection, values: dict[str, Any], data: bytes
+        self, *, connection: DriverConnection, values: dict[str, Any], data: bytes
     ) -> datetime:
-        inserted = await connection.execute(INSERT_IMAGE_WITH_BYTES, {**values, "data": data})
-        created_at: datetime = inserted.scalar_one()
+        statement = INSERT_IMAGE_WITH_BYTES
+        created_at: datetime = await connection.fetchval(
+            statement.sql, *statement.arguments({**values, "data": data})
+        )
         return created_at
 
-    async def get(self, *, connection: ReadConnection, image: ImageRecord) -> bytes:
+    async def get(self, *, connection: DriverConnection, image: ImageRecord) -> bytes:
         data: bytes | None = await connection.fetchval(GET_BYTES.sql, image.id)
         if data is None:
             raise ImageNotFoundError(f"Image {image.id} has no stored bytes.")
@@ -93,8 +106,17 @@ class PostgresBlobStore:
         return None
 
 
-def digest_key(sha256: str) -> Any:
-    return func.hashtextextended(sha256, 0)
+def digest_key(sha256: Any) -> Any:
+    return func.hashtextextended(sha256, literal_column("0"))
+
+
+# Session-level lock and unlock of a digest, for the filesystem store's upload.
+LOCK_DIGEST = for_driver(
+    select(func.pg_advisory_lock(digest_key(bindparam("sha256", type_=String))))
+)
+UNLOCK_DIGEST = for_driver(
+    select(func.pg_advisory_unlock(digest_key(bindparam("sha256", type_=String))))
+)
 
 
 async def lock_digest(session: AsyncSession, sha256: str) -> None:
@@ -115,18 +137,21 @@ class FilesystemBlobStore:
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
     async def create(
-        self, *, connection: AsyncConnection, values: dict[str, Any], data: bytes
+        self, *, connection: DriverConnection, values: dict[str, Any], data: bytes
     ) -> datetime:
         """Write the file, then commit the row, both under the digest's lock: a session-level
         lock here (the connection is in autocommit), which a concurrent removal's
         transaction-level lock on the same key waits for all the same."""
         sha256 = values["sha256"]
-        await connection.execute(select(func.pg_advisory_lock(digest_key(sha256))))
+        await connection.execute(LOCK_DIGEST.sql, sha256)
         try:
             await asyncio.to_thread(self._write, self.path(sha256), data)
-            created_at = (await connection.execute(INSERT_IMAGE_ROW, values)).scalar_one()
+            statement = INSERT_IMAGE_ROW
+            created_at: datetime = await connection.fetchval(
+                statement.sql, *statement.arguments(values)
+            )
         finally:
-            await connection.execute(select(func.pg_advisory_unlock(digest_key(sha256))))
+            await connection.execute(UNLOCK_DIGEST.sql, sha256)
         return created_at
 
     @staticmethod
@@ -145,7 +170,7 @@ class FilesystemBlobStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    async def get(self, *, connection: ReadConnection, image: ImageRecord) -> bytes:
+    async def get(self, *, connection: DriverConnection, image: ImageRecord) -> bytes:
         try:
             return await asyncio.to_thread(self.path(image.sha256).read_bytes)
         except FileNotFoundError:

@@ -49,8 +49,8 @@ async def _drop_pooled_connections(node: Node) -> None:
     (reads on a demoted primary, writes to a replica): close the idle ones now, and the busy
     ones when they come back."""
     await node.engine.dispose()
-    if node.read_pool is not None:
-        await node.read_pool.expire_connections()
+    if node.driver_pool is not None:
+        await node.driver_pool.expire_connections()
 
 
 class NodeMonitor:

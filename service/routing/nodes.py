@@ -45,14 +45,10 @@ class Node:
     configured_role: str
     weight: int
     engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]  # transactional: writes
-    # Autocommit, on the same pool: a statement is one round trip, with no BEGIN before it
-    # or ROLLBACK after. Plain Core connections for the single-statement writes (the upload's
-    # rate limit and insert).
-    autocommit: AsyncEngine
-    # Plain asyncpg connections for reads (service/db/read_pools.py), opened by the router's
-    # start(): reads skip SQLAlchemy altogether.
-    read_pool: Any = None
+    sessions: async_sessionmaker[AsyncSession]  # transactional writes (the delete)
+    # Plain asyncpg connections in autocommit (service/db/driver_pools.py), opened by the
+    # router's start(): reads and the upload's statements, one round trip each, no SQLAlchemy.
+    driver_pool: Any = None
     role: Role = Role.UNKNOWN
     probe: Probe | None = None
     last_error: str | None = None

@@ -31,19 +31,19 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db.engines import address_of, make_engine
-from service.db.read_pools import (
-    ReadConnection,
-    ReadPoolExhaustedError,
+from service.db.driver_pools import (
+    DriverConnection,
+    DriverPoolExhaustedError,
     acquire,
-    open_read_pool,
+    open_driver_pool,
 )
+from service.db.engines import address_of, make_engine
 from service.errors import DatabaseBusyError, NoReaderAvailableError, PrimaryUnavailableError
 from service.routing.consistency import Consistency, RequestRouting
 from service.routing.lsn import parse_lsn
@@ -75,7 +75,7 @@ def is_node_failure(error: BaseException) -> bool:
 
     A full connection pool is not one: the node is fine, this worker is busy with it.
     """
-    if isinstance(error, PoolTimeoutError | ReadPoolExhaustedError):
+    if isinstance(error, PoolTimeoutError | DriverPoolExhaustedError):
         return False
     if isinstance(error, OSError | TimeoutError):
         return True
@@ -91,13 +91,10 @@ def is_node_failure(error: BaseException) -> bool:
     } or isinstance(getattr(error, "orig", None), OSError | TimeoutError)
 
 
-Closable = TypeVar("Closable", AsyncSession, AsyncConnection)
-
-
 @asynccontextmanager
-async def _closing(resource: Closable) -> AsyncIterator[Closable]:
-    """Close the session or connection afterwards without raising: the response may already
-    be on its way when the node dies, and a failed reset only invalidates that connection."""
+async def _closing(resource: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """Close the session afterwards without raising: the response may already be on its way
+    when the node dies, and a failed reset only invalidates that connection."""
     try:
         yield resource
     finally:
@@ -124,7 +121,6 @@ class Router:
 
     def _node(self, url: str, configured_role: str, weight: int) -> Node:
         engine = make_engine(url, self.settings)
-        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         return Node(
             url=url,
             address=address_of(url),
@@ -132,20 +128,19 @@ class Router:
             weight=weight,
             engine=engine,
             sessions=async_sessionmaker(engine, expire_on_commit=False),
-            autocommit=autocommit,
         )
 
     async def start(self) -> None:
         for node in self.nodes:
-            node.read_pool = await open_read_pool(node.url, self.settings)
+            node.driver_pool = await open_driver_pool(node.url, self.settings)
         await self.monitor.start()
 
     async def stop(self) -> None:
         await self.monitor.stop()
         for node in self.nodes:
             await node.engine.dispose()
-            if node.read_pool is not None:
-                await node.read_pool.close()
+            if node.driver_pool is not None:
+                await node.driver_pool.close()
 
     # the writer -----------------------------------------------------------------------------
     @property
@@ -200,7 +195,7 @@ class Router:
             routing.served_by = node.name
             self.metrics.routed.labels(node=node.name, kind="write").inc()
             yield node
-        except PoolTimeoutError as error:
+        except (PoolTimeoutError, DriverPoolExhaustedError) as error:
             raise self._busy(node) from error
         except Exception as error:
             if not is_node_failure(error):
@@ -219,14 +214,16 @@ class Router:
             yield session
 
     @asynccontextmanager
-    async def write_connection(self, routing: RequestRouting) -> AsyncIterator[AsyncConnection]:
-        """An autocommit Core connection on the writer, for work that is one statement (the
-        upload's rate limit, and its insert of row and bytes): no BEGIN, no COMMIT, no ORM."""
-        async with (
-            self._on_writer(routing) as node,
-            _closing(await node.autocommit.connect()) as connection,
-        ):
-            yield connection
+    async def write_connection(self, routing: RequestRouting) -> AsyncIterator[DriverConnection]:
+        """A plain asyncpg connection (autocommit) on the writer, for work that is one
+        statement at a time (the upload's rate limit, its insert of row and bytes, the WAL
+        position after it): no BEGIN, no COMMIT, no SQLAlchemy."""
+        async with self._on_writer(routing) as node:
+            connection = await self._open(node)
+            try:
+                yield connection
+            finally:
+                await self._release(node, connection)
 
     # readers --------------------------------------------------------------------------------
     def eligible_replicas(self, consistency: Consistency) -> tuple[list[Node], str]:
@@ -282,7 +279,7 @@ class Router:
                 candidates = hopeful
         return self.chooser.choose(candidates), ""
 
-    async def _replayed(self, node: Node, connection: ReadConnection, token: int) -> bool:
+    async def _replayed(self, node: Node, connection: DriverConnection, token: int) -> bool:
         """Wait until this replica has replayed ``token``, at most REPLIKIT_RYW_WAIT."""
         started = time.monotonic()
         deadline = started + self.settings.ryw_wait
@@ -302,20 +299,20 @@ class Router:
                 return False
             await asyncio.sleep(RYW_POLL_SECONDS)
 
-    async def _open(self, node: Node) -> ReadConnection:
+    async def _open(self, node: Node) -> DriverConnection:
         """A read connection, acquired now (so a refused connection moves the read to
         another node before the route runs). Acquiring a pooled one costs no round trip."""
-        return await acquire(node.read_pool, self.settings.db_pool_timeout)
+        return await acquire(node.driver_pool, self.settings.db_pool_timeout)
 
-    async def _release(self, node: Node, connection: ReadConnection) -> None:
+    async def _release(self, node: Node, connection: DriverConnection) -> None:
         """Back to its pool, without raising: the response may already be on its way when
         the node dies, and a failed release only discards that connection."""
         try:
-            await node.read_pool.release(connection)
+            await node.driver_pool.release(connection)
         except Exception as error:
             logger.debug("event=read_release_failed error=%s", type(error).__name__)
 
-    async def _open_reader(self, routing: RequestRouting) -> tuple[Node, ReadConnection]:
+    async def _open_reader(self, routing: RequestRouting) -> tuple[Node, DriverConnection]:
         if self.needs_writer(routing):
             writer = self.writer
             return writer, await self._open_writer_for_read(writer)  # type: ignore[return-value]
@@ -328,7 +325,7 @@ class Router:
                 return node, await self._open_writer_for_read(node)
             try:
                 connection = await self._open(node)
-            except ReadPoolExhaustedError:
+            except DriverPoolExhaustedError:
                 # Busy, not broken: another replica (or the primary) may have room.
                 self.metrics.fallbacks.labels(reason="pool_exhausted").inc()
                 tried.add(id(node))
@@ -367,12 +364,12 @@ class Router:
         self.metrics.fallbacks.labels(reason=reason).inc()
         return writer
 
-    async def _open_writer_for_read(self, node: Node | None) -> ReadConnection:
+    async def _open_writer_for_read(self, node: Node | None) -> DriverConnection:
         if node is None:
             raise self._primary_unavailable("no_writer", "No primary is available for this read.")
         try:
             return await self._open(node)
-        except ReadPoolExhaustedError as error:
+        except DriverPoolExhaustedError as error:
             raise self._busy(node) from error
         except Exception as error:
             if not is_node_failure(error):
@@ -383,7 +380,7 @@ class Router:
             ) from error
 
     @asynccontextmanager
-    async def read_connection(self, routing: RequestRouting) -> AsyncIterator[ReadConnection]:
+    async def read_connection(self, routing: RequestRouting) -> AsyncIterator[DriverConnection]:
         """A plain asyncpg connection (autocommit) on the node chosen for this read."""
         node, connection = await self._open_reader(routing)
         routing.served_by = node.name

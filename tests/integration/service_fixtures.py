@@ -86,9 +86,10 @@ def blob_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
 
-def count_socket_writes(nodes: list[Node], *, reads: bool = False) -> list[bytes]:
+def count_socket_writes(nodes: list[Node]) -> list[bytes]:
     """Record every write the pooled connections of ``nodes`` make to their sockets: those of
-    their SQLAlchemy engines (writes), or with ``reads`` those of their asyncpg read pools.
+    their asyncpg pools (reads, the upload's statements) and of their SQLAlchemy engines
+    (transactions).
 
     asyncpg sends each round trip's messages (Bind + Execute + Sync of a prepared statement, or
     a Query such as BEGIN) in one write, so the list counts round trips; its first byte says
@@ -109,20 +110,18 @@ def count_socket_writes(nodes: list[Node], *, reads: bool = False) -> list[bytes
             transport.replikit_counted = True
 
     for node in nodes:
-        if reads:
-            for holder in node.read_pool._holders:  # each calls its setup on every acquire
-                setup = holder._setup
+        for holder in node.driver_pool._holders:  # each calls its setup on every acquire
+            setup = holder._setup
 
-                async def counting_setup(proxy: Any, setup: Any = setup) -> None:
-                    wrap(proxy._con)
-                    if setup is not None:
-                        await setup(proxy)
+            async def counting_setup(proxy: Any, setup: Any = setup) -> None:
+                wrap(proxy._con)
+                if setup is not None:
+                    await setup(proxy)
 
-                holder._setup = counting_setup
-        else:
-            event.listen(
-                node.engine.sync_engine,
-                "checkout",
-                lambda dbapi_connection, *_: wrap(dbapi_connection._connection),
-            )
+            holder._setup = counting_setup
+        event.listen(
+            node.engine.sync_engine,
+            "checkout",
+            lambda dbapi_connection, *_: wrap(dbapi_connection._connection),
+        )
     return sent

@@ -311,7 +311,7 @@ async def test_a_full_pool_is_a_503_for_writes_and_another_node_for_reads(
         router = client._transport.app.state.router  # type: ignore[attr-defined]
         primary = router.nodes[0]
         # The primary's only pooled connections, held: the write pool's and the read pool's.
-        async with primary.engine.connect(), primary.read_pool.acquire():
+        async with primary.engine.connect(), primary.driver_pool.acquire():
             busy = await upload(client, image_bytes("PNG"))
             assert busy.status_code == 503, busy.text
             assert busy.json()["error"]["code"] == "DATABASE_BUSY"
@@ -323,7 +323,7 @@ async def test_a_full_pool_is_a_503_for_writes_and_another_node_for_reads(
             assert strong.status_code == 503
             assert strong.json()["error"]["code"] == "DATABASE_BUSY"
             replica = router.nodes[1]
-            async with replica.read_pool.acquire():  # and the first replica's
+            async with replica.driver_pool.acquire():  # and the first replica's
                 for _ in range(4):
                     read = await client.get("/api/v1/images?limit=1")
                     assert read.status_code == 200, read.text

@@ -294,7 +294,7 @@ async def test_an_eventual_bounded_or_monotonic_read_or_a_file_is_one_statement_
         path = f"/api/v1/images/{created.json()['id']}"
         client.cookies.clear()
         router = client._transport.app.state.router  # type: ignore[attr-defined]
-        sent = count_socket_writes(router.nodes[1:], reads=True)
+        sent = count_socket_writes(router.nodes[1:])
 
         async def read(consistency: str) -> httpx.Response:
             sent.clear()
