@@ -73,9 +73,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.decoder = decoder
     app.state.blob_store = make_blob_store(settings, router)
     install_error_handlers(app)
+    # Images first: a request is matched against each included router's routes in order, and
+    # the image reads are the hot path (health checks come once a second per checker).
+    app.include_router(images.reads)
+    app.include_router(images.router)
     app.include_router(health.router)
     app.include_router(health.operations)
-    app.include_router(images.router)
 
     app.add_middleware(RoutingHeaders, router=router, metrics=metrics)
     # Outermost, so a refused request costs no routing, middleware or dependency work.

@@ -16,6 +16,7 @@ from service.api.deps import (
     read_connection,
     read_observer,
 )
+from service.api.path_only_route import PathOnlyRoute
 from service.api.responses import json_response
 from service.api.schemas import ErrorBody, ImageCreated, ImageList, ImagePublic, image_fields
 from service.api.upload_stream import read_upload, refuse_after_draining
@@ -33,6 +34,8 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 FILE_CSP = "default-src 'none'; sandbox"
 
 router = APIRouter(prefix="/api/v1/images", tags=["images"])
+# The hot reads: an id from the path and the request, nothing for FastAPI to solve.
+reads = APIRouter(prefix=router.prefix, tags=["images"], route_class=PathOnlyRoute)
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -148,11 +151,12 @@ async def path_image_id(image_id: str, request: Request) -> uuid.UUID:
 ImageId = Annotated[uuid.UUID, Depends(path_image_id)]
 
 
-# The read routes take the id as a plain path parameter and open their read connection
-# themselves (``async with``), and write their JSON straight from the row (the fields
-# ``ImagePublic`` declares, serialized by pydantic-core as FastAPI would): FastAPI's dependency
-# solving and its validation of a returned model cost more CPU than the read's own query.
-@router.get("/{image_id}", response_model=ImagePublic, responses=errors(308, 404, 503))
+# The read routes take the id as a plain path parameter (service/api/path_only_route.py), open
+# their read connection themselves (``async with``) and write their JSON straight from the row
+# (the fields ``ImagePublic`` declares, serialized by pydantic-core as FastAPI would): FastAPI's
+# dependency solving and its validation of a returned model cost more CPU than the read's
+# own query.
+@reads.get("/{image_id}", response_model=ImagePublic, responses=errors(308, 404, 503))
 async def get_image(image_id: str, request: Request) -> Response:
     wanted = image_id_in_path(image_id, request)
     async with read_connection(request) as connection:
@@ -176,15 +180,28 @@ FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+FILE_HEADERS: dict[str, Any] = {
+    "parameters": [
+        {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}}
+    ]
+}
+
+
 # One function, two routes: each method gets an operation id of its own in the OpenAPI
 # schema (``api_route`` with both methods gave them the same one).
-@router.head("/{image_id}/file", response_class=Response, responses=FILE_RESPONSES)
-@router.get("/{image_id}/file", response_class=Response, responses=FILE_RESPONSES)
-async def get_image_file(
-    image_id: str,
-    request: Request,
-    if_none_match: Annotated[str | None, Header()] = None,
-) -> Response:
+@reads.head(
+    "/{image_id}/file",
+    response_class=Response,
+    responses=FILE_RESPONSES,
+    openapi_extra=FILE_HEADERS,
+)
+@reads.get(
+    "/{image_id}/file",
+    response_class=Response,
+    responses=FILE_RESPONSES,
+    openapi_extra=FILE_HEADERS,
+)
+async def get_image_file(image_id: str, request: Request) -> Response:
     """The stored bytes; cacheable forever (ids are never reused, content never changes).
 
     Served as inert data: ``nosniff`` and a sandboxing CSP, so a file that a browser would
@@ -192,6 +209,7 @@ async def get_image_file(
     """
     wanted = image_id_in_path(image_id, request)
     store: BlobStore = request.app.state.blob_store
+    if_none_match = request.headers.get("if-none-match")
     data: bytes | None = None
     async with read_connection(request) as connection:
         if if_none_match or request.method == "HEAD":
