@@ -1,5 +1,6 @@
 """The HTTP servers the bench compares, each started on a free loopback port and always stopped:
-the service (``replikit serve``, one worker) with a given environment, and the bare app of
+the service (``replikit serve``, one worker) with a given environment, the same service from
+another checkout (an older revision, for before/after figures), and the bare app of
 :mod:`loadtests.benchmarks.bare_app` (uvicorn, one worker) with direct or multi-host DSNs.
 """
 
@@ -81,40 +82,19 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def bare_app(
-    scratch: Path, *, write_dsn: str, read_dsns: list[str], workers: int = 1
+def _server(
+    argv: list[str], *, name: str, port: int, log_file: Path, env: dict[str, str], cwd: Path
 ) -> Iterator[Endpoint]:
-    """The bare Starlette + asyncpg app under uvicorn (httptools, uvloop: what ``replikit
-    serve`` runs on) with ``workers`` processes."""
-    port = find_free_port_range(1, start=44000)
-    scratch.mkdir(parents=True, exist_ok=True)
-    log_file = scratch / f"bare-app-{port}.log"
-    env = {**os.environ, "BENCH_WRITE_DSN": write_dsn, "BENCH_READ_DSNS": " ".join(read_dsns)}
+    """Run ``argv`` in a process group of its own until the block ends; yield once /health
+    answers on ``port``."""
     with log_file.open("ab") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "loadtests.benchmarks.bare_app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--http",
-                "httptools",
-                "--loop",
-                "uvloop",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
@@ -123,11 +103,91 @@ def bare_app(
         while not _healthy(url):
             if process.poll() is not None or time.monotonic() > deadline:
                 tail = log_file.read_text(errors="replace").splitlines()[-10:]
-                raise RuntimeError(f"The bare app did not start on {url}: " + " | ".join(tail))
+                raise RuntimeError(f"{name} did not start on {url}: " + " | ".join(tail))
             time.sleep(0.2)
         yield Endpoint(url=url, pid=process.pid)
     finally:
         _stop_group(process)
+
+
+@contextlib.contextmanager
+def bare_app(
+    scratch: Path, *, write_dsn: str, read_dsns: list[str], workers: int = 1
+) -> Iterator[Endpoint]:
+    """The bare Starlette + asyncpg app under uvicorn (httptools, uvloop: what ``replikit
+    serve`` runs on) with ``workers`` processes."""
+    port = find_free_port_range(1, start=44000)
+    scratch.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "BENCH_WRITE_DSN": write_dsn, "BENCH_READ_DSNS": " ".join(read_dsns)}
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "loadtests.benchmarks.bare_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    with _server(
+        argv,
+        name="The bare app",
+        port=port,
+        log_file=scratch / f"bare-app-{port}.log",
+        env=env,
+        cwd=Path.cwd(),
+    ) as endpoint:
+        yield endpoint
+
+
+# Runs another checkout's CLI with this interpreter: started in that checkout's directory,
+# ``-c`` puts it first on sys.path, so its own ``replication`` and ``service`` are imported
+# (older checkouts have no ``replication/__main__.py``).
+CHECKOUT_CLI = (
+    "import sys; sys.argv = ['replikit', *sys.argv[1:]]; from replication.cli import main; main()"
+)
+
+
+@contextlib.contextmanager
+def checkout_service(tree: Path, scratch: Path, env: dict[str, str]) -> Iterator[Endpoint]:
+    """``replikit serve`` of the checkout in ``tree`` (another revision), one worker, trusting
+    the loopback's X-Forwarded-For, with ``env`` on top of this process's environment."""
+    port = find_free_port_range(1, start=45000)
+    scratch.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable,
+        "-c",
+        CHECKOUT_CLI,
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--forwarded-allow-ips",
+        "127.0.0.1",
+        "--data-dir",
+        str(scratch / f"checkout-service-{port}"),
+    ]
+    with _server(
+        argv,
+        name=f"The service of {tree}",
+        port=port,
+        log_file=scratch / f"checkout-service-{port}.log",
+        env={**os.environ, **env},
+        cwd=tree,
+    ) as endpoint:
+        yield endpoint
 
 
 @dataclass

@@ -1,40 +1,51 @@
 """Upload throughput with the rate limit on, and the CPU one upload costs, per part of the system.
 
     .venv/bin/python -m loadtests.benchmarks.uploads --rounds 3 --seconds 8
+    .venv/bin/python -m loadtests.benchmarks.uploads --against 713e776 --workers 1 --rounds 5
 
 A fresh local 1+2 cluster; ``replikit serve`` with one and with two workers, alternated round
-by round; wrk with 4 connections POSTing the same ~200 KB JPEG (random pixels, so it does not
-compress) as multipart. The rate limit stays on at its default (60 a minute per address): each
-request carries another ``X-Forwarded-For`` from a pool of 4,096 addresses and the service
-trusts the loopback proxy, so every upload runs the limit's statement as in production and none
-is refused. The CPU columns are what the service's processes (server, workers, decode
-processes) and the cluster's PostgreSQL processes (backends, WAL senders, the replicas'
-startup and WAL receivers) used during the run, divided by the uploads: on a 2-core machine
-their sum bounds the rate, whatever the wall clock says.
+by round. ``--against REV`` adds that revision's service, one worker, checked out in a git
+worktree of its own, migrated by its own migrations on a second cluster made the same way (so
+neither code pays for the other's rows), alternated with the others: today's rate against an
+older one's, side by side. wrk with 4 connections POSTs the same ~200 KB JPEG (random pixels,
+so it does not compress) as multipart. The rate limit stays on at its default (60 a minute per
+address): each request carries another ``X-Forwarded-For`` from a pool of 4,096 addresses and
+the service trusts the loopback proxy, so every upload runs the limit's statement as in
+production and none is refused. The CPU columns are what the service's processes (server,
+workers, decode processes) and the cluster's PostgreSQL processes (backends, WAL senders, the
+replicas' startup and WAL receivers) used during the run, divided by the uploads: on a 2-core
+machine their sum bounds the rate, whatever the wall clock says.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtests.benchmarks import endpoints
+from loadtests.benchmarks.endpoints import Endpoint
 from loadtests.benchmarks.wrk import lua_body_loader, require_wrk, run_wrk
 from loadtests.sample_images import make_image
 from replication.cluster import Cluster, cluster_up, service_urls
 from replication.drivers.base import StopMode
 from replication.ports import find_free_port_range
 from service import migrate
+
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 BOUNDARY = "replikituploadbench5Tq9"
 ADDRESSES = 4096  # distinct client addresses, so the default limit of 60/min never refuses
@@ -160,40 +171,98 @@ def measure(
     )
 
 
-def run(rounds: int, seconds: float, clients: int, side: int, results: Path) -> Path:
+@contextlib.contextmanager
+def worktree(revision: str, path: Path) -> Iterator[Path]:
+    """``revision`` checked out at ``path`` (a detached git worktree), removed afterwards."""
+    git = ["git", "-C", str(REPOSITORY), "worktree"]
+    subprocess.run([*git, "add", "--detach", str(path), revision], check=True, capture_output=True)
+    try:
+        yield path
+    finally:
+        subprocess.run([*git, "remove", "--force", str(path)], check=False, capture_output=True)
+
+
+def migrate_checkout(tree: Path, cluster: Cluster) -> None:
+    """Run the checkout's own migrations, as the owner (older checkouts migrate with the
+    primary URL's role, so it is the owner's here)."""
+    owner = cluster.state.owner_url(cluster.state.primary_node)
+    env = {**os.environ, **service_urls(cluster.state), "REPLIKIT_PRIMARY_URL": owner}
+    subprocess.run(
+        [sys.executable, "-c", endpoints.CHECKOUT_CLI, "migrate"],
+        cwd=tree,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def service_env(cluster: Cluster) -> dict[str, str]:
+    return {**service_urls(cluster.state), "REPLIKIT_FORWARDED_ALLOW_IPS": "127.0.0.1"}
+
+
+def new_cluster(path: Path) -> Cluster:
+    cluster, _ = cluster_up(path, replicas=2, base_port=find_free_port_range(3, start=46500))
+    return cluster
+
+
+def run(
+    rounds: int,
+    seconds: float,
+    clients: int,
+    side: int,
+    results: Path,
+    *,
+    workers: list[int],
+    against: str | None = None,
+) -> Path:
     require_wrk()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    configurations = {"1 worker": 1, "2 workers": 2}
-    samples: dict[str, list[UploadSample]] = {name: [] for name in configurations}
-    with scratch_dir() as scratch:
-        cluster, _ = cluster_up(
-            scratch / "cluster", replicas=2, base_port=find_free_port_range(3, start=46500)
-        )
-        try:
-            migrate.upgrade(cluster.state.owner_url(cluster.state.primary_node))
-            image_bytes = multipart_body(scratch / "body.bin", side)
-            script = upload_script(scratch / "upload.lua", scratch / "body.bin")
-            env = {**service_urls(cluster.state), "REPLIKIT_FORWARDED_ALLOW_IPS": "127.0.0.1"}
-            for round_number in range(rounds):
-                for name, workers in configurations.items():
-                    with endpoints.replikit_service(scratch, env, workers=workers) as endpoint:
-                        run_wrk(  # warm: pools filled, decode processes started
-                            f"{endpoint.url}/api/v1/images/upload",
-                            seconds=1,
-                            connections=clients,
-                            script=script,
-                        )
-                        sample = measure(endpoint, cluster, script, seconds, clients)
-                    samples[name].append(sample)
-                    print(
-                        f"round {round_number + 1} {name:<9} {sample.uploads_per_second:6.1f} "
-                        f"uploads/s  p50 {sample.p50_ms:6.1f} ms  p99 {sample.p99_ms:6.1f} ms  "
-                        f"CPU/upload: service {sample.service_cpu_ms:5.2f} ms, "
-                        f"postgres {sample.postgres_cpu_ms:5.2f} ms  failed {sample.failed}",
-                        flush=True,
+    with scratch_dir() as scratch, contextlib.ExitStack() as stack:
+        cluster = new_cluster(scratch / "cluster")
+        stack.callback(cluster.stop_all, StopMode.IMMEDIATE)
+        migrate.upgrade(cluster.state.owner_url(cluster.state.primary_node))
+        # Each configuration: the cluster it writes to, and how to start its server.
+        targets: dict[str, tuple[Cluster, Callable[[], AbstractContextManager[Endpoint]]]] = {
+            f"{count} worker{'s' if count > 1 else ''}": (
+                cluster,
+                functools.partial(
+                    endpoints.replikit_service, scratch, service_env(cluster), workers=count
+                ),
+            )
+            for count in workers
+        }
+        if against:
+            tree = stack.enter_context(worktree(against, scratch / "checkout"))
+            old_cluster = new_cluster(scratch / "cluster-checkout")
+            stack.callback(old_cluster.stop_all, StopMode.IMMEDIATE)
+            migrate_checkout(tree, old_cluster)
+            targets[f"{against}, 1 worker"] = (
+                old_cluster,
+                functools.partial(
+                    endpoints.checkout_service, tree, scratch, service_env(old_cluster)
+                ),
+            )
+        samples: dict[str, list[UploadSample]] = {name: [] for name in targets}
+        image_bytes = multipart_body(scratch / "body.bin", side)
+        script = upload_script(scratch / "upload.lua", scratch / "body.bin")
+        for round_number in range(rounds):
+            for name, (target_cluster, server) in targets.items():
+                with server() as endpoint:
+                    run_wrk(  # warm: pools filled, decode processes started
+                        f"{endpoint.url}/api/v1/images/upload",
+                        seconds=1,
+                        connections=clients,
+                        script=script,
                     )
-        finally:
-            cluster.stop_all(StopMode.IMMEDIATE)
+                    sample = measure(endpoint, target_cluster, script, seconds, clients)
+                samples[name].append(sample)
+                print(
+                    f"round {round_number + 1} {name:<9} {sample.uploads_per_second:6.1f} "
+                    f"uploads/s  p50 {sample.p50_ms:6.1f} ms  p99 {sample.p99_ms:6.1f} ms  "
+                    f"CPU/upload: service {sample.service_cpu_ms:5.2f} ms, "
+                    f"postgres {sample.postgres_cpu_ms:5.2f} ms  failed {sample.failed}",
+                    flush=True,
+                )
     summary = {
         name: {
             field: statistics.median(getattr(sample, field) for sample in values)
@@ -232,9 +301,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--side", type=int, default=640, help="JPEG side (640: ~200 KB)")
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="today's service with these worker counts (comma-separated)",
+    )
+    parser.add_argument(
+        "--against", metavar="REV", help="also measure this git revision's service (1 worker)"
+    )
     args = parser.parse_args(argv)
+    try:
+        workers = [int(n) for n in args.workers.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"--workers takes worker counts such as 1,2, not {args.workers!r}.")
+    if not workers or min(workers) < 1:
+        parser.error("--workers needs at least one count of 1 or more, such as 1,2.")
     started = time.monotonic()
-    out_dir = run(args.rounds, args.seconds, args.clients, args.side, args.results_dir)
+    out_dir = run(
+        args.rounds,
+        args.seconds,
+        args.clients,
+        args.side,
+        args.results_dir,
+        workers=workers,
+        against=args.against,
+    )
     print(f"results in {out_dir} ({time.monotonic() - started:.0f} s)")
 
 
