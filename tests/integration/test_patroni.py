@@ -11,7 +11,9 @@ import asyncio
 import hashlib
 import itertools
 import json
+import re
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +29,7 @@ from loadtests.experiments.failover_plan import FailoverMode, FailoverPlan, Faul
 from loadtests.experiments.window_split import MILESTONES
 from replication.cluster import Cluster
 from replication.drivers.patroni import PatroniDriver
+from replication.patroni import wait_settled
 from replication.topology import Manager, SyncMode
 from service import migrate
 from tests.integration.clusters import (
@@ -66,10 +69,35 @@ def processes_under(directory: Path) -> list[str]:
     return found
 
 
+# Patroni's own lines ("2026-11-30 10:14:35,328 INFO: ..."), not its PostgreSQL's.
+AGENT_LINE = re.compile(r"^\S+ \S+,\d+ (INFO|WARNING|ERROR|CRITICAL): ")
+# What every agent logs on every loop when nothing changes.
+HEARTBEAT = ("no action.", "Lock owner: ")
+
+
+def agent_decisions(data_dir: Path, lines: int = 60) -> str:
+    """The last decisions of each Patroni agent (its own lines without the once-a-loop
+    heartbeat), for a failure message: CI keeps no cluster directory."""
+    parts = []
+    for log in sorted((data_dir / "logs").glob("patroni-*.log")):
+        try:
+            text = log.read_text(errors="replace")
+        except OSError as error:
+            parts.append(f"== {log.name}: {error}")
+            continue
+        decisions = [
+            line
+            for line in text.splitlines()
+            if AGENT_LINE.match(line) and not any(noise in line for noise in HEARTBEAT)
+        ]
+        parts.append(f"== {log.name}\n" + "\n".join(decisions[-lines:]))
+    return "\n".join(parts)
+
+
 @asynccontextmanager
 async def patroni_cluster(name: str, sync: SyncMode) -> AsyncIterator[Cluster]:
     """A fresh 1+2 Patroni cluster, migrated as the owner; torn down, with every process
-    it started checked gone."""
+    it started checked gone. When the body fails, the agents' decisions go to stderr."""
     async with running_cluster_async(
         replicas=2, sync=sync, name=name, manager=Manager.PATRONI
     ) as cluster:
@@ -77,7 +105,11 @@ async def patroni_cluster(name: str, sync: SyncMode) -> AsyncIterator[Cluster]:
         await asyncio.to_thread(
             migrate.upgrade, cluster.state.owner_url(cluster.state.primary_node)
         )
-        yield cluster
+        try:
+            yield cluster
+        except BaseException:
+            print(agent_decisions(root), file=sys.stderr)
+            raise
     assert processes_under(root) == []
 
 
@@ -137,7 +169,12 @@ class UploadStream:
 async def test_leader_node_loss_three_times_in_sync_mode_loses_no_acknowledged_upload() -> None:
     """Kill the leader's whole node (agent and PostgreSQL) three times in a row under an
     upload stream: each time another member becomes leader and the service writes again with
-    no manual command; each old leader, restarted with ``rejoin``, streams as a replica."""
+    no manual command; each old leader, restarted with ``rejoin``, streams as a replica.
+
+    Each kill waits for a settled cluster: in strict synchronous mode Patroni promotes only
+    the member named in its /sync key, and a new leader names one a few seconds after its
+    promotion (once a standby streams and is confirmed synchronous). A leader lost before
+    that is not replaced, by design; a CI run once killed into that window."""
     async with patroni_cluster("patroni-node-loss", SyncMode.ON) as cluster:
         settings = service_settings(cluster, replicas=True, health_interval=HEALTH_INTERVAL)
         async with service_client(settings) as client:
@@ -147,6 +184,7 @@ async def test_leader_node_loss_three_times_in_sync_mode_loses_no_acknowledged_u
             try:
                 for _ in range(3):
                     await asyncio.sleep(1.0)
+                    await asyncio.to_thread(wait_settled, cluster)
                     old = await leader(cluster)
                     assert old is not None
                     killed = await asyncio.to_thread(
