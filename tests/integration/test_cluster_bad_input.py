@@ -29,10 +29,24 @@ def assert_one_sentence_error(stderr: str, *fragments: str) -> None:
         assert fragment in lines[0], stderr
 
 
+def held_port_range() -> tuple[int, socket.socket]:
+    """A free 3-port range whose middle port this process then holds. Another process may
+    take a port between the check and the bind (a CI run lost that race once): pick again."""
+    for _ in range(20):
+        base = free_base_port(3)
+        holder = socket.socket()
+        try:
+            holder.bind(("127.0.0.1", base + 1))
+        except OSError:
+            holder.close()
+            continue
+        return base, holder
+    raise AssertionError("no free 3-port range in 20 tries")
+
+
 def test_port_in_use_names_the_port_and_its_holder(workdir: Path) -> None:
-    base = free_base_port(3)
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", base + 1))
+    base, holder = held_port_range()
+    with holder:
         holder.listen()
         result = replikit(
             "cluster", "up", "--base-port", str(base), "--data-dir", str(workdir / "c")
