@@ -78,7 +78,25 @@ class Cluster:
 
     @property
     def managed_by_patroni(self) -> bool:
-        return self.state.manager is Manager.PATRONI
+        """Patroni agents that replikit runs and asks itself (``--manager patroni``)."""
+        return self.state.manager is Manager.PATRONI and self.state.driver != "compose"
+
+    @property
+    def patroni_in_containers(self) -> bool:
+        """A compose stack whose node containers are Patroni agents (the HA variant): they
+        elect and promote by themselves, out of replikit's reach."""
+        return self.state.manager is Manager.PATRONI and self.state.driver == "compose"
+
+    def refuse_under_patroni_containers(self, action: str) -> None:
+        """Refuse what would fight the HA stack's agents: a promotion, restart or stop made
+        behind their back (a second writer, or a node their bootstrap does not expect)."""
+        if self.patroni_in_containers:
+            raise BadInputError(
+                f"{action} is left to Patroni on this compose HA stack: its agents elect and "
+                f"promote by themselves. Crash a node with 'replikit cluster kill' and watch "
+                f"'replikit cluster status'; for a switchover run patronictl in a node "
+                f'container (docs/operations.md, "Compose HA variant").'
+            )
 
     def status(self) -> list[NodeStatus]:
         members = {}
@@ -87,6 +105,8 @@ class Cluster:
             patroni.follow_leader(self, found)
             members = {member.name: member for member in found}
         rows = asyncio.run(cluster_status(self.state))
+        if self.patroni_in_containers:
+            self._follow_writable(rows)
         for row in rows:
             if row.role == "down" and not self.driver.is_running(self.state.node(row.name)):
                 row.state = "stopped"
@@ -96,9 +116,18 @@ class Cluster:
                 row.patroni_state = member.state if member else "absent"
         return rows
 
+    def _follow_writable(self, rows: list[NodeStatus]) -> None:
+        """Record the writable node as the state file's primary: Patroni changes it without
+        telling replikit, and ``kill primary`` and the service's URLs read it from there."""
+        writable = next((row.name for row in rows if row.state == "writable"), None)
+        if writable is not None and writable != self.state.primary:
+            self.state.primary = writable
+            save_state(self.data_dir, self.state)
+
     def start_all(self) -> list[str]:
         """Start what is not running: the primary first, then each replica. Fenced former
         primaries are left stopped (they must be rejoined); their names are returned."""
+        self.refuse_under_patroni_containers("Starting nodes")
         if self.managed_by_patroni:
             patroni.start_all(self)
             return []
@@ -122,6 +151,7 @@ class Cluster:
         return [node.name for node in fenced if not self.driver.is_running(node)]
 
     def stop_all(self, mode: StopMode = StopMode.FAST) -> None:
+        self.refuse_under_patroni_containers("Stopping the stack")
         if self.managed_by_patroni:
             patroni.stop_all(self)
             return

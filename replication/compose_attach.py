@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,11 +19,13 @@ import yaml
 from dotenv import dotenv_values
 
 from replication.compose_command import compose_program
+from replication.drivers.compose import service_containers
 from replication.errors import BadInputError
 from replication.probe import choose_primary, read_all
 from replication.topology import (
     LOOPBACK,
     ClusterState,
+    Manager,
     NodeSpec,
     Passwords,
     ServiceEndpoints,
@@ -32,6 +35,7 @@ from replication.topology import (
 )
 
 NODE_SERVICE = re.compile(r"^pg\d+$")
+ETCD_SERVICE = re.compile(r"^etcd\d+$")
 HTTP_PORT_VARIABLE = "REPLIKIT_HTTP_PORT"
 ADMIN_PORT_VARIABLE = "REPLIKIT_ADMIN_PORT"
 
@@ -96,6 +100,18 @@ def running_project(compose_file: Path, env_file: Path, service: str) -> str | N
     return label.stdout.strip() or None
 
 
+def runs_patroni(services: dict[str, object], project_name: str | None) -> bool:
+    """True for the HA variant (deploy/compose/ha.yml), whose nodes are Patroni agents: its
+    compose file names etcd members, or the running project has one (the HA stack attached
+    with the default file and the HA project name)."""
+    if any(ETCD_SERVICE.match(name) for name in services):
+        return True
+    docker = shutil.which("docker")
+    if docker is None or project_name is None:
+        return False
+    return bool(service_containers(docker, project_name, "etcd0", running=True))
+
+
 def compose_cluster_state(
     compose_file: Path,
     env_file: Path,
@@ -137,10 +153,13 @@ def compose_cluster_state(
     ]
     if project_name is None:
         project_name = running_project(compose_file, env_file, names[0])
+    patroni = runs_patroni(services, project_name)
     return ClusterState(
         pg_bin="",
         pg_major=0,
-        sync=SyncMode(values.get("REPLIKIT_SYNC_MODE") or "off"),
+        # The HA variant's own default is on (ha.yml), the default stack's off.
+        sync=SyncMode(values.get("REPLIKIT_SYNC_MODE") or ("on" if patroni else "off")),
+        manager=Manager.PATRONI if patroni else Manager.NATIVE,
         base_port=nodes[0].port,
         nodes=nodes,
         primary=existing.primary if existing else names[0],

@@ -20,6 +20,7 @@ from replication.compose_attach import compose_cluster_state
 from replication.compose_env import read_env
 from replication.compose_stack import ComposeStack, Variant
 from replication.errors import BadInputError, ClusterTimeoutError, NodeCommandError
+from replication.patroni_config import CONTAINER_AGENT_CONFIG
 from replication.probe import NodeReading, read_all
 from replication.topology import ClusterState, SyncMode
 from service.routing.lsn import parse_lsn
@@ -175,6 +176,14 @@ class HaStack:
     def start(self, node: str) -> None:
         """Start a stopped node's container again; its agent rejoins it (pg_rewind)."""
         _docker("start", self.container(node), what=f"starting {node}")
+
+    def patronictl(self, node: str, *args: str) -> str:
+        """Patroni's own tool in ``node``'s container, on the agent's file (it carries the REST
+        API's credentials): what a person runs for a planned switchover on this variant."""
+        return _docker(
+            "exec", self.container(node), "patronictl", "-c", CONTAINER_AGENT_CONFIG, *args,
+            what=f"patronictl {' '.join(args)}",
+        )  # fmt: skip
 
     def _peer_network(self, node: str) -> tuple[str, list[str]]:
         """The peer network's name and this container's aliases on it."""

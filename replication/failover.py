@@ -210,6 +210,7 @@ def _promote_and_repoint(
 # failover ---------------------------------------------------------------------------------
 def failover(data_dir: Path, *, to: str | None = None, force: bool = False) -> dict[str, Any]:
     cluster = Cluster.open(data_dir)
+    cluster.refuse_under_patroni_containers("Failover")
     if cluster.managed_by_patroni:
         return patroni.failover(cluster, to, force)
     state, driver = cluster.state, cluster.driver
@@ -287,6 +288,7 @@ def _rejoin(cluster: Cluster, node: NodeSpec, primary: NodeSpec) -> str:
 
 def rejoin(data_dir: Path, name: str) -> dict[str, Any]:
     cluster = Cluster.open(data_dir)
+    cluster.refuse_under_patroni_containers("Rejoining a node")
     if cluster.managed_by_patroni:
         return patroni.rejoin(cluster, name)
     state = cluster.state
@@ -318,6 +320,7 @@ def _default_switchover_target(state: ClusterState, candidates: dict[str, NodeRe
 
 def switchover(data_dir: Path, *, to: str | None = None) -> dict[str, Any]:
     cluster = Cluster.open(data_dir)
+    cluster.refuse_under_patroni_containers("Switchover")
     if cluster.managed_by_patroni:
         return patroni.switchover(cluster, to)
     state, driver = cluster.state, cluster.driver

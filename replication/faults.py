@@ -14,6 +14,7 @@ from replication.durations import format_ms, parse_duration_ms
 from replication.errors import BadInputError
 from replication.failover import Readings
 from replication.steps import StepClock
+from replication.topology import Manager
 
 
 def kill(
@@ -27,7 +28,7 @@ def kill(
     """
     cluster = Cluster.open(data_dir)
     if name == "primary":  # the node the state file records as primary now
-        if cluster.managed_by_patroni:
+        if cluster.state.manager is Manager.PATRONI:
             cluster.status()  # the state file follows Patroni's leader
         name = cluster.state.primary
     node = cluster.state.node(name)

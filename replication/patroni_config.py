@@ -39,6 +39,8 @@ CONTAINER_PG_PORT = 5432
 CONTAINER_REST_PORT = 8008
 CONTAINER_ETCD_CLIENT_PORT = 2379
 CONTAINER_SCRIPTS = "/replikit/scripts"
+# Where patroni-container.sh writes the agent's file (its socket directory), for patronictl.
+CONTAINER_AGENT_CONFIG = "/var/run/postgresql/patroni.yml"
 
 
 @dataclass(frozen=True)

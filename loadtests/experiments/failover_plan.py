@@ -54,6 +54,12 @@ def plan_failover(
     ``data_dir``; refuse the combinations that cannot run, before anything starts."""
     existing = load_state(data_dir)
     recorded = existing.manager if existing is not None else None
+    if existing is not None and existing.driver == "compose" and recorded is Manager.PATRONI:
+        raise BadInputError(
+            "The failover experiment does not drive the compose HA stack (its agents are "
+            "out of replikit's reach); measure it with 'python -m "
+            "loadtests.benchmarks.compose_ha_failover' (docs/benchmarks.md)."
+        )
     if manager is not None and recorded is not None and manager is not recorded:
         raise BadInputError(
             f"The cluster in {data_dir} is managed by {recorded.value}; pass --manager "

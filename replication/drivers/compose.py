@@ -170,24 +170,9 @@ class ComposeDriver:
         cannot be asked (no project name recorded, no client, or it failed)."""
         if self.docker is None or self.state.compose_project is None:
             return None
-        # The labels v1 and v2 both put on a service's containers; one-off 'run'
-        # containers (fence, rejoin) carry oneoff=True and do not count.
-        project = re.sub(r"[^-_a-z0-9]", "", self.state.compose_project.lower())
-        filters = [
-            f"label=com.docker.compose.project={project}",
-            f"label=com.docker.compose.service={node.name}",
-            "label=com.docker.compose.oneoff=False",
-        ]
-        if running:
-            filters.append("status=running")
-        command = [self.docker, "ps", "-q", *(a for f in filters for a in ("--filter", f))]
-        if not running:
-            command.insert(2, "-a")
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=60, check=False,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        return result.stdout.split() if result.returncode == 0 else None
+        return service_containers(
+            self.docker, self.state.compose_project, node.name, running=running
+        )
 
     def is_running(self, node: NodeSpec) -> bool:
         running = self._containers(node, running=True)
@@ -272,3 +257,27 @@ class ComposeDriver:
             key.strip(): value.strip()
             for key, _, value in (line.partition(":") for line in output.splitlines())
         }
+
+
+def service_containers(
+    docker: str, project: str, service: str, *, running: bool
+) -> list[str] | None:
+    """Ids of one compose service's containers, asked of the docker client by the labels
+    compose v1 and v2 both set; None when the client fails. One-off ``run`` containers
+    (fence, rejoin) carry oneoff=True and do not count."""
+    project = re.sub(r"[^-_a-z0-9]", "", project.lower())
+    filters = [
+        f"label=com.docker.compose.project={project}",
+        f"label=com.docker.compose.service={service}",
+        "label=com.docker.compose.oneoff=False",
+    ]
+    if running:
+        filters.append("status=running")
+    command = [docker, "ps", "-q", *(a for f in filters for a in ("--filter", f))]
+    if not running:
+        command.insert(2, "-a")
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, check=False,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return result.stdout.split() if result.returncode == 0 else None

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,7 +32,9 @@ from loadtests.benchmarks.acked_uploads import AckedUploads, Receipt, running
 from replication.compose_ha import HaStack
 from replication.compose_stack import Variant
 from replication.patroni_config import DEFAULT_TTL
-from tests.compose.stacks import api_url, compose_stack, leftovers
+from replication.probe import NodeReading
+from replication.topology import Manager, SyncMode, require_state
+from tests.compose.stacks import ROOT, api_url, compose_stack, leftovers
 
 pytestmark = [pytest.mark.compose, pytest.mark.destructive]
 
@@ -186,3 +193,52 @@ def test_partitioned_leader_demotes_itself_and_rejoins_with_never_two_writers(
     assert failed == [], "reads failed at (s after the partition)"
     # Back on the network, the old leader was rewound onto the new timeline and streams.
     assert timeline == new_timeline
+
+
+def replikit_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "replikit"), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_the_attached_stack_is_left_to_patroni_and_patronictl_switches_over(
+    ha: HaStack,
+) -> None:
+    """`attach-compose` records the stack as Patroni's: `failover` refuses in one sentence,
+    the documented `patronictl switchover` in a node container moves the leader, `status`
+    follows it, and `kill primary` crashes that container, which Patroni replaces."""
+    leader = ha.wait_settled()
+    readings = ha.readings()
+    leading = readings[leader]
+    assert isinstance(leading, NodeReading)
+    standby = next(n for n, r in leading.replication.items() if r.get("sync_state") == "sync")
+    project = ha.stack.project_name
+    assert project is not None
+    with tempfile.TemporaryDirectory(prefix="replikit-ha-state-") as scratch:
+        d = ("--data-dir", str(Path(scratch) / "compose"))
+        attached = replikit_cli(
+            "cluster", "attach-compose", "--env-file", str(ha.stack.env_file), "-p", project, *d
+        )
+        assert attached.returncode == 0, attached.stderr
+        state = require_state(Path(d[1]))
+        assert (state.manager, state.sync, state.primary) == (Manager.PATRONI, SyncMode.ON, leader)
+        refused = replikit_cli("cluster", "failover", "--force", *d)
+        assert refused.returncode != 0
+        assert "is left to Patroni on this compose HA stack" in refused.stderr
+        assert ha.writers() == [leader]
+
+        ha.patronictl(leader, "switchover", "--leader", leader, "--candidate", standby, "--force")
+        assert ha.wait_writer(other_than=leader) == standby
+        ha.wait_settled()
+        status = replikit_cli("cluster", "status", "--json", *d)
+        roles = {row["name"]: row["role"] for row in json.loads(status.stdout)["nodes"]}
+        assert (roles[standby], roles[leader]) == ("primary", "replica"), roles
+        assert require_state(Path(d[1])).primary == standby
+
+        killed = replikit_cli("cluster", "kill", "primary", *d)
+        assert killed.returncode == 0, killed.stderr
+        assert f"{standby} crashed (the primary)" in killed.stdout
+        assert ha.wait_writer(other_than=standby, timeout=DEFAULT_TTL + 30) != standby
+        ha.start(standby)
+        ha.wait_rejoined(standby)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from replication.cluster import Cluster
-from replication.topology import ServiceEndpoints, require_state
+from replication.topology import Manager, ServiceEndpoints, SyncMode, require_state
 from tests.integration.clusters import reachable_temp_dir, replikit, running_cluster
 from tests.integration.compose_fakes import FakeCompose, fake_compose
 
@@ -82,8 +82,8 @@ def test_kill_failover_rejoin_through_docker_compose_v1(
     assert roles["pg0"] == ("replica", "streaming")
 
 
-def test_attach_compose_records_nodes_passwords_and_the_live_primary(cluster: Cluster) -> None:
-    work = reachable_temp_dir("replikit-attach-")
+def stack_env_file(cluster: Cluster, work: Path) -> Path:
+    """An env file as a stack's: the local cluster's passwords and ports."""
     state = cluster.state
     env_file = work / ".env"
     env_file.write_text(
@@ -94,6 +94,13 @@ def test_attach_compose_records_nodes_passwords_and_the_live_primary(cluster: Cl
         + "".join(f"REPLIKIT_{n.name.upper()}_PORT={n.port}\n" for n in state.nodes)
         + "REPLIKIT_HTTP_PORT=7781\nREPLIKIT_ADMIN_PORT=7782\n"
     )
+    return env_file
+
+
+def test_attach_compose_records_nodes_passwords_and_the_live_primary(cluster: Cluster) -> None:
+    work = reachable_temp_dir("replikit-attach-")
+    state = cluster.state
+    env_file = stack_env_file(cluster, work)
     target = work / "compose-state"
     args = (
         "cluster",
@@ -126,3 +133,51 @@ def test_attach_compose_records_nodes_passwords_and_the_live_primary(cluster: Cl
     partial.write_text("REPLIKIT_SUPERUSER_PASSWORD=x\n")
     refused = replikit(*args, "--env-file", str(partial))
     assert "lacks REPLIKIT_REPLICATION_PASSWORD" in refused.stderr
+
+
+HA_COMPOSE_TEXT = """services:
+  etcd0: {}
+  pg0: {ports: ["${REPLIKIT_PG0_PORT:-6432}:5432"]}
+  pg1: {ports: ["${REPLIKIT_PG1_PORT:-6433}:5432"]}
+  pg2: {ports: ["${REPLIKIT_PG2_PORT:-6434}:5432"]}
+"""
+
+
+def test_an_attached_ha_stack_is_left_to_patroni(cluster: Cluster) -> None:
+    """A stack whose nodes are Patroni agents (it has etcd members) is recorded as such, and
+    every command that would promote, restart or stop nodes behind the agents refuses in one
+    sentence, changing nothing; status and the lag tools go on working over SQL."""
+    work = reachable_temp_dir("replikit-attach-ha-")
+    compose_file = work / "docker-compose.yml"
+    compose_file.write_text(HA_COMPOSE_TEXT)
+    target = work / "compose-state"
+    d = ("--data-dir", str(target))
+    attached = replikit(
+        "cluster", "attach-compose", "--compose-file", str(compose_file),
+        "--env-file", str(stack_env_file(cluster, work)), "--project-name", "rkattachha", *d,
+    )  # fmt: skip
+    assert attached.returncode == 0, attached.stderr
+    state = require_state(target)
+    assert (state.manager, state.sync, state.primary) == (Manager.PATRONI, SyncMode.ON, "pg0")
+    recorded = (target / "state.json").read_bytes()
+
+    for command in (
+        ("failover", "--to", "pg1", "--force"),
+        ("switchover", "--to", "pg1"),
+        ("rejoin", "pg1"),
+        ("down",),
+        ("up",),
+    ):
+        refused = replikit("cluster", *command, *d)
+        assert refused.returncode != 0, command
+        assert "is left to Patroni on this compose HA stack" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    experiment = replikit("experiment", "failover", *d, "--duration", "5")
+    assert experiment.returncode != 0
+    assert "does not drive the compose HA stack" in experiment.stderr, experiment.stderr
+
+    assert (target / "state.json").read_bytes() == recorded
+    status = replikit("cluster", "status", "--json", *d)
+    assert status.returncode == 0, status.stderr
+    roles = {row["name"]: row["role"] for row in json.loads(status.stdout)["nodes"]}
+    assert roles == {"pg0": "primary", "pg1": "replica", "pg2": "replica"}
