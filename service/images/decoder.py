@@ -271,7 +271,12 @@ class ImageDecoder:
         try:
             reply, worker = await self._decode_on(worker, data)
         finally:
-            slots.put_nowait(worker)
+            # When _decode_on raises, ``worker`` is still the one taken from the slot, and
+            # _decode_on may have killed it (its decode died or overran). A killed worker can
+            # still look alive until its exit is reported, so the next upload would be sent to
+            # it and fail too (a CI run got a second "worker_died" this way): only a worker
+            # still registered goes back.
+            slots.put_nowait(worker if worker in self._workers else None)
         if reply[0] == "ok":
             return reply[1], reply[2]
         error_type, message, details = reply[1], reply[2], reply[3]
