@@ -16,7 +16,7 @@ from pathlib import Path
 from replication.cluster import Cluster, cluster_down, cluster_up
 from replication.drivers.base import StopMode
 from replication.drivers.patroni import PatroniDriver
-from replication.ports import find_free_port_range
+from replication.ports import ephemeral_port_floor, find_free_port_range
 from replication.topology import Manager, SyncMode
 
 REPLIKIT = str(Path(sys.executable).parent / "replikit")
@@ -43,8 +43,12 @@ def remove_temp_dirs() -> None:
 
 
 def free_base_port(nodes: int) -> int:
-    # A random start keeps parallel runs on one machine from racing for the same ports.
-    return find_free_port_range(nodes, start=random.randrange(20000, 50000, 100))
+    """A random start keeps parallel runs on one machine from racing for the same ports;
+    staying below the ephemeral range keeps outgoing connections from taking a node's port
+    between the check and its server's bind."""
+    floor = ephemeral_port_floor()
+    start = random.randrange(20000, max(20100, floor - 1000), 100)
+    return find_free_port_range(nodes, start=start, stop=max(floor, start + 1000))
 
 
 @contextlib.contextmanager
