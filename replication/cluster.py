@@ -87,15 +87,13 @@ class Cluster:
         elect and promote by themselves, out of replikit's reach."""
         return self.state.manager is Manager.PATRONI and self.state.driver == "compose"
 
-    def refuse_under_patroni_containers(self, action: str) -> None:
+    def refuse_under_patroni_containers(self, action: str, instead: str) -> None:
         """Refuse what would fight the HA stack's agents: a promotion, restart or stop made
         behind their back (a second writer, or a node their bootstrap does not expect)."""
         if self.patroni_in_containers:
             raise BadInputError(
-                f"{action} is left to Patroni on this compose HA stack: its agents elect and "
-                f"promote by themselves. Crash a node with 'replikit cluster kill' and watch "
-                f"'replikit cluster status'; for a switchover run patronictl in a node "
-                f'container (docs/operations.md, "Compose HA variant").'
+                f"{action} is left to Patroni on this compose HA stack, whose agents elect "
+                f"and promote by themselves; {instead}"
             )
 
     def status(self) -> list[NodeStatus]:
@@ -127,7 +125,9 @@ class Cluster:
     def start_all(self) -> list[str]:
         """Start what is not running: the primary first, then each replica. Fenced former
         primaries are left stopped (they must be rejoined); their names are returned."""
-        self.refuse_under_patroni_containers("Starting nodes")
+        self.refuse_under_patroni_containers(
+            "Starting nodes", "use 'replikit compose up --variant ha'."
+        )
         if self.managed_by_patroni:
             patroni.start_all(self)
             return []
@@ -151,7 +151,9 @@ class Cluster:
         return [node.name for node in fenced if not self.driver.is_running(node)]
 
     def stop_all(self, mode: StopMode = StopMode.FAST) -> None:
-        self.refuse_under_patroni_containers("Stopping the stack")
+        self.refuse_under_patroni_containers(
+            "Stopping the stack", "use 'replikit compose down --variant ha'."
+        )
         if self.managed_by_patroni:
             patroni.stop_all(self)
             return

@@ -210,7 +210,11 @@ def _promote_and_repoint(
 # failover ---------------------------------------------------------------------------------
 def failover(data_dir: Path, *, to: str | None = None, force: bool = False) -> dict[str, Any]:
     cluster = Cluster.open(data_dir)
-    cluster.refuse_under_patroni_containers("Failover")
+    cluster.refuse_under_patroni_containers(
+        "Failover",
+        "crash the leader with 'replikit cluster kill primary' and Patroni promotes its "
+        "synchronous standby.",
+    )
     if cluster.managed_by_patroni:
         return patroni.failover(cluster, to, force)
     state, driver = cluster.state, cluster.driver
@@ -288,7 +292,9 @@ def _rejoin(cluster: Cluster, node: NodeSpec, primary: NodeSpec) -> str:
 
 def rejoin(data_dir: Path, name: str) -> dict[str, Any]:
     cluster = Cluster.open(data_dir)
-    cluster.refuse_under_patroni_containers("Rejoining a node")
+    cluster.refuse_under_patroni_containers(
+        "Rejoining a node", "start its container again ('docker start'); its agent rewinds it."
+    )
     if cluster.managed_by_patroni:
         return patroni.rejoin(cluster, name)
     state = cluster.state
@@ -320,7 +326,11 @@ def _default_switchover_target(state: ClusterState, candidates: dict[str, NodeRe
 
 def switchover(data_dir: Path, *, to: str | None = None) -> dict[str, Any]:
     cluster = Cluster.open(data_dir)
-    cluster.refuse_under_patroni_containers("Switchover")
+    cluster.refuse_under_patroni_containers(
+        "Switchover",
+        "run 'patronictl switchover' in a node container (docs/operations.md, \"Compose HA "
+        'variant").',
+    )
     if cluster.managed_by_patroni:
         return patroni.switchover(cluster, to)
     state, driver = cluster.state, cluster.driver
