@@ -199,3 +199,31 @@ def summarise(
 
 async def cluster_status(state: ClusterState) -> list[NodeStatus]:
     return summarise(state, await read_all(state))
+
+
+@dataclass
+class Readings:
+    """One look at every node: who answers, who is in recovery, how far each got."""
+
+    by_name: dict[str, NodeReading | BaseException]
+
+    @classmethod
+    def take(cls, state: ClusterState) -> Readings:
+        return cls(asyncio.run(read_all(state)))
+
+    def alive(self, name: str) -> NodeReading | None:
+        reading = self.by_name.get(name)
+        return reading if isinstance(reading, NodeReading) else None
+
+    def is_writable(self, name: str) -> bool:
+        reading = self.alive(name)
+        return reading is not None and not reading.in_recovery
+
+    def replicas(self, state: ClusterState, *, exclude: set[str]) -> dict[str, NodeReading]:
+        return {
+            node.name: reading
+            for node in state.nodes
+            if node.name not in exclude
+            and (reading := self.alive(node.name)) is not None
+            and reading.in_recovery
+        }

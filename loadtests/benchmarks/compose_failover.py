@@ -29,8 +29,8 @@ from pathlib import Path
 from loadtests.benchmarks.acked_uploads import AckedUploads, running
 from loadtests.experiments.targets import target_for
 from replication.cluster import Cluster
-from replication.compose_env import ensure_env_file
-from replication.compose_stack import ComposeStack
+from replication.compose.env import ensure_env_file
+from replication.compose.stack import ComposeStack
 from replication.ports import find_free_port_range
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from loadtests.benchmarks.acked_uploads import AckedUploads, running
 from loadtests.benchmarks.fault_rounds import RoundResult, run_rounds
-from replication.compose_env import ensure_env_file, free_ports, read_env
-from replication.compose_ha import HaStack
-from replication.compose_stack import ComposeStack, Variant
+from replication.compose.env import ensure_env_file, free_ports, read_env
+from replication.compose.ha import HaStack
+from replication.compose.stack import ComposeStack, Variant
 
 ROOT = Path(__file__).resolve().parents[2]
 FAULTS = ("crash", "partition")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from replication.ports import find_free_port_range
-from replication.service_process import start_service, stop_service
+from replication.serving.process import start_service, stop_service
 from replication.topology import ClusterState
 
 START_TIMEOUT_SECONDS = 30.0

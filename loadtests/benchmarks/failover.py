@@ -25,8 +25,7 @@ from pathlib import Path
 
 import asyncpg
 
-from replication import failover as failovers
-from replication import faults
+from replication import cluster as clusters
 from replication.admin import app_connect, owner_connect
 from replication.ports import find_free_port_range
 from replication.topology import require_state
@@ -99,8 +98,8 @@ def main() -> None:
                 cli("cluster", "kill", old, *d)
                 result = cli("cluster", "failover", *d)
             else:
-                faults.kill(data_dir, old)
-                result = failovers.failover(data_dir)
+                clusters.kill(data_dir, old)
+                result = clusters.failover(data_dir)
             written = asyncio.run(first_write(data_dir))
             kill_to_write[way].append(written - started)
             failover_command.append(float(str(result["duration_seconds"])))

@@ -28,9 +28,10 @@ from typing import Any
 import httpx
 
 from loadtests.hostile_images import noise_png
-from replication.cluster import cluster_up, service_urls
+from replication.cluster import cluster_up
 from replication.ports import find_free_port_range
-from replication.service_process import ServiceRecord, start_service, stop_service
+from replication.serving.process import ServiceRecord, start_service, stop_service
+from replication.serving.urls import service_urls
 from service import migrate
 from service.settings import Settings
 

@@ -22,9 +22,10 @@ from PIL import Image
 
 from loadtests.benchmarks.packages import find_program
 from loadtests.benchmarks.wrk import run_wrk
-from replication.cluster import cluster_up, service_urls
+from replication.cluster import cluster_up
 from replication.ports import find_free_port_range
-from replication.service_process import start_service, stop_service
+from replication.serving.process import start_service, stop_service
+from replication.serving.urls import service_urls
 from service import migrate
 from service.routing.consistency import Consistency, RequestRouting
 from service.routing.metrics import ServiceMetrics

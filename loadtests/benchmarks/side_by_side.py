@@ -47,11 +47,11 @@ from loadtests.benchmarks.wrk import (
     run_wrk,
     write_mix_script,
 )
-from replication.cluster import Cluster, cluster_up, service_urls
+from replication.cluster import Cluster, cluster_up, failover, kill, lag, rejoin
 from replication.drivers.base import StopMode
-from replication.failover import failover, rejoin
-from replication.faults import LagChange, kill, lag
+from replication.lag import LagChange
 from replication.ports import find_free_port_range
+from replication.serving.urls import service_urls
 from replication.topology import ClusterState
 from service import migrate
 

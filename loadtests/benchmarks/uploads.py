@@ -40,9 +40,10 @@ from loadtests.benchmarks import endpoints
 from loadtests.benchmarks.endpoints import Endpoint
 from loadtests.benchmarks.wrk import lua_body_loader, require_wrk, run_wrk
 from loadtests.sample_images import make_image
-from replication.cluster import Cluster, cluster_up, service_urls
+from replication.cluster import Cluster, cluster_up
 from replication.drivers.base import StopMode
 from replication.ports import find_free_port_range
+from replication.serving.urls import service_urls
 from service import migrate
 
 REPOSITORY = Path(__file__).resolve().parents[2]

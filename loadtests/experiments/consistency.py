@@ -43,11 +43,11 @@ from loadtests.experiments.consistency_clients import (
 from loadtests.experiments.consistency_records import Op, RequestRecord, write_log
 from loadtests.experiments.lag import RYW_OUTCOMES, ryw_outcomes
 from loadtests.experiments.report import write_consistency_report
-from replication import failover as failovers
-from replication import faults
+from replication import cluster as clusters
 from replication.cluster import Cluster, cluster_up
 from replication.durations import format_ms, parse_duration_ms
 from replication.errors import BadInputError, ReplikitError
+from replication.lag import LagChange
 from replication.topology import require_state
 from service import migrate
 from service.routing.consistency import Consistency
@@ -123,10 +123,8 @@ def set_replica_delays(data_dir: Path, delays_ms: list[int] | None) -> dict[str,
     applied: dict[str, str] = {}
     for index, node in enumerate(require_state(data_dir).replicas):
         delay = 0 if delays_ms is None else delays_ms[min(index, len(delays_ms) - 1)]
-        change = (
-            faults.LagChange(apply_delay=f"{delay}ms") if delay else faults.LagChange(clear=True)
-        )
-        faults.lag(data_dir, node.name, change)
+        change = LagChange(apply_delay=f"{delay}ms") if delay else LagChange(clear=True)
+        clusters.lag(data_dir, node.name, change)
         applied[node.name] = _delay_text(delay)
     return applied
 
@@ -162,10 +160,10 @@ def _fail_over_midway(data_dir: Path, after: float, events: dict[str, Any]) -> N
         time.sleep(after)
         old = require_state(data_dir).primary
         events["kill_at"] = time.time()
-        faults.kill(data_dir, old)
+        clusters.kill(data_dir, old)
         events["old_primary"] = old
         # --force: the candidate's apply delay would refuse it; promotion clears it.
-        result = failovers.failover(data_dir, force=True)
+        result = clusters.failover(data_dir, force=True)
         events.update(
             new_primary=result["new_primary"],
             seconds_to_writable=result["seconds_to_writable"],
@@ -205,7 +203,7 @@ def _mode_summary(
 def run_consistency(*, data_dir: Path, results: Path, run: ConsistencyRun) -> Path:
     cluster, _ = cluster_up(data_dir)
     for name in list(cluster.state.fenced):  # a previous --failover run stopped half-way
-        failovers.rejoin(data_dir, name)
+        clusters.rejoin(data_dir, name)
     state = require_state(data_dir)
     migrate.upgrade(state.owner_url(state.primary_node))
     cluster = Cluster.open(data_dir)
@@ -251,7 +249,7 @@ def run_consistency(*, data_dir: Path, results: Path, run: ConsistencyRun) -> Pa
                         raise ReplikitError(
                             f"The failover during {mode.value} failed: {events['error']}"
                         )
-                    failovers.rejoin(data_dir, events["old_primary"])
+                    clusters.rejoin(data_dir, events["old_primary"])
                     set_replica_delays(data_dir, run.delays_ms)  # the replicas are others now
                     events = {
                         k: round(v - start, 3) if k.endswith("_at") else v

@@ -44,12 +44,11 @@ from loadtests.experiments.heartbeat import Heartbeat, database_gap, database_wi
 from loadtests.experiments.leader_watch import LeaderWatch
 from loadtests.experiments.report import write_failover_report
 from loadtests.experiments.window_split import WindowSplit, split_window
-from replication import failover as failovers
-from replication import faults, patroni
+from replication import cluster as clusters
 from replication.admin import app_connect, owner_connect
 from replication.cluster import Cluster, cluster_up
 from replication.errors import BadInputError
-from replication.failover import Readings
+from replication.probe import Readings
 from replication.topology import Manager, SyncMode, require_state
 from service import migrate
 
@@ -103,7 +102,7 @@ def prepare_cluster(data_dir: Path, sync: SyncMode, manager: Manager = Manager.N
     cluster, _ = cluster_up(data_dir, sync=sync if new else None, manager=manager if new else None)
     state = cluster.state
     for name in list(state.fenced):  # a previous run that stopped half-way
-        failovers.rejoin(data_dir, name)
+        clusters.rejoin(data_dir, name)
     state = require_state(data_dir)
     migrate.upgrade(state.owner_url(state.primary_node))
     return Cluster.open(data_dir)
@@ -112,11 +111,11 @@ def prepare_cluster(data_dir: Path, sync: SyncMode, manager: Manager = Manager.N
 def _restore_after_fault(data_dir: Path, plan: FailoverPlan, old_primary: str) -> str:
     """Make the cluster whole again; how the old primary came back."""
     if not plan.automatic:
-        return str(failovers.rejoin(data_dir, old_primary)["method"])
+        return str(clusters.rejoin(data_dir, old_primary)["method"])
     method = "restarted by its agent"
     if plan.fault is Fault.NODE:
-        method = str(failovers.rejoin(data_dir, old_primary)["method"])
-    patroni.wait_settled(Cluster.open(data_dir))  # also records the leader as the primary
+        method = str(clusters.rejoin(data_dir, old_primary)["method"])
+    Cluster.open(data_dir).wait_streaming()  # also records the leader as the primary
     return method
 
 
@@ -160,12 +159,12 @@ def run_failover(
         for elapsed in progress("failover experiment", duration):
             if elapsed >= kill_at and "kill" not in events:
                 events["kill_issued"] = time.time()
-                faults.kill(data_dir, old_primary, postgres_only=plan.fault is Fault.POSTGRES)
+                clusters.kill(data_dir, old_primary, postgres_only=plan.fault is Fault.POSTGRES)
                 # The node is down once the command returns; before that it may still take
                 # writes (a compose kill spends seconds in docker-compose before the signal).
                 events["kill"] = time.time()
                 if not plan.automatic:
-                    failover_result = failovers.failover(data_dir)
+                    failover_result = clusters.failover(data_dir)
                     events["failover_done"] = time.time()
         run.wait_locusts(timeout=30)
         heartbeat.stop()

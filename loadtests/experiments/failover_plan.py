@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from replication.drivers.patroni import DEFAULT_TTL
+from replication.cluster import manager_class, manager_that_promotes_by_itself
 from replication.errors import BadInputError
+from replication.managers.patroni.config import DEFAULT_TTL
 from replication.topology import Manager, load_state
 
 # A node fault needs the lease (ttl) plus election, promotion and catch-up inside the load.
@@ -54,29 +55,29 @@ def plan_failover(
     ``data_dir``; refuse the combinations that cannot run, before anything starts."""
     existing = load_state(data_dir)
     recorded = existing.manager if existing is not None else None
-    if existing is not None and existing.driver == "compose" and recorded is Manager.PATRONI:
-        raise BadInputError(
-            "The failover experiment does not drive the compose HA stack (its agents are "
-            "out of replikit's reach); measure it with 'python -m "
-            "loadtests.benchmarks.compose_ha_failover' (docs/benchmarks.md)."
-        )
+    if existing is not None:
+        refusal = manager_class(existing.manager, existing.driver).experiment_refusal
+        if refusal is not None:
+            raise BadInputError(refusal)
     if manager is not None and recorded is not None and manager is not recorded:
         raise BadInputError(
             f"The cluster in {data_dir} is managed by {recorded.value}; pass --manager "
             f"{recorded.value} or use another --data-dir."
         )
-    chosen = manager or recorded or (Manager.PATRONI if mode is FailoverMode.AUTO else None)
+    automatic = manager_that_promotes_by_itself()
+    chosen = manager or recorded or (automatic if mode is FailoverMode.AUTO else None)
     chosen = chosen or Manager.NATIVE
-    mode = mode or (FailoverMode.AUTO if chosen is Manager.PATRONI else FailoverMode.MANUAL)
-    if mode is FailoverMode.AUTO and chosen is not Manager.PATRONI:
+    promotes_by_itself = manager_class(chosen).promotes_by_itself
+    mode = mode or (FailoverMode.AUTO if promotes_by_itself else FailoverMode.MANUAL)
+    if mode is FailoverMode.AUTO and not promotes_by_itself:
         raise BadInputError(
-            "--mode auto needs a cluster that fails over by itself: pass --manager patroni "
-            "(for a new cluster) or the --data-dir of one built with it."
+            f"--mode auto needs a cluster that fails over by itself: pass --manager "
+            f"{automatic.value} (for a new cluster) or the --data-dir of one built with it."
         )
-    if mode is FailoverMode.MANUAL and chosen is Manager.PATRONI:
+    if mode is FailoverMode.MANUAL and promotes_by_itself:
         raise BadInputError(
-            "A Patroni cluster fails over by itself; use --mode auto (the default with "
-            "--manager patroni)."
+            f"A {chosen.value.capitalize()} cluster fails over by itself; use --mode auto (the "
+            f"default with --manager {chosen.value})."
         )
     if fault is not None and mode is FailoverMode.MANUAL:
         raise BadInputError(

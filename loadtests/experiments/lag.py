@@ -25,10 +25,11 @@ from loadtests.experiments.common import (
     results_dir,
 )
 from loadtests.experiments.report import write_lag_report
-from replication import faults
+from replication import cluster as clusters
 from replication.cluster import Cluster, cluster_up
 from replication.durations import format_ms, parse_duration_ms
 from replication.errors import BadInputError
+from replication.lag import LagChange
 from replication.topology import require_state
 from service import migrate
 from service.routing.consistency import Consistency
@@ -52,12 +53,8 @@ def ryw_outcomes(metrics_text: str) -> dict[str, float]:
 
 def _set_delay(cluster: Cluster, delay_ms: int) -> None:
     for node in require_state(cluster.data_dir).replicas:
-        change = (
-            faults.LagChange(apply_delay=f"{delay_ms}ms")
-            if delay_ms
-            else faults.LagChange(clear=True)
-        )
-        faults.lag(cluster.data_dir, node.name, change)
+        change = LagChange(apply_delay=f"{delay_ms}ms") if delay_ms else LagChange(clear=True)
+        clusters.lag(cluster.data_dir, node.name, change)
 
 
 def run_lag(

@@ -21,7 +21,6 @@ import asyncpg
 
 from replication.admin import app_connect
 from replication.cluster import Cluster
-from replication.drivers.patroni import PatroniDriver
 from replication.errors import BadInputError
 
 SAMPLE_INTERVAL_SECONDS = 0.1
@@ -46,9 +45,9 @@ class LeaderWatch:
     """Samples until stopped; ``samples`` grows as it goes (read it once stopped)."""
 
     def __init__(self, cluster: Cluster, interval: float = SAMPLE_INTERVAL_SECONDS) -> None:
-        if not isinstance(cluster.driver, PatroniDriver):
+        if not cluster.manager.promotes_by_itself:
             raise BadInputError("Watching an automatic failover needs a Patroni cluster.")
-        self.driver: PatroniDriver = cluster.driver
+        self.manager = cluster.manager
         self.state = cluster.state
         self.interval = interval
         self.samples: list[WatchSample] = []
@@ -80,7 +79,7 @@ class LeaderWatch:
 
     async def _sample(self) -> WatchSample:
         names = [node.name for node in self.state.nodes]
-        reading = asyncio.create_task(asyncio.to_thread(self.driver.dcs_view))
+        reading = asyncio.create_task(asyncio.to_thread(self.manager.consensus_view))
         answers = await asyncio.gather(*(self._in_recovery(n) for n in names))
         view = await reading
         return WatchSample(

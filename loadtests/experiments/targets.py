@@ -19,11 +19,12 @@ from typing import Protocol
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from replication.cluster import Cluster, service_urls
-from replication.compose_attach import recorded_stack_value
+from replication.cluster import Cluster
+from replication.compose.attach import recorded_stack_value
 from replication.errors import BadInputError
 from replication.ports import find_free_port_range
-from replication.service_process import ServiceRecord, start_service, stop_service
+from replication.serving.process import ServiceRecord, start_service, stop_service
+from replication.serving.urls import service_urls
 from replication.topology import ServiceEndpoints
 from service.routing.metrics import INSTANCE_METRIC
 

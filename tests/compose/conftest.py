@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from replication.compose_stack import ComposeStack, Variant
+from replication.compose.stack import ComposeStack, Variant
 from tests.compose.stacks import build_images, compose_stack, docker_engine
 
 

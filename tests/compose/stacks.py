@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from replication.compose_env import ensure_env_file, free_ports, read_env
-from replication.compose_stack import ComposeStack, Variant
+from replication.compose.env import ensure_env_file, free_ports, read_env
+from replication.compose.stack import ComposeStack, Variant
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("loadtest", "monitoring")

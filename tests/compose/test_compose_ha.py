@@ -29,9 +29,9 @@ import pytest
 from PIL import Image
 
 from loadtests.benchmarks.acked_uploads import AckedUploads, Receipt, running
-from replication.compose_ha import HaStack
-from replication.compose_stack import Variant
-from replication.patroni_config import DEFAULT_TTL
+from replication.compose.ha import HaStack
+from replication.compose.stack import Variant
+from replication.managers.patroni.config import DEFAULT_TTL
 from replication.probe import NodeReading
 from replication.topology import Manager, SyncMode, require_state
 from tests.compose.stacks import ROOT, api_url, compose_stack, leftovers

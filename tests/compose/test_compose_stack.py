@@ -21,7 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from replication.compose_stack import ComposeStack
+from replication.compose.stack import ComposeStack
 from tests.compose.stacks import ROOT, admin_url, api_url, containers_of, settings_of
 
 pytestmark = pytest.mark.compose

@@ -14,8 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from replication.cluster import Cluster, cluster_down, cluster_up
-from replication.drivers.base import StopMode
-from replication.drivers.patroni import PatroniDriver
 from replication.ports import ephemeral_port_floor, find_free_port_range
 from replication.topology import Manager, SyncMode
 
@@ -84,12 +82,7 @@ def force_stop(data_dir: Path) -> None:
     """Last line of defence: stop any node (and any Patroni agent or etcd member) still
     running under ``data_dir``."""
     with contextlib.suppress(Exception):
-        cluster = Cluster.open(data_dir)
-        for node in cluster.state.nodes:
-            with contextlib.suppress(Exception):
-                cluster.driver.stop(node, StopMode.IMMEDIATE)
-        if isinstance(cluster.driver, PatroniDriver):
-            cluster.driver.stop_etcd()
+        Cluster.open(data_dir).manager.discard()
 
 
 def replikit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

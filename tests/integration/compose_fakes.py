@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 from replication.cluster import Cluster
-from replication.compose_command import OVERRIDE_VARIABLE, compose_program
-from replication.drivers.local import LocalDriver
+from replication.compose.command import OVERRIDE_VARIABLE, compose_program
+from replication.drivers.local.driver import LocalDriver
 from replication.topology import ServiceEndpoints, save_state
 from tests.integration.clusters import reachable_temp_dir
 
@@ -86,7 +86,7 @@ def fake_compose(
         nodes = {
             node.name: {
                 "env": {
-                    **driver._script_env(node),
+                    **driver.script_env(node),
                     "REPLIKIT_PRIMARY_HOST": "127.0.0.1",
                     "SCRIPTS": str(driver.scripts_dir),
                     "LOG_FILE": str(driver.log_file(node)),

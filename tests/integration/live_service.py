@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from replication.cluster import Cluster, service_urls
-from replication.service_process import log_path, running_service, start_service, stop_service
+from replication.cluster import Cluster
+from replication.serving.process import log_path, running_service, start_service, stop_service
+from replication.serving.urls import service_urls
 from tests.integration.clusters import reachable_temp_dir
 
 

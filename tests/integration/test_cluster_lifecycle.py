@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 
 import pytest
 
 from replication.cluster import cluster_down, cluster_up
+from replication.drivers.local.driver import LocalDriver
+from replication.drivers.local.processes import is_zombie
 from replication.probe import cluster_status
 from replication.topology import SyncMode
 from tests.integration.clusters import replikit, running_cluster_async
@@ -42,6 +46,34 @@ async def test_down_then_up_keeps_data_and_streams_again() -> None:
         rows = await cluster_status(cluster.state)
         assert [(row.role, row.state) for row in rows] == [
             ("primary", "writable"),
+            ("replica", "streaming"),
+        ]
+
+
+async def test_up_right_after_every_postmaster_is_killed_starts_them_all() -> None:
+    """SIGKILLed postmasters linger as zombies until init reaps them (seconds, here), and a
+    zombie still answers ``kill -0``: ``cluster up`` must see them as stopped and start them,
+    not wait for replicas that will never stream."""
+    async with running_cluster_async(replicas=2, name="crash-up") as cluster:
+        driver = cluster.driver
+        assert isinstance(driver, LocalDriver)
+        pids = [
+            int((driver.pgdata(node) / "postmaster.pid").read_text().split()[0])
+            for node in cluster.state.nodes
+        ]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+
+        async def all_dead() -> bool:
+            return all(is_zombie(pid) for pid in pids)
+
+        await wait_until(all_dead, within=5, what="every killed postmaster exiting")
+        # At once, in-process: the zombies are still there (init reaps them seconds later).
+        await asyncio.to_thread(cluster_up, cluster.data_dir)
+        rows = await cluster_status(cluster.state)
+        assert [(row.role, row.state) for row in rows] == [
+            ("primary", "writable"),
+            ("replica", "streaming"),
             ("replica", "streaming"),
         ]
 

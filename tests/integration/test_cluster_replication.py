@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from replication.cluster import Cluster, cluster_up
-from replication.drivers.local import LocalDriver
+from replication.drivers.local.driver import LocalDriver
 from replication.probe import cluster_status
 from tests.integration.clusters import REPLIKIT, replikit
 from tests.integration.conftest import connect, wait_until

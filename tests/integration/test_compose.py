@@ -16,7 +16,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from replication.cluster import Cluster
-from replication.service_env import MigrationCredentials
+from replication.serving.env import MigrationCredentials
 from service.settings import Settings
 from tests.integration.clusters import reachable_temp_dir
 from tests.integration.compose_files import ROOT, compose, compose_env_file, resolved_config

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from replication.compose_stack import Variant
+from replication.compose.stack import Variant
 from tests.integration.clusters import reachable_temp_dir
 from tests.integration.compose_files import ROOT, compose, compose_env_file, resolved_config
 

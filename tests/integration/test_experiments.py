@@ -13,8 +13,9 @@ from loadtests.experiments.consistency import ConsistencyRun, run_consistency
 from loadtests.experiments.consistency_records import read_log
 from loadtests.experiments.failover import run_failover
 from loadtests.experiments.lag import run_lag
-from replication import faults
+from replication import cluster as clusters
 from replication.cluster import Cluster
+from replication.lag import LagChange
 from replication.topology import SyncMode
 from tests.integration.clusters import reachable_temp_dir, running_cluster
 
@@ -155,6 +156,6 @@ def test_consistency_experiment_catches_eventual_anomalies_and_none_in_monotonic
     assert_plots(out, ["consistency.png", "replica_lag.png"])
     assert "| monotonic |" in (out / "summary.md").read_text()
     # The delays are cleared afterwards: the shared cluster is as it was.
-    lags = [faults.lag(migrated.data_dir, n.name, faults.LagChange()) for n in
+    lags = [clusters.lag(migrated.data_dir, n.name, LagChange()) for n in
             migrated.state.replicas]  # fmt: skip
     assert [lag["apply_delay"] for lag in lags] == [None, None]

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from replication import failover as failovers
+from replication import cluster as clusters
 from replication.cluster import Cluster, cluster_up
 from replication.drivers.base import StopMode
 from replication.probe import cluster_status
@@ -156,7 +156,7 @@ async def _lost_after_crash(cluster: Cluster, writers: int = 4) -> tuple[int, in
     await asyncio.to_thread(cluster.driver.stop, primary, StopMode.IMMEDIATE)
     stop.set()
     await asyncio.gather(*tasks)
-    result = await asyncio.to_thread(failovers.failover, cluster.data_dir)
+    result = await asyncio.to_thread(clusters.failover, cluster.data_dir)
     new = require_state(cluster.data_dir).node(str(result["new_primary"]))
     connection = await connect(cluster, new)
     try:
@@ -164,7 +164,7 @@ async def _lost_after_crash(cluster: Cluster, writers: int = 4) -> tuple[int, in
     finally:
         await connection.close()
     lost = len(set(acked) - present)
-    await asyncio.to_thread(failovers.rejoin, cluster.data_dir, primary.name)
+    await asyncio.to_thread(clusters.rejoin, cluster.data_dir, primary.name)
     return lost, len(acked), new.name
 
 

@@ -22,8 +22,9 @@ import httpx
 import pytest
 
 from loadtests.hostile_images import noise_png
-from replication.cluster import Cluster, service_urls
-from replication.service_process import ServiceRecord, start_service, stop_service
+from replication.cluster import Cluster
+from replication.serving.process import ServiceRecord, start_service, stop_service
+from replication.serving.urls import service_urls
 from tests.integration.clusters import free_base_port, reachable_temp_dir
 from tests.integration.conftest import connect
 from tests.integration.service_fixtures import (

@@ -29,7 +29,7 @@ from loadtests.hostile_images import (
     tall_png,
 )
 from replication.cluster import Cluster
-from replication.service_process import start_service, stop_service
+from replication.serving.process import start_service, stop_service
 from tests.integration.clusters import free_base_port, reachable_temp_dir
 from tests.integration.conftest import wait_until
 from tests.integration.service_fixtures import (

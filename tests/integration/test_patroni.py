@@ -28,8 +28,8 @@ from loadtests.experiments.failover import run_failover
 from loadtests.experiments.failover_plan import FailoverMode, FailoverPlan, Fault
 from loadtests.experiments.window_split import MILESTONES
 from replication.cluster import Cluster
-from replication.drivers.patroni import PatroniDriver
-from replication.patroni import wait_settled
+from replication.managers.patroni.agents import LocalAgents
+from replication.managers.patroni.local import LocalPatroniManager, wait_settled
 from replication.topology import Manager, SyncMode
 from service import migrate
 from tests.integration.clusters import (
@@ -113,9 +113,13 @@ async def patroni_cluster(name: str, sync: SyncMode) -> AsyncIterator[Cluster]:
     assert processes_under(root) == []
 
 
-def driver(cluster: Cluster) -> PatroniDriver:
-    assert isinstance(cluster.driver, PatroniDriver)
-    return cluster.driver
+def driver(cluster: Cluster) -> LocalAgents:
+    return manager(cluster).agents
+
+
+def manager(cluster: Cluster) -> LocalPatroniManager:
+    assert isinstance(cluster.manager, LocalPatroniManager)
+    return cluster.manager
 
 
 async def leader(cluster: Cluster) -> str | None:
@@ -185,7 +189,7 @@ async def test_leader_node_loss_three_times_in_sync_mode_loses_no_acknowledged_u
             try:
                 for _ in range(3):
                     await asyncio.sleep(1.0)
-                    await asyncio.to_thread(wait_settled, cluster)
+                    await asyncio.to_thread(wait_settled, manager(cluster))
                     old = await leader(cluster)
                     assert old is not None
                     killed = await asyncio.to_thread(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from replication import compose_attach
-from replication.compose_attach import runs_patroni
+from replication.compose import attach as compose_attach
+from replication.compose.attach import runs_patroni
 
 
 def test_a_compose_file_with_etcd_members_runs_patroni() -> None:
@@ -22,7 +22,7 @@ def test_the_default_file_attached_to_the_ha_project_is_recognised_by_its_contai
         asked.append((project, service, running))
         return ["c0ffee"] if project == "replikit-ha" else []
 
-    monkeypatch.setattr("replication.compose_attach.shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr("replication.compose.attach.shutil.which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(compose_attach, "service_containers", containers)
     assert runs_patroni({"pg0": {}}, "replikit-ha")
     assert not runs_patroni({"pg0": {}}, "replikit")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from replication.compose_attach import published_port, service_endpoints
-from replication.compose_command import OVERRIDE_VARIABLE, ComposeProgram, compose_program
-from replication.compose_stack import ComposeStack, Variant
-from replication.drivers.compose import ComposeDriver
+from replication.compose.attach import published_port, service_endpoints
+from replication.compose.command import OVERRIDE_VARIABLE, ComposeProgram, compose_program
+from replication.compose.stack import ComposeStack, Variant
+from replication.drivers.compose.driver import ComposeDriver
 from replication.errors import BadInputError
 from replication.topology import ClusterState, NodeSpec, Passwords, ServiceEndpoints, SyncMode
 

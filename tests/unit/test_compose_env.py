@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from replication import compose_env
-from replication.compose_stack import REQUIREMENTS, wheel_pins
+from replication.compose import env as compose_env
+from replication.compose.stack import REQUIREMENTS, wheel_pins
 
 ROOT = Path(__file__).resolve().parents[2]
 

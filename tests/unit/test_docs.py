@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from replication.service_env import MigrationCredentials
+from replication.serving.env import MigrationCredentials
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

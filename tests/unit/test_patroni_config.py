@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from replication import patroni_config
-from replication.patroni_config import (
+from replication.managers.patroni import config as patroni_config
+from replication.managers.patroni.config import (
     ContainerConfigError,
     Timing,
     agent_config,

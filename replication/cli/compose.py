@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from replication.compose_env import ensure_env_file, read_env
+from replication.compose.env import ensure_env_file, read_env
 from replication.errors import BadInputError
 
 if TYPE_CHECKING:
-    from replication.compose_stack import ComposeStack
+    from replication.compose.stack import ComposeStack
 
 VARIANTS = ("default", "ha")
 
@@ -45,7 +45,7 @@ VariantOption = Annotated[
 
 def _stack(env_file: Path, project_name: str | None, variant: str = "default") -> ComposeStack:
     # Imported here: the other commands should not pay for packaging's marker machinery.
-    from replication.compose_stack import ComposeStack, Variant
+    from replication.compose.stack import ComposeStack, Variant
 
     if variant not in VARIANTS:
         raise BadInputError(f"Unknown variant {variant!r}; choose default or ha.")

@@ -10,17 +10,23 @@ Layout under the cluster's data directory::
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import time
 from pathlib import Path
 
 from replication.drivers.base import StopMode
+from replication.drivers.local.processes import is_zombie
 from replication.errors import ClusterTimeoutError, NodeCommandError
 from replication.pgbin import PgBinaries
 from replication.server_user import ServerUser
 from replication.topology import ClusterState, NodeSpec
 
-SCRIPTS_SOURCE = Path(__file__).resolve().parent.parent / "scripts"
+SCRIPTS_SOURCE = Path(__file__).resolve().parents[2] / "scripts"
 START_TIMEOUT_SECONDS = 60
+STALE_LOCK_WAIT_SECONDS = 10.0
+LOCK_FILE = "postmaster.pid"
 
 
 class LocalDriver:
@@ -62,7 +68,7 @@ class LocalDriver:
     def has_data(self, node: NodeSpec) -> bool:
         return (self.pgdata(node) / "PG_VERSION").is_file()
 
-    def _script_env(self, node: NodeSpec) -> dict[str, str]:
+    def script_env(self, node: NodeSpec) -> dict[str, str]:
         state = self.state
         return {
             "PGDATA": str(self.pgdata(node)),
@@ -89,7 +95,7 @@ class LocalDriver:
         self.user.make_dir(self.pgdata(node), mode=0o700)
         self.user.run(
             ["bash", str(self.scripts_dir / script)],
-            env={**self._script_env(node), **extra},
+            env={**self.script_env(node), **extra},
             cwd=self.data_dir,
             what=f"{script} for {node.name}",
         )
@@ -109,7 +115,7 @@ class LocalDriver:
         result = self.user.run(
             ["bash", str(self.scripts_dir / "rejoin-node.sh")],
             env={
-                **self._script_env(node),
+                **self.script_env(node),
                 "REPLIKIT_PRIMARY_HOST": self.state.host,
                 "REPLIKIT_PRIMARY_PORT": str(primary.port),
             },
@@ -146,7 +152,47 @@ class LocalDriver:
             timeout=timeout,
         )
 
+    def _postmaster_pid(self, node: NodeSpec) -> int | None:
+        """The pid postmaster.pid records (None when there is no lock file)."""
+        try:
+            return int((self.pgdata(node) / LOCK_FILE).read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    def _processes_in(self, directory: Path) -> list[int]:
+        """Live processes whose working directory is ``directory``: every PostgreSQL process
+        of a node works in its PGDATA, so these are the node's, whoever their parent is."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(entry / "cwd")) == directory and not is_zombie(int(entry.name)):
+                    found.append(int(entry.name))
+        return found
+
+    def _clear_stale_lock(self, node: NodeSpec) -> None:
+        """Remove the lock file of a postmaster that was killed but not yet reaped.
+
+        A zombie still answers ``kill -0``, so PostgreSQL would refuse to start ("is another
+        postmaster running?") until init reaps it, seconds later on some machines. Once none
+        of the node's processes is alive (its backends exit when they see the postmaster
+        gone), the lock protects nothing and goes; a node with live processes is left as it
+        is and ``pg_ctl start`` says why.
+        """
+        pid = self._postmaster_pid(node)
+        if pid is None or not is_zombie(pid):
+            return
+        deadline = time.monotonic() + STALE_LOCK_WAIT_SECONDS
+        while self._processes_in(self.pgdata(node).resolve()):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(FileNotFoundError):
+            (self.pgdata(node) / LOCK_FILE).unlink()
+
     def start(self, node: NodeSpec) -> None:
+        self._clear_stale_lock(node)
         try:
             self._pg_ctl(
                 node,
@@ -172,7 +218,12 @@ class LocalDriver:
                 raise ClusterTimeoutError(f"{node.name} did not stop: {error}") from None
 
     def is_running(self, node: NodeSpec) -> bool:
+        """True while the node's postmaster runs. ``pg_ctl status`` alone calls a killed,
+        not yet reaped postmaster (a zombie) running, so the recorded pid is checked first."""
         if not self.has_data(node):
+            return False
+        pid = self._postmaster_pid(node)
+        if pid is None or is_zombie(pid):
             return False
         try:
             self._pg_ctl(node, "status", what=f"status of {node.name}", timeout=10)

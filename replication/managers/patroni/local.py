@@ -14,24 +14,22 @@ import asyncio
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from replication.drivers.patroni import (
+from replication.drivers.base import StopMode
+from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
+from replication.managers.base import ClusterManager, ConsensusView
+from replication.managers.patroni.agents import LocalAgents, Member, ensure_installed
+from replication.managers.patroni.config import (
     DEFAULT_LOOP_WAIT,
     DEFAULT_RETRY_TIMEOUT,
     DEFAULT_TTL,
-    ETCD_MEMBERS,
-    Member,
-    PatroniDriver,
 )
-from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
+from replication.managers.patroni.etcd import ETCD_MEMBERS
 from replication.ports import ephemeral_port_floor, find_free_port_range
-from replication.probe import NodeReading, read_all
+from replication.probe import NodeReading, NodeStatus, read_all
 from replication.steps import StepClock
-from replication.topology import ClusterState, PatroniSettings, SyncMode, save_state
-
-if TYPE_CHECKING:
-    from replication.cluster import Cluster
+from replication.topology import ClusterState, NodeSpec, PatroniSettings, SyncMode, save_state
 
 SETTLE_TIMEOUT_SECONDS = 90.0
 LEADER_TIMEOUT_SECONDS = 60.0
@@ -65,13 +63,11 @@ def new_settings(state: ClusterState, python: Path) -> PatroniSettings:
     )
 
 
-def driver_of(cluster: Cluster) -> PatroniDriver:
-    if not isinstance(cluster.driver, PatroniDriver):
-        raise BadInputError("This cluster is not managed by Patroni.")
-    return cluster.driver
+def driver_of(cluster: LocalPatroniManager) -> LocalAgents:
+    return cluster.agents
 
 
-def settled(driver: PatroniDriver, members: list[Member]) -> list[str]:
+def settled(driver: LocalAgents, members: list[Member]) -> list[str]:
     """Names of members not yet where a healthy cluster has them: one leader running, every
     replica streaming and, in synchronous modes, a synchronous standby chosen."""
     names = {m.name for m in members}
@@ -87,7 +83,9 @@ def settled(driver: PatroniDriver, members: list[Member]) -> list[str]:
     return waiting
 
 
-def wait_settled(cluster: Cluster, timeout: float = SETTLE_TIMEOUT_SECONDS) -> list[Member]:
+def wait_settled(
+    cluster: LocalPatroniManager, timeout: float = SETTLE_TIMEOUT_SECONDS
+) -> list[Member]:
     driver = driver_of(cluster)
     deadline = time.monotonic() + timeout
     while True:
@@ -104,7 +102,7 @@ def wait_settled(cluster: Cluster, timeout: float = SETTLE_TIMEOUT_SECONDS) -> l
         time.sleep(0.2)
 
 
-def follow_leader(cluster: Cluster, members: list[Member]) -> None:
+def follow_leader(cluster: LocalPatroniManager, members: list[Member]) -> None:
     """Record Patroni's leader as the state file's primary (what ``env`` and the tools use)."""
     leader = next((m.name for m in members if m.is_leader), None)
     if leader is not None and leader != cluster.state.primary:
@@ -113,7 +111,7 @@ def follow_leader(cluster: Cluster, members: list[Member]) -> None:
         save_state(cluster.data_dir, cluster.state)
 
 
-def build(cluster: Cluster) -> None:
+def build(cluster: LocalPatroniManager) -> None:
     """A new cluster: etcd is up (prepare); the first agent bootstraps pg0 with
     init-primary.sh, the others clone it with pg_basebackup."""
     driver = driver_of(cluster)
@@ -123,7 +121,7 @@ def build(cluster: Cluster) -> None:
         driver.start(node)
 
 
-def start_all(cluster: Cluster) -> None:
+def start_all(cluster: LocalPatroniManager) -> None:
     """Start every agent that is not running (a restarted machine, ``cluster up`` again)."""
     driver = driver_of(cluster)
     leader = cluster.state.primary_node
@@ -133,17 +131,7 @@ def start_all(cluster: Cluster) -> None:
             driver.start(node)
 
 
-def stop_all(cluster: Cluster) -> None:
-    """Replicas' agents first, then the leader's, then etcd: with no replica left to take
-    over, stopping the leader hands the role to nobody."""
-    driver = driver_of(cluster)
-    leader = driver.leader() or cluster.state.primary
-    for node in sorted(cluster.state.nodes, key=lambda n: n.name == leader):
-        driver.stop(node)
-    driver.stop_etcd()
-
-
-def _wait_leader(cluster: Cluster, name: str, clock: StepClock) -> None:
+def _wait_leader(cluster: LocalPatroniManager, name: str, clock: StepClock) -> None:
     driver = driver_of(cluster)
     deadline = time.monotonic() + LEADER_TIMEOUT_SECONDS
     while True:
@@ -157,7 +145,9 @@ def _wait_leader(cluster: Cluster, name: str, clock: StepClock) -> None:
         time.sleep(0.1)
 
 
-def _candidate(cluster: Cluster, members: list[Member], to: str | None, leader: str | None) -> str:
+def _candidate(
+    cluster: LocalPatroniManager, members: list[Member], to: str | None, leader: str | None
+) -> str:
     if to is not None:
         cluster.state.node(to)
         if to == leader:
@@ -180,7 +170,7 @@ def _candidate(cluster: Cluster, members: list[Member], to: str | None, leader: 
     return best.name
 
 
-def _post(cluster: Cluster, action: str, body: dict[str, Any]) -> None:
+def _post(cluster: LocalPatroniManager, action: str, body: dict[str, Any]) -> None:
     """POST to the first agent that answers; Patroni forwards the request through etcd."""
     driver = driver_of(cluster)
     errors: list[str] = []
@@ -196,7 +186,7 @@ def _post(cluster: Cluster, action: str, body: dict[str, Any]) -> None:
     raise ReplikitError(f"Patroni refused the {action}: {'; '.join(errors) or 'no agent'}.")
 
 
-def switchover(cluster: Cluster, to: str | None) -> dict[str, Any]:
+def switchover(cluster: LocalPatroniManager, to: str | None) -> dict[str, Any]:
     driver = driver_of(cluster)
     clock = StepClock("switchover")
     members = driver.members()
@@ -217,20 +207,20 @@ def switchover(cluster: Cluster, to: str | None) -> dict[str, Any]:
     )
 
 
-def _timeline(cluster: Cluster, name: str) -> int | None:
+def _timeline(cluster: LocalPatroniManager, name: str) -> int | None:
     """The node's timeline as PostgreSQL reports it (Patroni's /cluster lags a promotion)."""
     reading = asyncio.run(read_all(cluster.state)).get(name)
     return reading.timeline if isinstance(reading, NodeReading) else None
 
 
-def _writable(cluster: Cluster, name: str) -> bool:
+def _writable(cluster: LocalPatroniManager, name: str) -> bool:
     """True when ``name``'s PostgreSQL answers out of recovery: a leader whose lease is still
     in etcd may be a dead machine (the lease outlives it by up to ttl)."""
     reading = asyncio.run(read_all(cluster.state)).get(name)
     return isinstance(reading, NodeReading) and not reading.in_recovery
 
 
-def failover(cluster: Cluster, to: str | None, force: bool) -> dict[str, Any]:
+def failover(cluster: LocalPatroniManager, to: str | None, force: bool) -> dict[str, Any]:
     """Patroni's manual failover: promote ``to`` (or the best replica) now, whether or not
     the leader is alive. A lost leader's lease still has to expire (up to ttl) before any
     member may take over; the failover then names who does."""
@@ -263,7 +253,7 @@ def failover(cluster: Cluster, to: str | None, force: bool) -> dict[str, Any]:
     )
 
 
-def _wait_new_leader(cluster: Cluster, old: str, clock: StepClock) -> str:
+def _wait_new_leader(cluster: LocalPatroniManager, old: str, clock: StepClock) -> str:
     driver = driver_of(cluster)
     deadline = time.monotonic() + LEADER_TIMEOUT_SECONDS
     while True:
@@ -280,7 +270,7 @@ def _wait_new_leader(cluster: Cluster, old: str, clock: StepClock) -> str:
         time.sleep(0.1)
 
 
-def rejoin(cluster: Cluster, name: str) -> dict[str, Any]:
+def rejoin(cluster: LocalPatroniManager, name: str) -> dict[str, Any]:
     """Start the node's agent (and so its PostgreSQL) again: Patroni rewinds a former leader
     with pg_rewind, or re-clones it, and makes it follow the leader."""
     driver = driver_of(cluster)
@@ -323,3 +313,75 @@ def _rewound(log: Path, offset: int) -> bool:
             return b"pg_rewind" in handle.read()
     except OSError:
         return False
+
+
+class LocalPatroniManager(ClusterManager):
+    """Patroni agents that replikit runs on this machine (``cluster up --manager patroni``):
+    replikit starts and stops them and asks them, over their REST API, to switch over, fail
+    over or rejoin; they decide and act."""
+
+    promotes_by_itself = True
+
+    def __init__(self, *, data_dir: Path, state: ClusterState, agents: LocalAgents) -> None:
+        super().__init__(data_dir=data_dir, state=state, driver=agents)
+        self.agents = agents
+
+    @classmethod
+    def configure_new(cls, state: ClusterState) -> None:
+        """Ports for etcd and the agents' REST APIs and the REST password, after installing
+        etcd and Patroni when they are missing."""
+        state.patroni = new_settings(state, ensure_installed())
+
+    def build(self) -> None:
+        build(self)
+
+    def start_all(self) -> list[str]:
+        start_all(self)
+        return []
+
+    def stop_all(self, mode: StopMode = StopMode.FAST) -> None:
+        self.agents.stop_all(self.agents.leader() or self.state.primary)
+
+    def discard(self) -> None:
+        self.agents.discard()
+
+    def wait_settled(self, timeout: float = SETTLE_TIMEOUT_SECONDS) -> list[NodeStatus]:
+        wait_settled(self, timeout)
+        return self.status()
+
+    def follow_primary(self) -> None:
+        follow_leader(self, self.agents.members())
+
+    def status(self) -> list[NodeStatus]:
+        """The SQL view of every node beside Patroni's: each member's role and state."""
+        found = self.agents.members()
+        follow_leader(self, found)
+        members = {member.name: member for member in found}
+        rows = self.node_rows()
+        for row in rows:
+            member = members.get(row.name)
+            row.patroni_role = member.role if member else "absent"
+            row.patroni_state = member.state if member else "absent"
+        return rows
+
+    def consensus_view(self) -> ConsensusView | None:
+        return self.agents.etcd.view()
+
+    def stop_node(self, node: NodeSpec, mode: StopMode, *, postgres_only: bool = False) -> None:
+        """A lost machine (agent and PostgreSQL, the default) or, with ``postgres_only``, a
+        PostgreSQL crash under a live agent, which the agent sees and handles."""
+        if not postgres_only:
+            self.agents.stop(node, mode)
+            return
+        if mode is not StopMode.IMMEDIATE:
+            raise BadInputError("--postgres-only is a crash; it takes no --mode fast.")
+        self.agents.crash_postgres(node)
+
+    def failover(self, *, to: str | None = None, force: bool = False) -> dict[str, Any]:
+        return failover(self, to, force)
+
+    def switchover(self, *, to: str | None = None) -> dict[str, Any]:
+        return switchover(self, to)
+
+    def rejoin(self, name: str) -> dict[str, Any]:
+        return rejoin(self, name)

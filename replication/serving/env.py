@@ -14,8 +14,8 @@ from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-from replication.cluster import service_urls
 from replication.errors import BadInputError
+from replication.serving.urls import service_urls
 from replication.topology import load_state
 from service.settings import Settings
 

@@ -6,7 +6,7 @@ driver runs); this driver only starts, stops and inspects them, and runs the fil
 account. Everything else (roles, promotion, repointing, lag) goes over SQL, as for local nodes.
 
 Every call works with compose v2 (``docker compose``) and v1 (``docker-compose`` 1.29, the one
-Debian ships): :func:`replication.compose_command.compose_program` picks the program, and only
+Debian ships): :func:`replication.compose.command.compose_program` picks the program, and only
 options both versions accept are used (``ps --services --filter status=running``, not v2's
 ``ps --status``).
 """
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from replication.admin import fetchval
-from replication.compose_command import ComposeProgram, compose_program
+from replication.compose.command import ComposeProgram, compose_program
 from replication.drivers.base import StopMode
 from replication.errors import BadInputError, ClusterTimeoutError, NodeCommandError
 from replication.topology import ClusterState, NodeSpec

@@ -18,8 +18,8 @@ from pathlib import Path
 import yaml
 from dotenv import dotenv_values
 
-from replication.compose_command import compose_program
-from replication.drivers.compose import service_containers
+from replication.compose.command import compose_program
+from replication.drivers.compose.driver import service_containers
 from replication.errors import BadInputError
 from replication.probe import choose_primary, read_all
 from replication.topology import (

@@ -24,7 +24,7 @@ from pathlib import Path
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
-from replication.compose_command import ComposeProgram, compose_program
+from replication.compose.command import ComposeProgram, compose_program
 from replication.errors import ClusterTimeoutError, NodeCommandError, ReplikitError
 
 ONE_SHOT_LABEL = "replikit.one-shot"
@@ -329,7 +329,7 @@ def _uv() -> str:
     found = shutil.which("uv")
     if found:
         return found
-    for candidate in (Path(".tools/bin/uv"), Path(__file__).resolve().parents[1] / ".tools/bin/uv"):
+    for candidate in (Path(".tools/bin/uv"), Path(__file__).resolve().parents[2] / ".tools/bin/uv"):
         if candidate.is_file():
             return str(candidate.absolute())
     raise ReplikitError("The wheelhouse needs uv; run 'make setup' first.")

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from replication import patroni
 from replication.admin import ensure_slots, execute, fetchval, quote_literal, with_admin
-from replication.cluster import Cluster
 from replication.drivers.base import StopMode
 from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
-from replication.probe import NodeReading, read_all
+from replication.lag import clear_lag
+from replication.managers.base import ClusterManager
+from replication.probe import NodeReading, Readings
 from replication.steps import StepClock
 from replication.topology import ClusterState, NodeSpec, SyncMode, save_state
 from service.routing.lsn import format_lsn, parse_lsn
@@ -37,34 +35,6 @@ from service.routing.lsn import format_lsn, parse_lsn
 WRITE_PROBE_TIMEOUT_SECONDS = 15.0
 CATCH_UP_TIMEOUT_SECONDS = 30.0
 STREAMING_TIMEOUT_SECONDS = 30.0
-
-
-@dataclass
-class Readings:
-    """One look at every node: who answers, who is in recovery, how far each got."""
-
-    by_name: dict[str, NodeReading | BaseException]
-
-    @classmethod
-    def take(cls, state: ClusterState) -> Readings:
-        return cls(asyncio.run(read_all(state)))
-
-    def alive(self, name: str) -> NodeReading | None:
-        reading = self.by_name.get(name)
-        return reading if isinstance(reading, NodeReading) else None
-
-    def is_writable(self, name: str) -> bool:
-        reading = self.alive(name)
-        return reading is not None and not reading.in_recovery
-
-    def replicas(self, state: ClusterState, *, exclude: set[str]) -> dict[str, NodeReading]:
-        return {
-            node.name: reading
-            for node in state.nodes
-            if node.name not in exclude
-            and (reading := self.alive(node.name)) is not None
-            and reading.in_recovery
-        }
 
 
 def _received(reading: NodeReading) -> int:
@@ -79,12 +49,6 @@ def _refuse_lagging(name: str, reading: NodeReading, force: bool) -> None:
             f"{name} is {what} (replikit cluster lag {name} --clear undoes it); choose "
             f"another node with --to or pass --force to promote it anyway."
         )
-
-
-def _release_lag(state: ClusterState, node: NodeSpec) -> None:
-    execute(state, node, "ALTER SYSTEM RESET recovery_min_apply_delay", "SELECT pg_reload_conf()")
-    if fetchval(state, node, "SELECT pg_get_wal_replay_pause_state()") != "not paused":
-        execute(state, node, "SELECT pg_wal_replay_resume()")
 
 
 def standby_names(state: ClusterState, primary: str) -> str:
@@ -184,7 +148,12 @@ def _writable_result(clock: StepClock, state: ClusterState, primary: NodeSpec) -
 
 
 def _promote_and_repoint(
-    cluster: Cluster, clock: StepClock, readings: Readings, *, old: NodeSpec, target: NodeSpec
+    cluster: ClusterManager,
+    clock: StepClock,
+    readings: Readings,
+    *,
+    old: NodeSpec,
+    target: NodeSpec,
 ) -> tuple[int, list[str]]:
     """Slots and sync setting on the target, promote it, record it, repoint the running
     replicas; returns the new timeline and the repointed nodes."""
@@ -208,15 +177,9 @@ def _promote_and_repoint(
 
 
 # failover ---------------------------------------------------------------------------------
-def failover(data_dir: Path, *, to: str | None = None, force: bool = False) -> dict[str, Any]:
-    cluster = Cluster.open(data_dir)
-    cluster.refuse_under_patroni_containers(
-        "Failover",
-        "crash the leader with 'replikit cluster kill primary' and Patroni promotes its "
-        "synchronous standby.",
-    )
-    if cluster.managed_by_patroni:
-        return patroni.failover(cluster, to, force)
+def failover(
+    cluster: ClusterManager, *, to: str | None = None, force: bool = False
+) -> dict[str, Any]:
     state, driver = cluster.state, cluster.driver
     clock = StepClock("failover")
     old = state.primary_node
@@ -260,7 +223,7 @@ def failover(data_dir: Path, *, to: str | None = None, force: bool = False) -> d
     clock.step("fenced_old_primary", node=old.name)
 
     if force:
-        _release_lag(state, target)
+        clear_lag(state, target)
     timeline, repointed = _promote_and_repoint(cluster, clock, readings, old=old, target=target)
     seconds = _writable_result(clock, state, target)
     return clock.to_json(
@@ -274,7 +237,7 @@ def failover(data_dir: Path, *, to: str | None = None, force: bool = False) -> d
 
 
 # rejoin -----------------------------------------------------------------------------------
-def _rejoin(cluster: Cluster, node: NodeSpec, primary: NodeSpec) -> str:
+def _rejoin(cluster: ClusterManager, node: NodeSpec, primary: NodeSpec) -> str:
     state, driver = cluster.state, cluster.driver
     if driver.is_running(node):
         driver.stop(node, StopMode.FAST)
@@ -290,13 +253,7 @@ def _rejoin(cluster: Cluster, node: NodeSpec, primary: NodeSpec) -> str:
     return method
 
 
-def rejoin(data_dir: Path, name: str) -> dict[str, Any]:
-    cluster = Cluster.open(data_dir)
-    cluster.refuse_under_patroni_containers(
-        "Rejoining a node", "start its container again ('docker start'); its agent rewinds it."
-    )
-    if cluster.managed_by_patroni:
-        return patroni.rejoin(cluster, name)
+def rejoin(cluster: ClusterManager, name: str) -> dict[str, Any]:
     state = cluster.state
     node = state.node(name)
     if name == state.primary:
@@ -324,15 +281,7 @@ def _default_switchover_target(state: ClusterState, candidates: dict[str, NodeRe
     return max(candidates, key=lambda n: (candidates[n].replay_lsn or 0, n))
 
 
-def switchover(data_dir: Path, *, to: str | None = None) -> dict[str, Any]:
-    cluster = Cluster.open(data_dir)
-    cluster.refuse_under_patroni_containers(
-        "Switchover",
-        "run 'patronictl switchover' in a node container (docs/operations.md, \"Compose HA "
-        'variant").',
-    )
-    if cluster.managed_by_patroni:
-        return patroni.switchover(cluster, to)
+def switchover(cluster: ClusterManager, *, to: str | None = None) -> dict[str, Any]:
     state, driver = cluster.state, cluster.driver
     old = state.primary_node
     if to is not None:

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from replication.admin import admin_connect
-from replication.compose_attach import compose_cluster_state
-from replication.compose_env import read_env
-from replication.compose_stack import ComposeStack, Variant
+from replication.compose.attach import compose_cluster_state
+from replication.compose.env import read_env
+from replication.compose.stack import ComposeStack, Variant
 from replication.errors import BadInputError, ClusterTimeoutError, NodeCommandError
-from replication.patroni_config import CONTAINER_AGENT_CONFIG
+from replication.managers.patroni.config import CONTAINER_AGENT_CONFIG
 from replication.probe import NodeReading, read_all
 from replication.topology import ClusterState, SyncMode
 from service.routing.lsn import parse_lsn

@@ -1,0 +1,142 @@
+"""``replikit experiment ...``: failover, replica-lag and consistency experiments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from loadtests.experiments.failover_plan import FailoverMode, Fault, plan_failover
+from replication.cli.output import DataDirOption, ResultsOption, comma_separated, show_results
+from replication.cluster import DEFAULT_DATA_DIR
+from replication.topology import Manager, SyncMode
+
+experiment_app = typer.Typer(
+    help="Failover, replica-lag and consistency experiments.", no_args_is_help=True
+)
+
+
+@experiment_app.command("failover")
+def experiment_failover(
+    users: Annotated[int, typer.Option(help="Locust users in all.", min=2)] = 10,
+    duration: Annotated[float, typer.Option(help="Seconds of load.")] = 40.0,
+    kill_at: Annotated[
+        float, typer.Option(help="Seconds into the load to crash the primary.")
+    ] = 15.0,
+    sync: Annotated[SyncMode, typer.Option(help="Sync mode of a new cluster.")] = SyncMode.ON,
+    mode: Annotated[
+        FailoverMode | None,
+        typer.Option(
+            help="Who fails over: manual (the experiment runs cluster failover; native "
+            "clusters) or auto (Patroni, unprompted). Default: follows the manager."
+        ),
+    ] = None,
+    manager: Annotated[
+        Manager | None,
+        typer.Option(help="Manager of a new cluster (default: as the existing one, else native)."),
+    ] = None,
+    fault: Annotated[
+        Fault | None,
+        typer.Option(
+            help="--mode auto only: node (agent and PostgreSQL, a lost machine; the default) "
+            "or postgres (PostgreSQL crashes under a live agent)."
+        ),
+    ] = None,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    results: ResultsOption = Path("results"),
+) -> None:
+    """Crash the primary under load, fail over, and measure what clients and the database saw."""
+    from loadtests.experiments.common import cluster_for_experiment
+    from loadtests.experiments.failover import run_failover
+
+    plan = plan_failover(data_dir.absolute(), manager=manager, mode=mode, fault=fault)
+    with cluster_for_experiment(data_dir.absolute()):
+        out = run_failover(
+            data_dir=data_dir.absolute(),
+            results=results,
+            users=users,
+            duration=duration,
+            kill_at=kill_at,
+            sync=sync,
+            plan=plan,
+        )
+    show_results(out)
+
+
+@experiment_app.command("lag")
+def experiment_lag(
+    apply_delay: Annotated[
+        str, typer.Option(help="Comma-separated replay delays, e.g. 0,250ms,1s.")
+    ] = "0,250ms,1s",
+    consistency: Annotated[
+        str, typer.Option(help="Comma-separated modes: eventual,bounded,read_your_writes,strong.")
+    ] = "eventual,bounded,read_your_writes",
+    users: Annotated[int, typer.Option(help="Locust users per cell.", min=2)] = 8,
+    duration: Annotated[float, typer.Option(help="Seconds per cell.")] = 15.0,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    results: ResultsOption = Path("results"),
+) -> None:
+    """Run read-after-upload and browse load for each (replay delay, consistency) cell."""
+    from loadtests.experiments.common import cluster_for_experiment
+    from loadtests.experiments.lag import run_lag
+
+    with cluster_for_experiment(data_dir.absolute()):
+        out = run_lag(
+            data_dir=data_dir.absolute(),
+            results=results,
+            delays=comma_separated(apply_delay),
+            modes=comma_separated(consistency),
+            users=users,
+            seconds_per_cell=duration,
+        )
+    show_results(out)
+
+
+@experiment_app.command("consistency")
+def experiment_consistency(
+    consistency: Annotated[
+        str, typer.Option(help="Comma-separated modes, run in turn.")
+    ] = "eventual,bounded,read_your_writes,monotonic,strong",
+    apply_delay: Annotated[
+        str,
+        typer.Option(
+            help="Replay delay of each replica in node order, comma-separated (the last "
+            "repeats), e.g. 0,1500ms."
+        ),
+    ] = "0,1500ms",
+    clients: Annotated[int, typer.Option(help="Clients, each with its own token.", min=1)] = 6,
+    readers: Annotated[
+        int, typer.Option(help="How many of the clients only read (never write).", min=0)
+    ] = 2,
+    instances: Annotated[
+        int, typer.Option(help="Service instances the clients alternate between.", min=1)
+    ] = 2,
+    duration: Annotated[float, typer.Option(help="Seconds per mode.", min=0.5)] = 8.0,
+    think: Annotated[str, typer.Option(help="Pause between a client's requests.")] = "25ms",
+    failover: Annotated[
+        bool, typer.Option("--failover", help="Crash the primary half-way through each mode.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the clients' choices.")] = 1,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    results: ResultsOption = Path("results"),
+) -> None:
+    """Count read-your-writes and monotonic-read anomalies and lost writes per consistency
+    mode, with clients spread over several instances and replicas that disagree."""
+    from loadtests.experiments.common import cluster_for_experiment
+    from loadtests.experiments.consistency import ConsistencyRun, run_consistency
+
+    run = ConsistencyRun.parse(
+        modes=comma_separated(consistency),
+        delays=comma_separated(apply_delay),
+        clients=clients,
+        readers=readers,
+        seconds_per_mode=duration,
+        think=think,
+        instances=instances,
+        failover=failover,
+        seed=seed,
+    )
+    with cluster_for_experiment(data_dir.absolute()):
+        out = run_consistency(data_dir=data_dir.absolute(), results=results, run=run)
+    show_results(out)

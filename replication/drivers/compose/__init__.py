@@ -1,0 +1,1 @@
+"""Nodes as containers of a docker compose stack, controlled through docker compose."""

@@ -1,0 +1,1 @@
+"""Who moves the primary: one package per manager behind :class:`base.ClusterManager`."""

@@ -1,0 +1,179 @@
+"""Who moves the primary: the one interface every manager implements.
+
+A cluster is a driver (where its nodes run: :mod:`replication.drivers`) and a manager (who
+decides which node is the primary). Every ``replikit cluster`` command asks the cluster's
+manager, and nothing outside ``replication/managers/`` asks which manager it is: a manager
+either does what a command asks or refuses in one sentence that says what to do instead.
+
+What is the same for every manager lives here, over SQL (:mod:`replication.probe`,
+:mod:`replication.lag`) and the driver's process control: status rows, killing a node, replay
+lag, the service's environment, and waiting until every replica streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from replication.drivers.base import NodeDriver, StopMode
+from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
+from replication.lag import LagChange, set_lag
+from replication.probe import NodeStatus, cluster_status
+from replication.serving.urls import env_lines
+from replication.steps import StepClock
+from replication.topology import ClusterState, NodeSpec, SyncMode
+
+STREAMING_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class ConsensusView:
+    """What a manager's consensus store holds at one instant: who holds the leader key (None
+    once its lease expired or was released) and the state each agent last published for its
+    member (``running``, ``crashed``, ``starting``, ...). Only managers with agents have one."""
+
+    leader: str | None
+    member_states: dict[str, str]
+
+
+class ClusterManager(ABC):
+    """The commands of one cluster, as its manager carries them out."""
+
+    #: True when the manager's own agents replace a lost primary with no command.
+    promotes_by_itself: ClassVar[bool] = False
+    #: Why the failover experiment cannot drive this manager's clusters (None: it can).
+    experiment_refusal: ClassVar[str | None] = None
+
+    def __init__(self, *, data_dir: Path, state: ClusterState, driver: NodeDriver) -> None:
+        self.data_dir = data_dir
+        self.state = state
+        self.driver = driver
+
+    # building and running ----------------------------------------------------------------
+    @classmethod
+    def configure_new(cls, state: ClusterState) -> None:
+        """Add what this manager needs to a new cluster's state before it is saved."""
+        return
+
+    def prepare(self) -> None:
+        """Create what every node needs before the first one starts (``cluster up``)."""
+        self.driver.prepare()
+
+    @abstractmethod
+    def build(self) -> None:
+        """Build a new cluster's nodes and start them (the state file is saved already)."""
+
+    @abstractmethod
+    def start_all(self) -> list[str]:
+        """Start what is not running; returns the nodes deliberately left stopped."""
+
+    @abstractmethod
+    def stop_all(self, mode: StopMode = StopMode.FAST) -> None:
+        """Stop every node (``cluster down``)."""
+
+    def discard(self) -> None:
+        """Stop everything a cluster started, at once, whatever state it is in: a new
+        cluster that failed half-way, or the last line of a test's teardown."""
+        for node in self.state.nodes:
+            with contextlib.suppress(ReplikitError):
+                self.driver.stop(node, StopMode.IMMEDIATE)
+
+    def wait_settled(self, timeout: float = STREAMING_TIMEOUT_SECONDS) -> list[NodeStatus]:
+        """Poll until every replica streams from the primary (and, in a synchronous mode,
+        one of them is synchronous); fail naming the laggards."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = asyncio.run(cluster_status(self.state))
+            waiting = [row.name for row in rows if not self._settled(row)]
+            if not waiting:
+                return rows
+            if time.monotonic() > deadline:
+                raise ClusterTimeoutError(
+                    f"Replicas {', '.join(waiting)} were not streaming after {timeout:.0f} s; "
+                    f"see their logs in {self.data_dir / 'logs'}."
+                )
+            time.sleep(0.1)
+
+    def _settled(self, row: NodeStatus) -> bool:
+        if row.name == self.state.primary:
+            return row.role == "primary"
+        if row.name in self.state.fenced:
+            return True
+        synchronous = self.state.sync is not SyncMode.OFF
+        return row.state == "streaming" and (not synchronous or row.sync_state != "async")
+
+    # observing ---------------------------------------------------------------------------
+    def status(self) -> list[NodeStatus]:
+        """Each node's discovered role and replication state; a node whose server is not
+        running says ``stopped`` rather than ``unreachable``."""
+        self.follow_primary()
+        return self.node_rows()
+
+    def node_rows(self) -> list[NodeStatus]:
+        """The status rows as SQL and the driver see them, without asking any agent."""
+        rows = asyncio.run(cluster_status(self.state))
+        for row in rows:
+            if row.role == "down" and not self.driver.is_running(self.state.node(row.name)):
+                row.state = "stopped"
+        return rows
+
+    def follow_primary(self) -> None:
+        """Bring the state file's ``primary`` up to date where something other than replikit
+        moves it (agents); the native manager moves it itself, so there is nothing to do."""
+        return
+
+    def consensus_view(self) -> ConsensusView | None:
+        """The leader key and members' states straight from the consensus store, for the
+        failover experiment's watch; None for a manager that has none."""
+        return None
+
+    def env_lines(self) -> list[str]:
+        """``export`` lines of the service's settings for this cluster."""
+        self.follow_primary()
+        return env_lines(self.state)
+
+    # faults and role changes -------------------------------------------------------------
+    def kill(
+        self, name: str, mode: StopMode = StopMode.IMMEDIATE, *, postgres_only: bool = False
+    ) -> dict[str, Any]:
+        """Crash (immediate: no shutdown checkpoint, like a power cut) or stop (fast) a node;
+        ``primary`` names the node that is the primary now."""
+        if name == "primary":
+            self.follow_primary()
+            name = self.state.primary
+        node = self.state.node(name)
+        was_primary = name == self.state.primary
+        if not self.driver.is_running(node):
+            raise BadInputError(f"{name} is already down.")
+        clock = StepClock("kill")
+        self.stop_node(node, mode, postgres_only=postgres_only)
+        clock.step("stopped", node=name, mode=mode.value, postgres_only=postgres_only)
+        return clock.to_json(
+            node=name, mode=mode.value, was_primary=was_primary, postgres_only=postgres_only
+        )
+
+    def stop_node(self, node: NodeSpec, mode: StopMode, *, postgres_only: bool = False) -> None:
+        """Stop one node as ``kill`` does. Without agents, a node is its PostgreSQL, so
+        ``postgres_only`` makes no difference here."""
+        self.driver.stop(node, mode)
+
+    @abstractmethod
+    def failover(self, *, to: str | None = None, force: bool = False) -> dict[str, Any]:
+        """Promote a replica after the primary is lost."""
+
+    @abstractmethod
+    def switchover(self, *, to: str | None = None) -> dict[str, Any]:
+        """A planned change of primary that loses nothing."""
+
+    @abstractmethod
+    def rejoin(self, name: str) -> dict[str, Any]:
+        """Make a former primary, or a stopped replica, stream from the primary."""
+
+    def lag(self, name: str, change: LagChange) -> dict[str, Any]:
+        """Delay or pause a replica's replay, or show what is set."""
+        return set_lag(self.state, name, change)

@@ -1,0 +1,1 @@
+"""The native manager: replikit's own commands (failover, switchover, rejoin) move the primary."""
