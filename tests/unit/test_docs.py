@@ -13,6 +13,7 @@ from tests.unit.markdown_links import anchors, broken_links, github_slug, relati
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README_MAX_LINES = 250
 
 
 @pytest.mark.parametrize("document", ["docs/configuration.md", ".env.example"])
@@ -39,6 +40,13 @@ def test_the_readme_links_the_settings_reference() -> None:
 def test_every_relative_link_lands_on_a_file_and_heading(document: Path) -> None:
     problems = broken_links(document, ROOT)
     assert not problems, "broken links:\n" + "\n".join(problems)
+
+
+def test_the_readme_stays_a_front_door() -> None:
+    lines = _read("README.md").splitlines()
+    assert len(lines) <= README_MAX_LINES, (
+        f"README.md has {len(lines)} lines; move detail into docs/ (at most {README_MAX_LINES})"
+    )
 
 
 def test_every_docs_page_is_linked_from_the_readme() -> None:
