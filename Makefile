@@ -83,7 +83,7 @@ bench: setup
 # Docker compose, on compose v2 or v1 (detected; REPLIKIT_COMPOSE overrides). compose-up
 # installs Docker when missing (as root), starts the engine when nothing runs it, writes .env
 # with generated passwords when there is none, builds every image from one Debian base and
-# returns once every service is healthy. See README.md, "Docker compose".
+# returns once every service is healthy. See docs/compose.md.
 COMPOSE_STATE := --data-dir .replikit/compose
 NODE ?= pg0
 compose-up: setup

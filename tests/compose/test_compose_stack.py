@@ -136,7 +136,7 @@ def test_both_replicas_stream_from_the_primary_over_their_slots(stack: ComposeSt
 
 
 def test_psql_inside_a_node_is_the_superuser_through_the_peer_map(stack: ComposeStack) -> None:
-    """`docker compose exec pg1 psql -U postgres`, as the README says: the node's own account
+    """`docker compose exec pg1 psql -U postgres`, as docs/compose.md says: the node's own account
     is mapped to the superuser on the local socket, with no password."""
     result = stack.run(
         "exec", "-T", "pg1", "psql", "-U", "postgres", "-Atc", "SELECT rolsuper FROM pg_roles "
