@@ -2,7 +2,7 @@
 # Helpers shared by the node scripts. Sourced, never run: the scripts that source it set -euo pipefail.
 #
 # Every script is configured only by environment variables so that the local launcher
-# (replication/drivers/local.py) and the container entrypoints run the very same steps.
+# (replication/drivers/local/driver.py) and the container entrypoints run the very same steps.
 
 if [ -n "${PGBIN:-}" ]; then
     PATH="$PGBIN:$PATH"

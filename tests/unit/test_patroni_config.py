@@ -1,5 +1,5 @@
 """The Patroni agent configuration the HA containers write at start, from their environment
-(replication/patroni_config.py, shared with the local Patroni manager)."""
+(replication/managers/patroni/config.py, shared with the local Patroni manager)."""
 
 from __future__ import annotations
 

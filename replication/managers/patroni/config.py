@@ -1,6 +1,6 @@
 """Patroni agent configuration: the one source for the local manager and the containers.
 
-The local Patroni manager (replication/drivers/patroni.py) and the compose HA variant
+The local Patroni manager (replication/managers/patroni/agents.py) and the compose HA variant
 (deploy/compose/ha.yml) run the same agent with the same timing, bootstrap method and
 PostgreSQL parameters; only addresses, paths and credentials differ. Both build their file
 with :func:`agent_config`.
