@@ -1,4 +1,5 @@
-"""The cluster commands for a Patroni-managed cluster (``cluster up --manager patroni``).
+"""The Patroni manager of local clusters (``cluster up --manager patroni``): where a Patroni
+failover, switchover and rejoin happen.
 
 Patroni owns the primary role: it elects the leader through etcd, promotes, rewinds and
 rejoins by itself. The commands here therefore never promote or repoint anything; they ask
@@ -63,10 +64,6 @@ def new_settings(state: ClusterState, python: Path) -> PatroniSettings:
     )
 
 
-def driver_of(cluster: LocalPatroniManager) -> LocalAgents:
-    return cluster.agents
-
-
 def settled(driver: LocalAgents, members: list[Member]) -> list[str]:
     """Names of members not yet where a healthy cluster has them: one leader running, every
     replica streaming and, in synchronous modes, a synchronous standby chosen."""
@@ -86,7 +83,7 @@ def settled(driver: LocalAgents, members: list[Member]) -> list[str]:
 def wait_settled(
     cluster: LocalPatroniManager, timeout: float = SETTLE_TIMEOUT_SECONDS
 ) -> list[Member]:
-    driver = driver_of(cluster)
+    driver = cluster.agents
     deadline = time.monotonic() + timeout
     while True:
         members = driver.members()
@@ -114,7 +111,7 @@ def follow_leader(cluster: LocalPatroniManager, members: list[Member]) -> None:
 def build(cluster: LocalPatroniManager) -> None:
     """A new cluster: etcd is up (prepare); the first agent bootstraps pg0 with
     init-primary.sh, the others clone it with pg_basebackup."""
-    driver = driver_of(cluster)
+    driver = cluster.agents
     first, *others = cluster.state.nodes
     driver.start(first)
     for node in others:
@@ -123,7 +120,7 @@ def build(cluster: LocalPatroniManager) -> None:
 
 def start_all(cluster: LocalPatroniManager) -> None:
     """Start every agent that is not running (a restarted machine, ``cluster up`` again)."""
-    driver = driver_of(cluster)
+    driver = cluster.agents
     leader = cluster.state.primary_node
     ordered = [leader, *(n for n in cluster.state.nodes if n is not leader)]
     for node in ordered:
@@ -132,7 +129,7 @@ def start_all(cluster: LocalPatroniManager) -> None:
 
 
 def _wait_leader(cluster: LocalPatroniManager, name: str, clock: StepClock) -> None:
-    driver = driver_of(cluster)
+    driver = cluster.agents
     deadline = time.monotonic() + LEADER_TIMEOUT_SECONDS
     while True:
         members = driver.members()
@@ -172,7 +169,7 @@ def _candidate(
 
 def _post(cluster: LocalPatroniManager, action: str, body: dict[str, Any]) -> None:
     """POST to the first agent that answers; Patroni forwards the request through etcd."""
-    driver = driver_of(cluster)
+    driver = cluster.agents
     errors: list[str] = []
     for node in cluster.state.nodes:
         if driver.rest_get(node, "/patroni") is None:
@@ -187,7 +184,7 @@ def _post(cluster: LocalPatroniManager, action: str, body: dict[str, Any]) -> No
 
 
 def switchover(cluster: LocalPatroniManager, to: str | None) -> dict[str, Any]:
-    driver = driver_of(cluster)
+    driver = cluster.agents
     clock = StepClock("switchover")
     members = driver.members()
     leader = next((m.name for m in members if m.is_leader), None)
@@ -224,7 +221,7 @@ def failover(cluster: LocalPatroniManager, to: str | None, force: bool) -> dict[
     """Patroni's manual failover: promote ``to`` (or the best replica) now, whether or not
     the leader is alive. A lost leader's lease still has to expire (up to ttl) before any
     member may take over; the failover then names who does."""
-    driver = driver_of(cluster)
+    driver = cluster.agents
     clock = StepClock("failover")
     members = driver.members()
     leader = next((m.name for m in members if m.is_leader), None)
@@ -254,7 +251,7 @@ def failover(cluster: LocalPatroniManager, to: str | None, force: bool) -> dict[
 
 
 def _wait_new_leader(cluster: LocalPatroniManager, old: str, clock: StepClock) -> str:
-    driver = driver_of(cluster)
+    driver = cluster.agents
     deadline = time.monotonic() + LEADER_TIMEOUT_SECONDS
     while True:
         members = driver.members()
@@ -273,7 +270,7 @@ def _wait_new_leader(cluster: LocalPatroniManager, old: str, clock: StepClock) -
 def rejoin(cluster: LocalPatroniManager, name: str) -> dict[str, Any]:
     """Start the node's agent (and so its PostgreSQL) again: Patroni rewinds a former leader
     with pg_rewind, or re-clones it, and makes it follow the leader."""
-    driver = driver_of(cluster)
+    driver = cluster.agents
     node = cluster.state.node(name)
     members = driver.members()
     leader = next((m.name for m in members if m.is_leader and m.state == "running"), None)
