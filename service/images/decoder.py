@@ -12,7 +12,9 @@ Why processes, and why not ``concurrent.futures.ProcessPoolExecutor``:
   break the whole pool, failing every innocent upload decoded at the same time. Here each
   slot is one process with its own pipe: an overrun kills exactly that process, and the slot
   starts a fresh one on its next use. A worker that dies (SIGXCPU, SIGKILL, a decoder crash)
-  is the same case, seen as end-of-file on its pipe.
+  is the same case, seen as end-of-file on its pipe. A worker acknowledges each upload before
+  decoding it, so one that died while idle (its death not yet visible) is told apart: that
+  upload is retried on a fresh worker instead of getting the dead worker's 422.
 * Processes come from the ``forkserver`` start method: a clean server process (no event loop,
   no threads, no open database connections) forks each worker, which is safe for an asyncio
   process with threads, unlike ``fork``, and cheaper than ``spawn`` because the server has
@@ -54,6 +56,7 @@ MIB = 1024 * 1024
 # Imported once in the fork server, so every worker starts with Pillow loaded.
 PRELOAD = ["service.images.decoder"]
 READY = b"ready"
+RECEIVED = b"got"  # a worker's receipt for an upload, before it decodes it
 START_TIMEOUT = 30.0  # seconds for a new worker to say it is ready
 
 
@@ -103,39 +106,50 @@ def set_cpu_budget(seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
+def decode_reply(data: bytes, config: DecoderConfig) -> tuple[tuple[Any, ...], bytes]:
+    """Decode one upload inside a worker: the reply tuple for the parent, and the bytes to send
+    after it (empty unless cleaning changed them).
+
+    The reply is ``("ok", facts, unchanged)`` or ``("error", error_type, message, details)``.
+    """
+    set_cpu_budget(config.cpu_seconds)
+    try:
+        facts, cleaned = clean_image(data, config.limits)
+    except ServiceError as error:
+        return ("error", type(error), error.message, error.details), b""
+    except MemoryError:
+        message = "Decoding the image needs more memory than a decode may use."
+        details = {"reason": "memory", "memory_mib": config.memory_mib}
+        return ("error", DecodeBudgetExceededError, message, details), b""
+    except Exception as error:  # Pillow raises odd types on hostile input: a 415, not a crash
+        logger.warning("event=decode_unexpected_error error=%s", type(error).__name__)
+        message = "The image data cannot be decoded."
+        return ("error", UnsupportedImageError, message, {"reason": type(error).__name__}), b""
+    # Most uploads carry nothing to strip: then the parent keeps its own copy and the bytes do
+    # not cross the pipe a second time.
+    unchanged = cleaned == data
+    return ("ok", facts, unchanged), b"" if unchanged else cleaned
+
+
+def limit_memory(memory_mib: int) -> None:
+    """Cap this process's address space (once per worker: a decode cannot raise it back)."""
+    if memory_mib > 0:
+        limit = memory_mib * MIB
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def worker_main(connection: Connection, config: DecoderConfig) -> None:
     """The worker process: decode what arrives on ``connection`` until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
-    if config.memory_mib > 0:
-        limit = config.memory_mib * MIB
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    limit_memory(config.memory_mib)
     connection.send_bytes(READY)
     while True:
         try:
             data = connection.recv_bytes()
         except (EOFError, OSError):
             return  # the service closed the pipe, or exited
-        set_cpu_budget(config.cpu_seconds)
-        reply: tuple[Any, ...]
-        try:
-            facts, cleaned = clean_image(data, config.limits)
-            # Most uploads carry nothing to strip: then the parent keeps its own copy and
-            # the bytes do not cross the pipe a second time.
-            unchanged = cleaned == data
-            reply = ("ok", facts, unchanged)
-            if unchanged:
-                cleaned = b""
-        except ServiceError as error:
-            reply, cleaned = ("error", type(error), error.message, error.details), b""
-        except MemoryError:
-            message = "Decoding the image needs more memory than a decode may use."
-            details = {"reason": "memory", "memory_mib": config.memory_mib}
-            reply, cleaned = ("error", DecodeBudgetExceededError, message, details), b""
-        except Exception as error:  # Pillow raises odd types on hostile input: a 415, not a crash
-            logger.warning("event=decode_unexpected_error error=%s", type(error).__name__)
-            message = "The image data cannot be decoded."
-            details = {"reason": type(error).__name__}
-            reply, cleaned = ("error", UnsupportedImageError, message, details), b""
+        connection.send_bytes(RECEIVED)
+        reply, cleaned = decode_reply(data, config)
         del data
         connection.send(reply)
         if reply[0] == "ok" and not reply[2]:
@@ -143,7 +157,12 @@ def worker_main(connection: Connection, config: DecoderConfig) -> None:
 
 
 class WorkerGoneError(Exception):
-    """The worker was dead before it received the upload (killed while idle): safe to retry."""
+    """The worker died before it received the upload (killed while idle): safe to retry.
+
+    Seen as a failed send, or as the pipe closing before the worker's receipt: a worker killed
+    while idle can still accept a send until the kernel has torn it down, so a failed send
+    alone would charge that death to the innocent upload (a 422 ``worker_died``).
+    """
 
 
 class DecodeWorker:
@@ -181,8 +200,11 @@ class DecodeWorker:
         with self._io:
             try:
                 self.connection.send_bytes(data)
-            except (BrokenPipeError, ConnectionResetError) as error:
+                receipt = self.connection.recv_bytes()
+            except (EOFError, OSError) as error:
                 raise WorkerGoneError from error
+            if receipt != RECEIVED:
+                raise RuntimeError(f"unexpected receipt from a decode worker: {receipt!r}")
             reply: tuple[Any, ...] = self.connection.recv()
             if reply[0] == "ok":
                 status, facts, unchanged = reply
