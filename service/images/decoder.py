@@ -20,6 +20,26 @@ Why processes, and why not ``concurrent.futures.ProcessPoolExecutor``:
   process with threads, unlike ``fork``, and cheaper than ``spawn`` because the server has
   imported Pillow once (numbers in docs/benchmarks.md).
 
+Why not ``pebble.ProcessPool`` (a timeout per task that kills only the overrunning worker and
+starts a new one, a ``forkserver`` context, an initializer for RLIMIT_AS). Prototyped behind
+this interface (loadtests/benchmarks/pebble_decoder.py) and measured side by side
+(loadtests/benchmarks/decode_pool.py; docs/benchmarks.md, "Decode pool: pebble vs ours"), it
+fails two cases this pool handles:
+
+* all its workers share one pipe, and a worker holds its lock while it reads a task or writes
+  a reply. A worker killed in there (the OOM killer; SIGXCPU at the end of a budget) never
+  releases it: no later task completes, and no timeout fires (pebble kills a worker only when
+  it can take that lock). Measured: one of 2 workers killed while replying, the next task not
+  done after 15 s. Here each worker has its own pipe, so a death ends only its own upload;
+* a worker killed while idle makes pebble 5.2 mark the whole pool broken: 9 of 9 uploads sent
+  right after such a kill were refused (here: 9 of 9 stored), and the pool must be rebuilt.
+
+It also stops an overrun late (a 0.1 s polling tick, then SIGTERM and up to 3 s before
+SIGKILL): a 422 a median 132 ms past the budget (up to 1.5 s) against 5 ms here. Latency,
+throughput and memory showed no difference beyond the noise. What pebble would save (starting
+workers, a timer per task) is the smaller part of this module; the pipe per worker that keeps
+a death local is what it lacks.
+
 The pool holds ``workers`` slots. An upload waits for a free slot for at most
 ``queue_timeout`` seconds, then gets 503 ``DECODER_BUSY`` with ``Retry-After``: concurrency is
 bounded by the slots, and excess uploads wait briefly, then are refused. The event loop only
@@ -156,6 +176,51 @@ def worker_main(connection: Connection, config: DecoderConfig) -> None:
             connection.send_bytes(cleaned)
 
 
+def busy_error(config: DecoderConfig) -> DecoderBusyError:
+    """503: no worker freed up within the queue timeout."""
+    return DecoderBusyError(
+        "Every image decoder is busy; retry shortly.",
+        details={"workers": config.workers},
+        headers={"Retry-After": str(math.ceil(config.timeout))},
+    )
+
+
+def worker_gone_error() -> DecoderBusyError:
+    """503: workers keep dying before they receive the upload."""
+    return DecoderBusyError(
+        "The image decoder keeps stopping; retry shortly.",
+        details={"reason": "worker_gone"},
+        headers={"Retry-After": "5"},
+    )
+
+
+def overrun_error(config: DecoderConfig) -> DecodeBudgetExceededError:
+    """422: the decode overran its wall-clock budget (its worker was killed)."""
+    return DecodeBudgetExceededError(
+        f"Decoding the image took longer than {config.timeout:g} s.",
+        details={"reason": "time", "timeout_seconds": config.timeout},
+    )
+
+
+def worker_died_error() -> DecodeBudgetExceededError:
+    """422: the worker died while decoding this upload."""
+    return DecodeBudgetExceededError(
+        "The image decoder stopped while decoding this image (over its CPU or memory budget, "
+        "or crashed).",
+        details={"reason": "worker_died"},
+    )
+
+
+def unpack_reply(reply: tuple[Any, ...]) -> tuple[ImageFacts, bytes]:
+    """``("ok", facts, stored_bytes)`` to its facts and bytes; an error reply is raised."""
+    if reply[0] == "ok":
+        return reply[1], reply[2]
+    error_type, message, details = reply[1], reply[2], reply[3]
+    if not (isinstance(error_type, type) and issubclass(error_type, ServiceError)):
+        raise RuntimeError(f"unexpected reply from a decode worker: {reply[0]!r}")
+    raise error_type(message, details=details)
+
+
 class WorkerGoneError(Exception):
     """The worker died before it received the upload (killed while idle): safe to retry.
 
@@ -284,12 +349,7 @@ class ImageDecoder:
         try:
             worker = await asyncio.wait_for(slots.get(), self.config.queue_timeout)
         except TimeoutError:
-            retry = str(math.ceil(self.config.timeout))
-            raise DecoderBusyError(
-                "Every image decoder is busy; retry shortly.",
-                details={"workers": self.config.workers},
-                headers={"Retry-After": retry},
-            ) from None
+            raise busy_error(self.config) from None
         try:
             reply, worker = await self._decode_on(worker, data)
         finally:
@@ -299,12 +359,7 @@ class ImageDecoder:
             # it and fail too (a CI run got a second "worker_died" this way): only a worker
             # still registered goes back.
             slots.put_nowait(worker if worker in self._workers else None)
-        if reply[0] == "ok":
-            return reply[1], reply[2]
-        error_type, message, details = reply[1], reply[2], reply[3]
-        if not (isinstance(error_type, type) and issubclass(error_type, ServiceError)):
-            raise RuntimeError(f"unexpected reply from a decode worker: {reply[0]!r}")
-        raise error_type(message, details=details)
+        return unpack_reply(reply)
 
     async def _decode_on(
         self, worker: DecodeWorker | None, data: bytes
@@ -333,22 +388,11 @@ class ImageDecoder:
                 return reply, worker
             except WorkerGoneError:
                 if attempt == 2:
-                    raise DecoderBusyError(
-                        "The image decoder keeps stopping; retry shortly.",
-                        details={"reason": "worker_gone"},
-                        headers={"Retry-After": "5"},
-                    ) from None
+                    raise worker_gone_error() from None
             except TimeoutError:
-                raise DecodeBudgetExceededError(
-                    f"Decoding the image took longer than {self.config.timeout:g} s.",
-                    details={"reason": "time", "timeout_seconds": self.config.timeout},
-                ) from None
+                raise overrun_error(self.config) from None
             except (EOFError, OSError) as error:
-                raise DecodeBudgetExceededError(
-                    "The image decoder stopped while decoding this image (over its CPU or "
-                    "memory budget, or crashed).",
-                    details={"reason": "worker_died"},
-                ) from error
+                raise worker_died_error() from error
             finally:
                 if not finished:  # also on cancellation: the worker's state is unknown
                     self._discard(worker, reason="unfinished")
