@@ -13,6 +13,7 @@ from pathlib import Path
 
 from loadtests.benchmarks.bare_app import BLOB, METADATA
 from loadtests.benchmarks.wrk import WrkResult
+from loadtests.experiments.analysis import percentile
 from replication.topology import ClusterState, NodeSpec
 
 
@@ -28,11 +29,6 @@ def ceiling_script(path: Path, *, workload: str, image_id: str) -> Path:
         body += _literal(BLOB, image_id)
     path.write_text(body)
     return path
-
-
-def _percentile(sorted_values: list[float], fraction: float) -> float:
-    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
-    return sorted_values[index]
 
 
 def run_pgbench(
@@ -102,5 +98,5 @@ def run_pgbench(
         failed=int(failed.group(1)) if failed else 0,
         seconds=float(duration.group(1)),
         p50_ms=statistics.median(latencies),
-        p99_ms=_percentile(latencies, 0.99),
+        p99_ms=percentile(latencies, 99),
     )

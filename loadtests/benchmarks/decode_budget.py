@@ -88,7 +88,7 @@ def worst_cases(config: DecoderConfig) -> dict[str, bytes]:
     }
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
@@ -106,7 +106,7 @@ async def measure_in_worker(config: DecoderConfig, name: str, data: bytes) -> Me
     await decoder.process(_encode(Image.new("RGB", (2, 2)), "PNG"))  # start the worker
     (worker,) = decoder._workers
     pid = worker.process.pid or 0
-    cpu_before = _cpu_seconds(pid)
+    cpu_before = cpu_seconds(pid)
     started = time.perf_counter()
     try:
         facts, _ = await decoder.process(data)
@@ -115,7 +115,7 @@ async def measure_in_worker(config: DecoderConfig, name: str, data: bytes) -> Me
         outcome = f"{error.status_code} {error.code}"
     wall = time.perf_counter() - started
     alive = worker.alive()
-    cpu = _cpu_seconds(pid) - cpu_before if alive else float("nan")
+    cpu = cpu_seconds(pid) - cpu_before if alive else float("nan")
     peak = _peak_mib(pid) if alive else float("nan")
     await decoder.close()
     return Measured(name, len(data), outcome, wall, cpu, peak)

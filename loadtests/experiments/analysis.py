@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
+def percentile(values: Sequence[float], percent: int) -> float:
+    """The ``percent``-th percentile of ``values`` (at least one), interpolated between the
+    two nearest samples as ``statistics.quantiles(method="inclusive")`` does: the 50th is the
+    median, and a small sample does not jump from one sample to the next."""
+    if len(values) == 1:  # quantiles wants two points on Python 3.11
+        return float(values[0])
+    return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]
+
+
 def percentiles(values: Iterable[float]) -> dict[str, float | None]:
-    data = sorted(values)
+    data = list(values)
     if not data:
         return {"p50": None, "p95": None, "p99": None, "count": 0}
-
-    def pick(q: float) -> float:
-        return round(data[min(len(data) - 1, int(q * len(data)))], 2)
-
-    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "count": len(data)}
+    picked: dict[str, float | None] = {
+        f"p{percent}": round(percentile(data, percent), 2) for percent in (50, 95, 99)
+    }
+    return {**picked, "count": len(data)}
 
 
 def is_error(record: dict[str, Any]) -> bool:

@@ -12,11 +12,33 @@ Why processes, and why not ``concurrent.futures.ProcessPoolExecutor``:
   break the whole pool, failing every innocent upload decoded at the same time. Here each
   slot is one process with its own pipe: an overrun kills exactly that process, and the slot
   starts a fresh one on its next use. A worker that dies (SIGXCPU, SIGKILL, a decoder crash)
-  is the same case, seen as end-of-file on its pipe.
+  is the same case, seen as end-of-file on its pipe. A worker acknowledges each upload before
+  decoding it, so one that died while idle (its death not yet visible) is told apart: that
+  upload is retried on a fresh worker instead of getting the dead worker's 422.
 * Processes come from the ``forkserver`` start method: a clean server process (no event loop,
   no threads, no open database connections) forks each worker, which is safe for an asyncio
   process with threads, unlike ``fork``, and cheaper than ``spawn`` because the server has
   imported Pillow once (numbers in docs/benchmarks.md).
+
+Why not ``pebble.ProcessPool`` (a timeout per task that kills only the overrunning worker and
+starts a new one, a ``forkserver`` context, an initializer for RLIMIT_AS). Prototyped behind
+this interface (loadtests/benchmarks/pebble_decoder.py) and measured side by side
+(loadtests/benchmarks/decode_pool.py; docs/benchmarks.md, "Decode pool: pebble vs ours"), it
+fails two cases this pool handles:
+
+* all its workers share one pipe, and a worker holds its lock while it reads a task or writes
+  a reply. A worker killed in there (the OOM killer; SIGXCPU at the end of a budget) never
+  releases it: no later task completes, and no timeout fires (pebble kills a worker only when
+  it can take that lock). Measured: one of 2 workers killed while replying, the next task not
+  done after 15 s. Here each worker has its own pipe, so a death ends only its own upload;
+* a worker killed while idle makes pebble 5.2 mark the whole pool broken: 9 of 9 uploads sent
+  right after such a kill were refused (here: 9 of 9 stored), and the pool must be rebuilt.
+
+It also stops an overrun late (a 0.1 s polling tick, then SIGTERM and up to 3 s before
+SIGKILL): a 422 a median 132 ms past the budget (up to 1.5 s) against 5 ms here. Latency,
+throughput and memory showed no difference beyond the noise. What pebble would save (starting
+workers, a timer per task) is the smaller part of this module; the pipe per worker that keeps
+a death local is what it lacks.
 
 The pool holds ``workers`` slots. An upload waits for a free slot for at most
 ``queue_timeout`` seconds, then gets 503 ``DECODER_BUSY`` with ``Retry-After``: concurrency is
@@ -54,6 +76,7 @@ MIB = 1024 * 1024
 # Imported once in the fork server, so every worker starts with Pillow loaded.
 PRELOAD = ["service.images.decoder"]
 READY = b"ready"
+RECEIVED = b"got"  # a worker's receipt for an upload, before it decodes it
 START_TIMEOUT = 30.0  # seconds for a new worker to say it is ready
 
 
@@ -103,47 +126,108 @@ def set_cpu_budget(seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
+def decode_reply(data: bytes, config: DecoderConfig) -> tuple[tuple[Any, ...], bytes]:
+    """Decode one upload inside a worker: the reply tuple for the parent, and the bytes to send
+    after it (empty unless cleaning changed them).
+
+    The reply is ``("ok", facts, unchanged)`` or ``("error", error_type, message, details)``.
+    """
+    set_cpu_budget(config.cpu_seconds)
+    try:
+        facts, cleaned = clean_image(data, config.limits)
+    except ServiceError as error:
+        return ("error", type(error), error.message, error.details), b""
+    except MemoryError:
+        message = "Decoding the image needs more memory than a decode may use."
+        details = {"reason": "memory", "memory_mib": config.memory_mib}
+        return ("error", DecodeBudgetExceededError, message, details), b""
+    except Exception as error:  # Pillow raises odd types on hostile input: a 415, not a crash
+        logger.warning("event=decode_unexpected_error error=%s", type(error).__name__)
+        message = "The image data cannot be decoded."
+        return ("error", UnsupportedImageError, message, {"reason": type(error).__name__}), b""
+    # Most uploads carry nothing to strip: then the parent keeps its own copy and the bytes do
+    # not cross the pipe a second time.
+    unchanged = cleaned == data
+    return ("ok", facts, unchanged), b"" if unchanged else cleaned
+
+
+def limit_memory(memory_mib: int) -> None:
+    """Cap this process's address space (once per worker: a decode cannot raise it back)."""
+    if memory_mib > 0:
+        limit = memory_mib * MIB
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def worker_main(connection: Connection, config: DecoderConfig) -> None:
     """The worker process: decode what arrives on ``connection`` until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
-    if config.memory_mib > 0:
-        limit = config.memory_mib * MIB
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    limit_memory(config.memory_mib)
     connection.send_bytes(READY)
     while True:
         try:
             data = connection.recv_bytes()
         except (EOFError, OSError):
             return  # the service closed the pipe, or exited
-        set_cpu_budget(config.cpu_seconds)
-        reply: tuple[Any, ...]
-        try:
-            facts, cleaned = clean_image(data, config.limits)
-            # Most uploads carry nothing to strip: then the parent keeps its own copy and
-            # the bytes do not cross the pipe a second time.
-            unchanged = cleaned == data
-            reply = ("ok", facts, unchanged)
-            if unchanged:
-                cleaned = b""
-        except ServiceError as error:
-            reply, cleaned = ("error", type(error), error.message, error.details), b""
-        except MemoryError:
-            message = "Decoding the image needs more memory than a decode may use."
-            details = {"reason": "memory", "memory_mib": config.memory_mib}
-            reply, cleaned = ("error", DecodeBudgetExceededError, message, details), b""
-        except Exception as error:  # Pillow raises odd types on hostile input: a 415, not a crash
-            logger.warning("event=decode_unexpected_error error=%s", type(error).__name__)
-            message = "The image data cannot be decoded."
-            details = {"reason": type(error).__name__}
-            reply, cleaned = ("error", UnsupportedImageError, message, details), b""
+        connection.send_bytes(RECEIVED)
+        reply, cleaned = decode_reply(data, config)
         del data
         connection.send(reply)
         if reply[0] == "ok" and not reply[2]:
             connection.send_bytes(cleaned)
 
 
+def busy_error(config: DecoderConfig) -> DecoderBusyError:
+    """503: no worker freed up within the queue timeout."""
+    return DecoderBusyError(
+        "Every image decoder is busy; retry shortly.",
+        details={"workers": config.workers},
+        headers={"Retry-After": str(math.ceil(config.timeout))},
+    )
+
+
+def worker_gone_error() -> DecoderBusyError:
+    """503: workers keep dying before they receive the upload."""
+    return DecoderBusyError(
+        "The image decoder keeps stopping; retry shortly.",
+        details={"reason": "worker_gone"},
+        headers={"Retry-After": "5"},
+    )
+
+
+def overrun_error(config: DecoderConfig) -> DecodeBudgetExceededError:
+    """422: the decode overran its wall-clock budget (its worker was killed)."""
+    return DecodeBudgetExceededError(
+        f"Decoding the image took longer than {config.timeout:g} s.",
+        details={"reason": "time", "timeout_seconds": config.timeout},
+    )
+
+
+def worker_died_error() -> DecodeBudgetExceededError:
+    """422: the worker died while decoding this upload."""
+    return DecodeBudgetExceededError(
+        "The image decoder stopped while decoding this image (over its CPU or memory budget, "
+        "or crashed).",
+        details={"reason": "worker_died"},
+    )
+
+
+def unpack_reply(reply: tuple[Any, ...]) -> tuple[ImageFacts, bytes]:
+    """``("ok", facts, stored_bytes)`` to its facts and bytes; an error reply is raised."""
+    if reply[0] == "ok":
+        return reply[1], reply[2]
+    error_type, message, details = reply[1], reply[2], reply[3]
+    if not (isinstance(error_type, type) and issubclass(error_type, ServiceError)):
+        raise RuntimeError(f"unexpected reply from a decode worker: {reply[0]!r}")
+    raise error_type(message, details=details)
+
+
 class WorkerGoneError(Exception):
-    """The worker was dead before it received the upload (killed while idle): safe to retry."""
+    """The worker died before it received the upload (killed while idle): safe to retry.
+
+    Seen as a failed send, or as the pipe closing before the worker's receipt: a worker killed
+    while idle can still accept a send until the kernel has torn it down, so a failed send
+    alone would charge that death to the innocent upload (a 422 ``worker_died``).
+    """
 
 
 class DecodeWorker:
@@ -181,8 +265,11 @@ class DecodeWorker:
         with self._io:
             try:
                 self.connection.send_bytes(data)
-            except (BrokenPipeError, ConnectionResetError) as error:
+                receipt = self.connection.recv_bytes()
+            except (EOFError, OSError) as error:
                 raise WorkerGoneError from error
+            if receipt != RECEIVED:
+                raise RuntimeError(f"unexpected receipt from a decode worker: {receipt!r}")
             reply: tuple[Any, ...] = self.connection.recv()
             if reply[0] == "ok":
                 status, facts, unchanged = reply
@@ -262,12 +349,7 @@ class ImageDecoder:
         try:
             worker = await asyncio.wait_for(slots.get(), self.config.queue_timeout)
         except TimeoutError:
-            retry = str(math.ceil(self.config.timeout))
-            raise DecoderBusyError(
-                "Every image decoder is busy; retry shortly.",
-                details={"workers": self.config.workers},
-                headers={"Retry-After": retry},
-            ) from None
+            raise busy_error(self.config) from None
         try:
             reply, worker = await self._decode_on(worker, data)
         finally:
@@ -277,12 +359,7 @@ class ImageDecoder:
             # it and fail too (a CI run got a second "worker_died" this way): only a worker
             # still registered goes back.
             slots.put_nowait(worker if worker in self._workers else None)
-        if reply[0] == "ok":
-            return reply[1], reply[2]
-        error_type, message, details = reply[1], reply[2], reply[3]
-        if not (isinstance(error_type, type) and issubclass(error_type, ServiceError)):
-            raise RuntimeError(f"unexpected reply from a decode worker: {reply[0]!r}")
-        raise error_type(message, details=details)
+        return unpack_reply(reply)
 
     async def _decode_on(
         self, worker: DecodeWorker | None, data: bytes
@@ -311,22 +388,11 @@ class ImageDecoder:
                 return reply, worker
             except WorkerGoneError:
                 if attempt == 2:
-                    raise DecoderBusyError(
-                        "The image decoder keeps stopping; retry shortly.",
-                        details={"reason": "worker_gone"},
-                        headers={"Retry-After": "5"},
-                    ) from None
+                    raise worker_gone_error() from None
             except TimeoutError:
-                raise DecodeBudgetExceededError(
-                    f"Decoding the image took longer than {self.config.timeout:g} s.",
-                    details={"reason": "time", "timeout_seconds": self.config.timeout},
-                ) from None
+                raise overrun_error(self.config) from None
             except (EOFError, OSError) as error:
-                raise DecodeBudgetExceededError(
-                    "The image decoder stopped while decoding this image (over its CPU or "
-                    "memory budget, or crashed).",
-                    details={"reason": "worker_died"},
-                ) from error
+                raise worker_died_error() from error
             finally:
                 if not finished:  # also on cancellation: the worker's state is unknown
                     self._discard(worker, reason="unfinished")
