@@ -25,7 +25,7 @@ from service.errors import DeleteTokenRequiredError, NonCanonicalIdError, Servic
 from service.images import service as images
 from service.images.decoder import ImageDecoder
 from service.images.filenames import content_disposition, download_name, sanitize_filename
-from service.images.pagination import Cursor
+from service.images.pagination import CURSOR_LENGTH, CURSOR_PATTERN, Cursor
 from service.images.storage import BlobStore
 from service.ratelimit import client_address, count_upload
 
@@ -50,7 +50,16 @@ UPLOAD_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            # An empty part is EMPTY_FILE (400).
+                            "minLength": 1,
+                            "description": "A JPEG, PNG, GIF or WEBP image, told by its bytes "
+                            "(the part's Content-Type and filename are not trusted).",
+                        }
+                    },
                 }
             }
         },
@@ -114,11 +123,23 @@ async def upload_image(
     )
 
 
+# The cursor's form is declared, not enforced by FastAPI: Cursor.decode refuses anything else
+# as INVALID_CURSOR (400, "start again without it"), the API's error for a cursor it never
+# issued, and takes every string of the declared form (service/images/pagination.py).
+CURSOR_SCHEMA: dict[str, Any] = {"pattern": CURSOR_PATTERN, "maxLength": CURSOR_LENGTH}
+
+
 @router.get("", response_model=ImageList, responses=errors(400, 422, 503))
 async def list_images(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[
+        str,
+        Query(
+            description="A next_cursor from the previous page; empty or absent: the newest.",
+            json_schema_extra=CURSOR_SCHEMA,
+        ),
+    ] = "",
 ) -> Response:
     """Newest first; follow ``next_cursor`` for older images."""
     after = Cursor.decode(cursor) if cursor else None
