@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from service.api.errors import install_error_handlers
 from service.api.limits import InFlightLimit
+from service.api.method_guard import install_method_guard
 from service.api.response_headers import RoutingHeaders
 from service.api.routes import health, images
 from service.images.decoder import ImageDecoder
@@ -79,6 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(health.router)
     app.include_router(health.operations)
+    # In front of them all: a method a path does not take is a 405 listing exactly the
+    # methods of that path's routes, whichever routers they are split across.
+    install_method_guard(app)
 
     app.add_middleware(RoutingHeaders, router=router, metrics=metrics)
     # Outermost, so a refused request costs no routing, middleware or dependency work.

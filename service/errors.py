@@ -45,6 +45,20 @@ class NonCanonicalIdError(ServiceError):
         self.canonical = canonical
 
 
+class MethodNotAllowedError(ServiceError):
+    """The path exists but does not take this method; ``Allow`` lists the ones it does."""
+
+    status_code = 405
+    code = "METHOD_NOT_ALLOWED"
+
+    def __init__(self, method: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"This path does not take {method[:16]}; it takes {', '.join(allowed)}.",
+            details={"allowed": allowed},
+            headers={"Allow": ", ".join(allowed)},
+        )
+
+
 class InvalidUploadError(ServiceError):
     status_code = 400
     code = "INVALID_UPLOAD"

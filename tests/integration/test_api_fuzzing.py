@@ -1,6 +1,11 @@
 """Property-based tests of the whole HTTP API against a real uvicorn on the real cluster.
 
-The property: whatever a client sends, the answer is not a server error (no 5xx), and every
+Two properties. First, the API does what its OpenAPI description says: schemathesis runs every
+one of its checks (status codes, content types, headers and bodies as declared, valid data
+accepted and invalid refused, 405 with an exact ``Allow`` for undeclared methods, deletes that
+stick...) in all its phases, following the description's links with real ids and tokens.
+
+Second, whatever a client sends, the answer is not a server error (no 5xx), and every
 error has the body ``{"error": {"code", "message", "details"}}``. Inputs come from the service's
 own OpenAPI description (schemathesis, positive and negative), plus what the service reads but
 does not declare there: the consistency header, the LSN header and cookie, real ids, delete
@@ -14,16 +19,19 @@ minute on 2 cores).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
+import re
 import string
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -37,6 +45,7 @@ from schemathesis import GenerationMode
 
 from replication.cluster import Cluster
 from service.routing.consistency import CONSISTENCY_HEADER, LSN_COOKIE, LSN_HEADER, Consistency
+from tests.cursor_forms import CALENDAR_ENDS, legacy_cursor, position_cursor
 from tests.integration.live_service import LiveService, live_service
 from tests.integration.service_fixtures import image_bytes
 
@@ -165,7 +174,16 @@ ODD_IDS = st.one_of(
 
 
 def cursor_payloads() -> st.SearchStrategy[str]:
-    """Cursors of the right form with hostile contents, and contents of the wrong form."""
+    """Cursors of the declared form with hostile contents (the ends of the 64-bit range and of
+    the calendar), and the JSON cursors of earlier versions, right and wrong inside."""
+    first, last = CALENDAR_ENDS
+    micros = st.one_of(
+        st.integers(-(2**63), 2**63 - 1),
+        st.sampled_from([-(2**63), 2**63 - 1, first - 1, first, last, last + 1, 0, -1]),
+        st.integers(first - 10**6, first + 10**6),
+        st.integers(last - 10**6, last + 10**6),
+    )
+    positions = st.builds(position_cursor, micros, st.uuids())
     offsets = st.timedeltas(
         min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59)
     )
@@ -197,9 +215,8 @@ def cursor_payloads() -> st.SearchStrategy[str]:
         st.dictionaries(st.text(max_size=5), values, max_size=3),
         values,
     )
-    return payload.map(
-        lambda value: base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
-    )
+    legacy = payload.map(legacy_cursor)
+    return st.one_of(positions, positions, legacy)
 
 
 @dataclass(frozen=True)
@@ -547,3 +564,114 @@ def test_any_method_on_any_path_answers_without_server_error(target: FuzzTarget)
     answers()
     print(f"statuses: {seen}")
     reached(seen, {200, 404, 405})
+
+
+# --- the API does what its description says --------------------------------------------------
+
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+
+# What schemathesis cannot know from the description, each with its reason. No check is turned
+# off: the only widening is of one operation's expected statuses, where the description cannot
+# say what makes a request valid.
+CONFORMANCE_CONFIG = """
+# An upload whose part is any non-empty bytes is valid by the description, but only bytes that
+# decode as an image pass: 415 UNSUPPORTED_IMAGE (not an image), 413 IMAGE_TOO_LARGE (too many
+# pixels) and 422 DECODE_BUDGET_EXCEEDED (decoding too costly). JSON Schema has no way to say
+# "decodes as a JPEG, PNG, GIF or WEBP within these limits", so these three are accepted
+# answers to schema-valid uploads; every other check still runs on the upload.
+[[operations]]
+include-operation-id = "upload_image"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "401", "403", "404", "409", "429", "413", "415", "422",
+]
+
+# Only the description's own links drive the stateful phase: links schemathesis infers by
+# itself would reach the same operations and hide a declared link that leads nowhere (the
+# delete, for one, is reached only by the upload's link that carries its token).
+[phases.stateful]
+inference.algorithms = []
+generation.max-examples = {stateful_examples}
+"""
+
+
+def schemathesis_run(url: str, workdir: Path) -> list[str]:
+    """The command line: every check, every phase, seeded, one worker (the machine has two
+    cores and the service one), no example database, reports in ``workdir``."""
+    config = workdir / "schemathesis.toml"
+    config.write_text(CONFORMANCE_CONFIG.format(stateful_examples=EXAMPLES * 2))
+    return [
+        str(SCHEMATHESIS),
+        "--config-file",
+        str(config),
+        "--no-color",
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "all",
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--seed",
+        str(FUZZ_SEED),
+        "--max-examples",
+        str(EXAMPLES),
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "15",
+        "--continue-on-failure",
+        "--report",
+        "har",
+        "--report-har-path",
+        str(workdir / "exchanges.har"),
+    ]
+
+
+def exchanged_statuses(har: Path) -> Counter[int]:
+    entries = json.loads(har.read_text())["log"]["entries"]
+    return Counter(int(entry["response"]["status"]) for entry in entries)
+
+
+def test_the_api_does_what_its_openapi_description_says(target: FuzzTarget, tmp_path: Path) -> None:
+    """Every schemathesis check (``--checks all``) in every phase: the description's examples,
+    coverage (boundary values, missing parameters, the methods a path does not list, which
+    must be 405 with an exact ``Allow``), fuzzing (positive and negative), and the stateful
+    phase that follows the description's links from real uploads and listings to the get,
+    file and delete operations. Any disagreement between answer and description fails."""
+    started = time.monotonic()
+    run = subprocess.run(
+        schemathesis_run(target.service.url, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    print(f"schemathesis ran in {time.monotonic() - started:.1f} s\n{run.stdout[-4000:]}")
+    if run.returncode != 0:
+        log = target.service.log_text()[-3000:]
+        pytest.fail(
+            f"the API and its description disagree (seed {FUZZ_SEED}; "
+            f"reproduce: {' '.join(run.args)}):\n{run.stdout[-20000:]}\n{run.stderr[-3000:]}\n"
+            f"service log:\n{log}"
+        )
+    seen = exchanged_statuses(tmp_path / "exchanges.har")
+    print(f"statuses: {seen}")
+    # 201 and then 204: an upload, and a delete that only the upload's link (id and token)
+    # can reach; 405: the methods the description does not list were tried.
+    reached(seen, {200, 201, 204, 404, 405})
+    # Every link of the description was followed at least once.
+    declared = declared_links(target.service.url)
+    coverage = re.search(r"API Links:\s+(\d+) covered / \d+ selected / (\d+) total", run.stdout)
+    assert coverage, f"no link coverage in schemathesis's summary:\n{run.stdout[-3000:]}"
+    assert (int(coverage[1]), int(coverage[2])) == (declared, declared), coverage[0]
+
+
+def declared_links(url: str) -> int:
+    description = httpx.get(f"{url}/openapi.json", timeout=10).json()
+    return sum(
+        len(response.get("links", {}))
+        for operations in description["paths"].values()
+        for operation in operations.values()
+        for response in operation["responses"].values()
+    )

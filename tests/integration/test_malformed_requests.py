@@ -6,7 +6,6 @@ sent to a real uvicorn process on the shared cluster: resets only exist on a rea
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import random
@@ -24,6 +23,7 @@ from service.api.upload_stream import (
     MAX_BOUNDARY_LENGTH,
     MULTIPART_OVERHEAD_BYTES,
 )
+from tests.cursor_forms import CALENDAR_ENDS, legacy_cursor, position_cursor
 from tests.integration.live_service import LiveService, live_service
 from tests.integration.service_fixtures import image_bytes
 
@@ -63,8 +63,8 @@ def connect(service: LiveService, timeout: float = 30) -> http.client.HTTPConnec
 
 
 def cursor(timestamp: str) -> str:
-    payload = json.dumps({"t": timestamp, "id": str(uuid.uuid4())}).encode()
-    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+    """A cursor of the earlier JSON form, which carried a UTC offset."""
+    return legacy_cursor({"t": timestamp, "id": str(uuid.uuid4())})
 
 
 def upload_with_boundary(
@@ -118,11 +118,14 @@ def test_list_cursor_outside_the_calendar_in_utc_is_an_invalid_cursor(
 
 
 def test_list_cursor_at_the_ends_of_the_calendar_is_answered(service: LiveService) -> None:
-    """Year 1 and year 9999 in UTC are valid PostgreSQL timestamps: a page, not an error."""
-    for timestamp in ("0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59.999999+00:00"):
+    """Year 1 and year 9999 in UTC are valid PostgreSQL timestamps: a page, not an error. So is
+    any position of the declared form beyond them, down to the ends of the 64-bit range."""
+    first, last = CALENDAR_ENDS
+    for micros in (first, last, first - 1, last + 1, -(2**63), 2**63 - 1):
         connection = connect(service)
         try:
-            connection.request("GET", f"/api/v1/images?cursor={cursor(timestamp)}")
+            token = position_cursor(micros, uuid.uuid4())
+            connection.request("GET", f"/api/v1/images?cursor={token}")
             response = connection.getresponse()
             assert response.status == 200, response.read()
             assert "items" in json.loads(response.read())

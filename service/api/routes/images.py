@@ -16,6 +16,18 @@ from service.api.deps import (
     read_connection,
     read_observer,
 )
+from service.api.links import (
+    DELETE_IMAGE,
+    DELETE_TOKEN_HEADER,
+    GET_IMAGE,
+    GET_IMAGE_FILE,
+    HEAD_IMAGE_FILE,
+    IMAGE_LINKS,
+    LIST_IMAGES,
+    LISTED_LINKS,
+    UPLOAD_IMAGE,
+    UPLOADED_LINKS,
+)
 from service.api.path_only_route import PathOnlyRoute
 from service.api.responses import json_response
 from service.api.schemas import ErrorBody, ImageCreated, ImageList, ImagePublic, image_fields
@@ -25,7 +37,7 @@ from service.errors import DeleteTokenRequiredError, NonCanonicalIdError, Servic
 from service.images import service as images
 from service.images.decoder import ImageDecoder
 from service.images.filenames import content_disposition, download_name, sanitize_filename
-from service.images.pagination import Cursor
+from service.images.pagination import CURSOR_LENGTH, CURSOR_PATTERN, Cursor
 from service.images.storage import BlobStore
 from service.ratelimit import client_address, count_upload
 
@@ -50,7 +62,16 @@ UPLOAD_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            # An empty part is EMPTY_FILE (400).
+                            "minLength": 1,
+                            "description": "A JPEG, PNG, GIF or WEBP image, told by its bytes "
+                            "(the part's Content-Type and filename are not trusted).",
+                        }
+                    },
                 }
             }
         },
@@ -60,9 +81,10 @@ UPLOAD_BODY: dict[str, Any] = {
 
 @router.post(
     "/upload",
+    operation_id=UPLOAD_IMAGE,
     status_code=201,
     response_model=ImageCreated,
-    responses=errors(400, 408, 413, 415, 422, 429, 503),
+    responses={201: {"links": UPLOADED_LINKS}, **errors(400, 408, 413, 415, 422, 429, 503)},
     openapi_extra=UPLOAD_BODY,
 )
 async def upload_image(
@@ -114,11 +136,28 @@ async def upload_image(
     )
 
 
-@router.get("", response_model=ImageList, responses=errors(400, 422, 503))
+# The cursor's form is declared, not enforced by FastAPI: Cursor.decode refuses anything else
+# as INVALID_CURSOR (400, "start again without it"), the API's error for a cursor it never
+# issued, and takes every string of the declared form (service/images/pagination.py).
+CURSOR_SCHEMA: dict[str, Any] = {"pattern": CURSOR_PATTERN, "maxLength": CURSOR_LENGTH}
+
+
+@router.get(
+    "",
+    operation_id=LIST_IMAGES,
+    response_model=ImageList,
+    responses={200: {"links": LISTED_LINKS}, **errors(400, 422, 503)},
+)
 async def list_images(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[
+        str,
+        Query(
+            description="A next_cursor from the previous page; empty or absent: the newest.",
+            json_schema_extra=CURSOR_SCHEMA,
+        ),
+    ] = "",
 ) -> Response:
     """Newest first; follow ``next_cursor`` for older images."""
     after = Cursor.decode(cursor) if cursor else None
@@ -156,7 +195,12 @@ ImageId = Annotated[uuid.UUID, Depends(path_image_id)]
 # (the fields ``ImagePublic`` declares, serialized by pydantic-core as FastAPI would): FastAPI's
 # dependency solving and its validation of a returned model cost more CPU than the read's
 # own query.
-@reads.get("/{image_id}", response_model=ImagePublic, responses=errors(308, 404, 503))
+@reads.get(
+    "/{image_id}",
+    operation_id=GET_IMAGE,
+    response_model=ImagePublic,
+    responses={200: {"links": IMAGE_LINKS}, **errors(308, 404, 503)},
+)
 async def get_image(image_id: str, request: Request) -> Response:
     wanted = image_id_in_path(image_id, request)
     async with read_connection(request) as connection:
@@ -191,12 +235,14 @@ FILE_HEADERS: dict[str, Any] = {
 # schema (``api_route`` with both methods gave them the same one).
 @reads.head(
     "/{image_id}/file",
+    operation_id=HEAD_IMAGE_FILE,
     response_class=Response,
     responses=FILE_RESPONSES,
     openapi_extra=FILE_HEADERS,
 )
 @reads.get(
     "/{image_id}/file",
+    operation_id=GET_IMAGE_FILE,
     response_class=Response,
     responses=FILE_RESPONSES,
     openapi_extra=FILE_HEADERS,
@@ -239,6 +285,7 @@ async def get_image_file(image_id: str, request: Request) -> Response:
 
 @router.delete(
     "/{image_id}",
+    operation_id=DELETE_IMAGE,
     status_code=204,
     response_class=Response,
     responses=errors(308, 401, 403, 404, 503),
@@ -247,7 +294,7 @@ async def delete_image(
     image_id: ImageId,
     session: WriteSession,
     store: BlobStoreDep,
-    x_delete_token: Annotated[str | None, Header(max_length=256)] = None,
+    x_delete_token: Annotated[str | None, Header(alias=DELETE_TOKEN_HEADER, max_length=256)] = None,
 ) -> Response:
     """Delete metadata and bytes; needs the token the upload returned, in ``X-Delete-Token``
     (never in the URL, where proxies and browsers log it)."""
