@@ -58,7 +58,7 @@ def plan_failover(
         raise BadInputError(
             "The failover experiment does not drive the compose HA stack (its agents are "
             "out of replikit's reach); measure it with 'python -m "
-            "loadtests.benchmarks.compose_ha_failover' (docs/benchmarks.md)."
+            "loadtests.benchmarks.failover --target compose-ha' (docs/benchmarks.md)."
         )
     if manager is not None and recorded is not None and manager is not recorded:
         raise BadInputError(
