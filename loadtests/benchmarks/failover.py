@@ -28,7 +28,6 @@ from pathlib import Path
 
 from loadtests.benchmarks.failover_measures import one_round, prepare
 from loadtests.benchmarks.failover_options import (
-    DEFAULT_FIRST_PORT,
     FAULTS,
     Fault,
     Measure,
@@ -56,7 +55,8 @@ def run(plan: Plan) -> Path:
         for target in plan.targets:
             targets[target] = stack.enter_context(built(target, scratch, plan, first_port))
             prepare(plan, targets[target])
-            first_port += PORTS_PER_LOCAL_CLUSTER
+            if first_port is not None:
+                first_port += PORTS_PER_LOCAL_CLUSTER
         for index, step in enumerate(steps):
             result = one_round(plan, targets[step.target], step)
             report.add(index // per_round + 1, step, result)
@@ -109,10 +109,15 @@ def parse_plan(argv: list[str] | None = None) -> Plan:
     parser.add_argument(
         "--base-port",
         type=int,
-        default=DEFAULT_FIRST_PORT,
-        help="local clusters take the first free ports from here",
+        help="local clusters take the first free ports from here (default: free ports below "
+        "the ephemeral range, from a random start)",
     )
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--no-build",
+        action="store_true",
+        help="compose targets: use the images as they are (made by `make compose-up`)",
+    )
     args = parser.parse_args(argv)
     try:
         return make_plan(
@@ -126,6 +131,7 @@ def parse_plan(argv: list[str] | None = None) -> Plan:
             users=args.users,
             first_port=args.base_port,
             results_dir=args.results_dir,
+            build=not args.no_build,
         )
     except PlanError as error:
         parser.error(str(error))

@@ -15,8 +15,6 @@ from pathlib import Path
 
 from replication.topology import SyncMode
 
-DEFAULT_FIRST_PORT = 26000  # below the kernel's ephemeral range, like the tests' clusters
-
 
 class Target(StrEnum):
     """Which cluster the rounds run on."""
@@ -91,8 +89,9 @@ class Plan:
     sync: SyncMode = SyncMode.ON
     switchover: bool = False
     users: int = 4
-    first_port: int = DEFAULT_FIRST_PORT
+    first_port: int | None = None  # local clusters' first port; None: a free one
     results_dir: Path = Path("results")
+    build: bool = True  # build the compose images first (every layer cached after the first)
 
     def faults_of(self, target: Target) -> tuple[Fault, ...]:
         return self.faults or FAULTS[target]
@@ -123,8 +122,9 @@ def make_plan(
     sync: SyncMode = SyncMode.ON,
     switchover: bool = False,
     users: int = 4,
-    first_port: int = DEFAULT_FIRST_PORT,
+    first_port: int | None = None,
     results_dir: Path = Path("results"),
+    build: bool = True,
 ) -> Plan:
     """The plan for these options, or :class:`PlanError` naming what to change."""
     chosen = tuple(dict.fromkeys(targets)) or (Target.NATIVE,)
@@ -168,4 +168,5 @@ def make_plan(
         users=users,
         first_port=first_port,
         results_dir=results_dir,
+        build=build,
     )

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from loadtests.benchmarks.bench_cluster import free_ports_below_ephemeral
 from loadtests.benchmarks.failover_options import MANUAL, Fault, Plan, Step, Target, Via
 from loadtests.benchmarks.replikit_cli import replikit, replikit_json, replikit_quietly
 from loadtests.experiments.targets import target_for
@@ -30,7 +31,6 @@ from replication.cluster import Cluster
 from replication.compose_env import ensure_env_file, free_ports, read_env
 from replication.compose_ha import HaStack
 from replication.compose_stack import ComposeStack, Variant
-from replication.ports import find_free_port_range
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTS_PER_LOCAL_CLUSTER = 200  # PostgreSQL's 3, and Patroni's etcd and REST ports 100 above
@@ -175,13 +175,13 @@ class HaTarget:
 
 @contextlib.contextmanager
 def local_cluster(
-    target: Target, scratch: Path, plan: Plan, first_port: int
+    target: Target, scratch: Path, plan: Plan, first_port: int | None
 ) -> Iterator[ManagedCluster]:
-    """A local 1+2 cluster on the first free ports from ``first_port``; down and purged at the
-    end."""
+    """A local 1+2 cluster on the first free ports from ``first_port`` (None: anywhere below
+    the ephemeral range); down and purged at the end."""
     data_dir = scratch / target.value
     d = ("--data-dir", str(data_dir))
-    base = find_free_port_range(3, start=first_port)
+    base = free_ports_below_ephemeral(3, first_port)
     manager = ["--manager", "patroni"] if target is Target.PATRONI else []
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(replikit_quietly, "cluster", "down", "--purge", *d)
@@ -200,9 +200,10 @@ def stack_env(scratch: Path, name: str, settings: dict[str, str]) -> Path:
 
 
 @contextlib.contextmanager
-def running_stack(stack: ComposeStack) -> Iterator[ComposeStack]:
+def running_stack(stack: ComposeStack, *, build: bool) -> Iterator[ComposeStack]:
     try:
-        stack.build()  # every layer cached after the first time
+        if build:
+            stack.build()  # every layer cached after the first time
         stack.up(timeout=300)
         yield stack
     finally:
@@ -219,7 +220,7 @@ def compose_cluster(scratch: Path, plan: Plan) -> Iterator[ManagedCluster]:
     project = f"rkbench{uuid.uuid4().hex[:6]}"
     data_dir = scratch / "compose"
     stack = ComposeStack(root=ROOT, env_file=env_file, project_name=project)
-    with running_stack(stack), contextlib.ExitStack() as cleanup:
+    with running_stack(stack, build=plan.build), contextlib.ExitStack() as cleanup:
         replikit(
             "cluster", "attach-compose", "--env-file", str(env_file), "-p", project,
             "--data-dir", str(data_dir),
@@ -228,7 +229,7 @@ def compose_cluster(scratch: Path, plan: Plan) -> Iterator[ManagedCluster]:
 
 
 @contextlib.contextmanager
-def compose_ha(scratch: Path) -> Iterator[HaTarget]:
+def compose_ha(scratch: Path, plan: Plan) -> Iterator[HaTarget]:
     env_file = stack_env(scratch, "compose-ha", {"REPLIKIT_UPLOAD_RATE_LIMIT": "0"})
     stack = ComposeStack(
         root=ROOT,
@@ -236,18 +237,18 @@ def compose_ha(scratch: Path) -> Iterator[HaTarget]:
         project_name=f"rkbenchha{uuid.uuid4().hex[:6]}",
         variant=Variant.HA,
     )
-    with running_stack(stack):
+    with running_stack(stack, build=plan.build):
         yield HaTarget(
             HaStack(stack), f"http://127.0.0.1:{read_env(env_file)['REPLIKIT_HTTP_PORT']}"
         )
 
 
 def built(
-    target: Target, scratch: Path, plan: Plan, first_port: int
+    target: Target, scratch: Path, plan: Plan, first_port: int | None
 ) -> contextlib.AbstractContextManager[FailoverTarget]:
     """The cluster or stack of ``target``, for a ``with`` block."""
     if target is Target.COMPOSE:
         return compose_cluster(scratch, plan)
     if target is Target.COMPOSE_HA:
-        return compose_ha(scratch)
+        return compose_ha(scratch, plan)
     return local_cluster(target, scratch, plan, first_port)

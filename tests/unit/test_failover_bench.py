@@ -246,7 +246,8 @@ def test_the_compose_targets_plan_stacks_of_their_own(
     commands: list[tuple[str, ...]] = []
 
     @contextlib.contextmanager
-    def recorded_stack(stack: ComposeStack) -> Iterator[ComposeStack]:
+    def recorded_stack(stack: ComposeStack, *, build: bool) -> Iterator[ComposeStack]:
+        assert not build
         stacks.append(stack)
         yield stack
 
@@ -257,7 +258,7 @@ def test_the_compose_targets_plan_stacks_of_their_own(
         return ""
 
     monkeypatch.setattr(failover_targets, "replikit", recorded_replikit)
-    plan = make_plan(targets=[Target.COMPOSE, Target.COMPOSE_HA], sync=SyncMode.ON)
+    plan = parse_plan(["--target", "compose", "--target", "compose-ha", "--no-build"])
 
     with failover_targets.built(Target.COMPOSE, tmp_path, plan, 26000) as compose:
         assert isinstance(compose, failover_targets.ManagedCluster)
