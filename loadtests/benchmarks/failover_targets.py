@@ -85,7 +85,7 @@ class ManagedCluster:
     _url: str | None = field(default=None, init=False)
 
     @property
-    def d(self) -> tuple[str, str]:
+    def data_dir_args(self) -> tuple[str, str]:
         return ("--data-dir", str(self.data_dir))
 
     def leader(self) -> str:
@@ -97,7 +97,7 @@ class ManagedCluster:
     def service_url(self) -> str:
         if self._url is None:
             if self.target is not Target.COMPOSE:  # the stack migrates itself
-                replikit("migrate", *self.d)
+                replikit("migrate", *self.data_dir_args)
             service = target_for(Cluster.open(self.data_dir), self.scratch, 1)
             self.cleanup.callback(service.close)
             self._url = service.load_urls[0]
@@ -117,10 +117,10 @@ class ManagedCluster:
                 failover_seconds = float(failover.failover(self.data_dir)["duration_seconds"])
         else:
             extra = ["--postgres-only"] if postgres_only else []
-            replikit_json("cluster", "kill", leader, *extra, *self.d)
+            replikit_json("cluster", "kill", leader, *extra, *self.data_dir_args)
             done = time.monotonic()
             if self.target in MANUAL:
-                result = replikit_json("cluster", "failover", *self.d)
+                result = replikit_json("cluster", "failover", *self.data_dir_args)
                 failover_seconds = float(result["duration_seconds"])
         return Injected(leader, issued, done, failover_seconds)
 
@@ -132,10 +132,10 @@ class ManagedCluster:
     def heal(self, fault: Fault, old: str) -> None:
         # A crashed PostgreSQL under a live agent is restarted by the agent itself.
         if fault is not Fault.POSTGRES:
-            replikit("cluster", "rejoin", old, *self.d)
+            replikit("cluster", "rejoin", old, *self.data_dir_args)
 
     def switchover(self) -> None:
-        replikit("cluster", "switchover", *self.d)
+        replikit("cluster", "switchover", *self.data_dir_args)
 
 
 @dataclass
