@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup requirements test lint up serve down status clean demo consistency bench compose-up compose-down compose-purge \
+.PHONY: setup requirements test lint up serve down status clean demo consistency bench bench-failover compose-up compose-down compose-purge \
 	compose-logs compose-load compose-monitoring compose-failover compose-rejoin \
 	compose-ha-up compose-ha-down compose-ha-purge compose-ha-logs
 
@@ -79,6 +79,13 @@ consistency: setup
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/replikit bench $(BENCH_ARGS)
+
+# Failover as a client sees it (fault -> first acknowledged upload), on clusters of its own,
+# removed afterwards; results in results/bench-failover-*/. FAILOVER_ARGS picks the targets,
+# faults and measure, e.g. "--target patroni --measure phases"; see docs/benchmarks.md.
+FAILOVER_ARGS ?= --target native --rounds 5
+bench-failover: setup
+	$(BIN)/python -m loadtests.benchmarks.failover $(FAILOVER_ARGS)
 
 # Docker compose, on compose v2 or v1 (detected; REPLIKIT_COMPOSE overrides). compose-up
 # installs Docker when missing (as root), starts the engine when nothing runs it, writes .env

@@ -9,53 +9,38 @@ commands as a user runs them, and purges it. Prints one line per round and the m
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-from replication.ports import find_free_port_range
-
-REPLIKIT = str(Path(sys.executable).parent / "replikit")
+from loadtests.benchmarks.bench_cluster import free_ports_below_ephemeral
+from loadtests.benchmarks.replikit_cli import replikit, replikit_quietly
+from loadtests.benchmarks.scratch import scratch_dir
 
 
 def timed(*args: str) -> float:
     started = time.perf_counter()
-    subprocess.run([REPLIKIT, *args], check=True, capture_output=True)
+    replikit(*args)
     return time.perf_counter() - started
 
 
 def one_round(replicas: int) -> dict[str, float]:
-    root = Path(tempfile.mkdtemp(prefix="replikit-bench-", dir="/var/tmp"))
-    root.chmod(0o755)
-    data_dir = str(root / "cluster")
-    base = find_free_port_range(replicas + 1, start=30000)
-    try:
-        up = timed(
-            "cluster",
-            "up",
-            "--replicas",
-            str(replicas),
-            "--base-port",
-            str(base),
-            "--data-dir",
-            data_dir,
-        )
-        status = statistics.median(
-            timed("cluster", "status", "--json", "--data-dir", data_dir) for _ in range(5)
-        )
-        down = timed("cluster", "down", "--data-dir", data_dir)
-        restart = timed("cluster", "up", "--data-dir", data_dir)
-        timed("cluster", "down", "--purge", "--data-dir", data_dir)
-        return {"up_from_nothing": up, "status": status, "down": down, "up_restart": restart}
-    finally:
-        subprocess.run(
-            [REPLIKIT, "cluster", "down", "--data-dir", data_dir], capture_output=True, check=False
-        )
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_dir() as root:
+        data_dir = str(root / "cluster")
+        base = free_ports_below_ephemeral(replicas + 1)
+        try:
+            up = timed(
+                "cluster", "up", "--replicas", str(replicas), "--base-port", str(base),
+                "--data-dir", data_dir,
+            )  # fmt: skip
+            status = statistics.median(
+                timed("cluster", "status", "--json", "--data-dir", data_dir) for _ in range(5)
+            )
+            down = timed("cluster", "down", "--data-dir", data_dir)
+            restart = timed("cluster", "up", "--data-dir", data_dir)
+            timed("cluster", "down", "--purge", "--data-dir", data_dir)
+            return {"up_from_nothing": up, "status": status, "down": down, "up_restart": restart}
+        finally:
+            replikit_quietly("cluster", "down", "--data-dir", data_dir)
 
 
 def main() -> None:

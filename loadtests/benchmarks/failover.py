@@ -1,130 +1,144 @@
-"""Benchmark the failure toolkit: kill → failover → first write on the new primary, and
-switchover, with the real CLI on a fresh cluster.
+"""Failover as a client sees it: fault on the primary -> first acknowledged write, per target.
 
-    .venv/bin/python -m loadtests.benchmarks.failover --rounds 5 --sync on
+Any of replikit's clusters, in rounds, with one report shape:
 
-Each round crashes the current primary, fails over, then writes through the app role until a
-write commits on the new primary; then rejoins the old primary and times one switchover.
-Rounds alternate between the real CLI (``replikit cluster kill`` / ``failover`` as separate
-processes, so each pays Python's start-up) and the same functions called in-process, to show
-how much of the CLI figure is interpreter start-up. Prints every round and the medians.
+    .venv/bin/python -m loadtests.benchmarks.failover --target native --target compose --rounds 5
+    .venv/bin/python -m loadtests.benchmarks.failover --target patroni --rounds 5
+    .venv/bin/python -m loadtests.benchmarks.failover --target patroni --measure phases --rounds 5
+    .venv/bin/python -m loadtests.benchmarks.failover --target compose-ha --rounds 5
+    .venv/bin/python -m loadtests.benchmarks.failover --target native --measure write \
+        --via cli --via in-process --switchover --rounds 5
+
+It builds each ``--target`` (a local cluster or a compose stack of its own, synchronous
+replication, upload rate limit off), then runs ``--rounds`` rounds: in each, every target takes
+every one of its faults (or the ``--fault`` given) in turn, issued each ``--via`` way, so slow
+drift of the machine hits every kind alike. The cluster is whole (every replica streaming)
+before each round and made whole again after it (the old primary rejoins). Native and compose
+fail over with ``replikit cluster failover`` right after the fault; Patroni's agents, on their
+own. Prints a line per round, then medians per kind of round and each target's median over the
+first target's; the same goes to ``results/bench-failover-<stamp>/failover.json``. Everything
+built is removed at the end, also on failure. See docs/benchmarks.md for the figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import shutil
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
+import contextlib
 from pathlib import Path
 
-import asyncpg
+from loadtests.benchmarks.failover_measures import one_round, prepare
+from loadtests.benchmarks.failover_options import (
+    FAULTS,
+    Fault,
+    Measure,
+    Plan,
+    PlanError,
+    Target,
+    Via,
+    make_plan,
+)
+from loadtests.benchmarks.failover_report import FailoverReport
+from loadtests.benchmarks.failover_targets import PORTS_PER_LOCAL_CLUSTER, FailoverTarget, built
+from loadtests.benchmarks.scratch import scratch_dir
+from replication.topology import SyncMode
 
-from replication import cluster as clusters
-from replication.admin import app_connect, owner_connect
-from replication.ports import find_free_port_range
-from replication.topology import require_state
 
-REPLIKIT = str(Path(sys.executable).parent / "replikit")
+def run(plan: Plan) -> Path:
+    """Build every target, run the plan's rounds, tear everything down; the JSON report."""
+    report = FailoverReport(plan, Path())
+    report.out = plan.results_dir / f"bench-failover-{report.started_at}" / "failover.json"
+    steps = plan.schedule()
+    per_round = len(steps) // plan.rounds
+    with scratch_dir("replikit-bench-failover-") as scratch, contextlib.ExitStack() as stack:
+        targets: dict[Target, FailoverTarget] = {}
+        first_port = plan.first_port
+        for target in plan.targets:
+            targets[target] = stack.enter_context(built(target, scratch, plan, first_port))
+            prepare(plan, targets[target])
+            if first_port is not None:
+                first_port += PORTS_PER_LOCAL_CLUSTER
+        for index, step in enumerate(steps):
+            result = one_round(plan, targets[step.target], step)
+            report.add(index // per_round + 1, step, result)
+    report.finish()
+    return report.out
 
 
-def cli(*args: str) -> dict[str, object]:
-    result = subprocess.run(
-        [REPLIKIT, *args, "--json"], capture_output=True, text=True, check=False
+def parse_plan(argv: list[str] | None = None) -> Plan:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--target",
+        type=Target,
+        action="append",
+        choices=list(Target),
+        help="cluster to break (repeatable: rounds alternate; default native)",
     )
-    if result.returncode != 0:
-        raise SystemExit(f"replikit {' '.join(args)} failed: {result.stderr.strip()}")
-    return dict(json.loads(result.stdout))
-
-
-async def first_write(data_dir: Path, deadline_seconds: float = 30.0) -> float:
-    """Write until a commit succeeds on the primary the state file names; return when."""
-    state = require_state(data_dir)
-    node = state.primary_node
-    deadline = time.monotonic() + deadline_seconds
-    while time.monotonic() < deadline:
-        try:
-            connection = await app_connect(state, node, connect_timeout=1)
-            try:
-                await connection.execute("INSERT INTO bench_writes VALUES (now())")
-                return time.monotonic()
-            finally:
-                await connection.close()
-        except (OSError, asyncpg.PostgresError):
-            await asyncio.sleep(0.01)
-    raise SystemExit("no write succeeded on the new primary")
-
-
-async def create_table(data_dir: Path) -> None:
-    """The benchmark's table, made by the owner: the app role that writes it may create none."""
-    state = require_state(data_dir)
-    connection = await owner_connect(state, state.primary_node)
+    parser.add_argument(
+        "--fault",
+        type=Fault,
+        action="append",
+        choices=list(Fault),
+        help="only this fault (repeatable; default: each of the target's faults in turn: "
+        + "; ".join(f"{t.value} {'/'.join(f.value for f in FAULTS[t])}" for t in Target)
+        + ")",
+    )
+    parser.add_argument(
+        "--measure",
+        type=Measure,
+        choices=list(Measure),
+        default=Measure.UPLOAD,
+        help="where the window ends: first acknowledged upload through the service (upload), "
+        "first commit as the app role (write), or a phase split per round (phases, patroni)",
+    )
+    parser.add_argument(
+        "--via",
+        type=Via,
+        action="append",
+        choices=list(Via),
+        help="issue the kill and failover with the CLI or in this process (repeatable: "
+        "alternate; native and compose; default cli)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of each kind")
+    parser.add_argument("--sync", type=SyncMode, choices=list(SyncMode), default=SyncMode.ON)
+    parser.add_argument(
+        "--switchover",
+        action="store_true",
+        help="also time `replikit cluster switchover` to the first write (--measure write)",
+    )
+    parser.add_argument("--users", type=int, default=4, help="Locust users (--measure phases)")
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        help="local clusters take the first free ports from here (default: free ports below "
+        "the ephemeral range, from a random start)",
+    )
+    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--no-build",
+        action="store_true",
+        help="compose targets: use the images as they are (made by `make compose-up`)",
+    )
+    args = parser.parse_args(argv)
     try:
-        await connection.execute("CREATE TABLE IF NOT EXISTS bench_writes (at timestamptz)")
-    finally:
-        await connection.close()
+        return make_plan(
+            targets=args.target or (),
+            faults=args.fault or (),
+            measure=args.measure,
+            vias=args.via or (),
+            rounds=args.rounds,
+            sync=args.sync,
+            switchover=args.switchover,
+            users=args.users,
+            first_port=args.base_port,
+            results_dir=args.results_dir,
+            build=not args.no_build,
+        )
+    except PlanError as error:
+        parser.error(str(error))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--sync", choices=["off", "on", "quorum"], default="on")
-    options = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="replikit-bench-failover-", dir="/var/tmp"))
-    root.chmod(0o755)
-    data_dir = root / "cluster"
-    d = ("--data-dir", str(data_dir))
-    port = find_free_port_range(3, start=39000)
-    kill_to_write: dict[str, list[float]] = {"cli": [], "in-process": []}
-    failover_command: list[float] = []
-    switchovers: list[float] = []
-    try:
-        subprocess.run(
-            [REPLIKIT, "cluster", "up", "--sync", options.sync, "--base-port", str(port), *d],
-            check=True,
-            capture_output=True,
-        )
-        asyncio.run(create_table(data_dir))
-        for number in range(1, 2 * options.rounds + 1):
-            way = "cli" if number % 2 else "in-process"
-            old = require_state(data_dir).primary
-            started = time.monotonic()
-            if way == "cli":
-                cli("cluster", "kill", old, *d)
-                result = cli("cluster", "failover", *d)
-            else:
-                clusters.kill(data_dir, old)
-                result = clusters.failover(data_dir)
-            written = asyncio.run(first_write(data_dir))
-            kill_to_write[way].append(written - started)
-            failover_command.append(float(str(result["duration_seconds"])))
-            cli("cluster", "rejoin", old, *d)
-            switch_started = time.monotonic()
-            cli("cluster", "switchover", *d)
-            asyncio.run(first_write(data_dir))
-            switchovers.append(time.monotonic() - switch_started)
-            print(
-                f"round {number} ({way}): kill→first write {kill_to_write[way][-1]:.2f} s "
-                f"(failover itself {failover_command[-1]:.2f} s), "
-                f"switchover (CLI)→first write {switchovers[-1]:.2f} s"
-            )
-        print(
-            f"median (sync {options.sync}): kill→first write via CLI "
-            f"{statistics.median(kill_to_write['cli']):.2f} s, in-process "
-            f"{statistics.median(kill_to_write['in-process']):.2f} s; failover itself "
-            f"{statistics.median(failover_command):.2f} s; switchover via CLI "
-            f"{statistics.median(switchovers):.2f} s"
-        )
-    finally:
-        subprocess.run(
-            [REPLIKIT, "cluster", "down", "--purge", *d], capture_output=True, check=False
-        )
-        shutil.rmtree(root, ignore_errors=True)
+def main(argv: list[str] | None = None) -> None:
+    run(parse_plan(argv))
 
 
 if __name__ == "__main__":

@@ -27,12 +27,11 @@ from typing import Any
 
 import httpx
 
+from loadtests.benchmarks.bench_cluster import migrated_cluster
 from loadtests.hostile_images import noise_png
-from replication.cluster import cluster_up
 from replication.ports import find_free_port_range
 from replication.serving.process import ServiceRecord, start_service, stop_service
 from replication.serving.urls import service_urls
-from service import migrate
 from service.settings import Settings
 
 TRICKLE_SECONDS = 2.0
@@ -134,9 +133,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     options = parser.parse_args()
 
-    cluster, _ = cluster_up(options.data_dir)
+    cluster = migrated_cluster(options.data_dir, new=False)
     urls = service_urls(cluster.state)
-    migrate.upgrade(cluster.state.owner_url(cluster.state.primary_node))
     defaults = Settings(_env_file=None, primary_url=urls["REPLIKIT_PRIMARY_URL"])
     print(
         f"defaults: header timeout {defaults.header_timeout} s, body idle "

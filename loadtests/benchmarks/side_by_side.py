@@ -3,13 +3,17 @@ multi-host URLs and pgbench, on one local 1+2 cluster, configurations alternated
 
     make bench                         # or: replikit bench
     .venv/bin/python -m loadtests.benchmarks.side_by_side --rounds 3 --seconds 3
+    .venv/bin/python -m loadtests.benchmarks.side_by_side --configuration pinned \
+        --configuration "replikit round_robin eventual" --workload metadata --no-stale --no-kills
 
 Per round every configuration runs the three workloads (GET metadata, GET a ~100 KB file, a
 90/10 read/upload mix) under the same wrk load, so slow drift of the machine hits all of them
 alike; medians over the rounds are reported. Then: stale reads under a 1 s replay delay
 (pgpool against the router's read_your_writes), the primary killed mid-run once per
 configuration (rejoined after), and RSS per service process. Results go to
-``results/bench-<timestamp>/bench.json`` and ``bench.md``.
+``results/bench-<timestamp>/bench.json`` and ``bench.md``. ``--configuration`` and
+``--workload`` narrow the run to some columns and workloads (the router against the pinned
+service, say); ``--no-stale`` and ``--no-kills`` leave out the parts after the throughput.
 """
 
 from __future__ import annotations
@@ -36,24 +40,25 @@ import httpx
 from PIL import Image
 
 from loadtests.benchmarks import endpoints
+from loadtests.benchmarks.bench_cluster import migrated_cluster
 from loadtests.benchmarks.bench_report import TWO_WORKERS, markdown_report, summarize
 from loadtests.benchmarks.ceiling import ceiling_script, run_pgbench
 from loadtests.benchmarks.endpoints import Endpoint
 from loadtests.benchmarks.pgpool import DELAY_THRESHOLD_BYTES, require_pgpool, start_pgpool
+from loadtests.benchmarks.processes import process_tree_memory
 from loadtests.benchmarks.wrk import (
     CONSISTENCY_HEADER,
     WrkResult,
+    multipart_file,
     require_wrk,
     run_wrk,
     write_mix_script,
 )
-from replication.cluster import Cluster, cluster_up, failover, kill, lag, rejoin
+from replication.cluster import Cluster, failover, kill, lag, rejoin
 from replication.drivers.base import StopMode
 from replication.lag import LagChange
-from replication.ports import find_free_port_range
 from replication.serving.urls import service_urls
 from replication.topology import ClusterState
-from service import migrate
 
 WORKLOADS = ("metadata", "file", "mix")
 BOUNDARY = "replikitbenchboundary7MA4YWxkTrZu0gW"
@@ -138,6 +143,15 @@ class BenchOptions:
     warm_up_seconds: int = 1  # unrecorded load per server start, so pools are full (0: none)
     kill_configurations: list[str] = field(default_factory=lambda: list(KILL_CONFIGURATIONS))
     results_dir: Path = Path("results")
+    configurations: list[str] = field(default_factory=lambda: [c.name for c in CONFIGURATIONS])
+    workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
+
+    def chosen(self) -> list[Configuration]:
+        return [c for c in CONFIGURATIONS if c.name in self.configurations]
+
+    @property
+    def needs_pgpool(self) -> bool:
+        return "pgpool" in self.configurations
 
 
 @dataclass
@@ -173,9 +187,7 @@ class Bench:
         self.cluster = Cluster.open(self.data_dir)
 
     def cluster_start(self) -> None:
-        base_port = find_free_port_range(3, start=46000)
-        self.cluster, _ = cluster_up(self.data_dir, replicas=2, base_port=base_port)
-        migrate.upgrade(self.state.owner_url(self.state.primary_node))
+        self.cluster = migrated_cluster(self.data_dir)
 
     def cluster_stop(self) -> None:
         if self.cluster is not None:
@@ -190,13 +202,8 @@ class Bench:
         noise.save(big, format="PNG")  # random pixels do not compress: ~100 KB
         small = io.BytesIO()
         Image.new("RGB", (64, 48), (40, 90, 160)).save(small, format="JPEG", quality=80)
-        body = (
-            (
-                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
-                f'filename="bench.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
-            ).encode()
-            + small.getvalue()
-            + f"\r\n--{BOUNDARY}--\r\n".encode()
+        body = multipart_file(
+            BOUNDARY, small.getvalue(), filename="bench.jpg", content_type="image/jpeg"
         )
         body_path = self.scratch / "upload-body.bin"
         body_path.write_bytes(body)
@@ -361,11 +368,11 @@ class Bench:
         memory: dict[str, list[list[dict[str, Any]]]],
     ) -> None:
         by_server: dict[str, list[Configuration]] = {}
-        for configuration in CONFIGURATIONS:
+        for configuration in self.options.chosen():
             by_server.setdefault(configuration.server, []).append(configuration)
         for server, configurations in by_server.items():
             if server == "ceiling":
-                for workload in WORKLOADS:
+                for workload in self.options.workloads:
                     result = self.ceiling(workload, rows)
                     if result is not None:
                         self.record(samples, "ceiling", workload, result, round_number)
@@ -373,14 +380,14 @@ class Bench:
             with self.server(server) as (endpoint, pgpool_pid):
                 for configuration in configurations:
                     self.warm_up(endpoint, rows, configuration.headers)
-                    for workload in WORKLOADS:
+                    for workload in self.options.workloads:
                         result = self.measure(endpoint, configuration, workload, rows)
                         self.record(samples, configuration.name, workload, result, round_number)
-                processes = [asdict(p) for p in endpoints.process_tree_memory(endpoint.pid)]
+                processes = [asdict(p) for p in process_tree_memory(endpoint.pid)]
                 if pgpool_pid is not None:
                     processes += [
                         {**asdict(p), "program": "pgpool: " + p.program}
-                        for p in endpoints.process_tree_memory(pgpool_pid)
+                        for p in process_tree_memory(pgpool_pid)
                     ]
                 for configuration in configurations:
                     memory.setdefault(configuration.name, []).append(processes)
@@ -420,6 +427,11 @@ class Bench:
             ),
             "replikit round_robin eventual": ("round_robin", {CONSISTENCY_HEADER: "eventual"}),
         }
+        cases = {
+            label: case for label, case in cases.items() if label in self.options.configurations
+        }
+        if not cases or not self.options.stale_samples:
+            return {}
         replicas = [node.name for node in self.state.replicas]
         outcome: dict[str, dict[str, Any]] = {}
         for name in replicas:
@@ -565,7 +577,8 @@ class Bench:
 def run_bench(options: BenchOptions, log: Callable[[str], None] = print) -> Path:
     """Run the whole bench; return the results directory (bench.json, bench.md)."""
     require_wrk()
-    require_pgpool()
+    if options.needs_pgpool:
+        require_pgpool()
     begun = time.monotonic()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = options.results_dir / f"bench-{stamp}"
@@ -638,24 +651,37 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions:
     parser.add_argument("--stale-samples", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="1 round of 1 s, kills for two")
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
-    args = parser.parse_args(argv)
-    if args.quick:
-        return BenchOptions(
-            rounds=1,
-            seconds=1.0,
-            connections=args.connections,
-            stale_samples=5,
-            kill_seconds=4.0,
-            kill_configurations=["replikit round_robin read_your_writes", "pgpool"],
-            results_dir=args.results_dir,
-        )
-    return BenchOptions(
-        rounds=args.rounds,
-        seconds=args.seconds,
-        connections=args.connections,
-        stale_samples=args.stale_samples,
-        results_dir=args.results_dir,
+    parser.add_argument(
+        "--configuration",
+        action="append",
+        choices=[c.name for c in CONFIGURATIONS],
+        metavar="NAME",
+        help="only this configuration (repeatable; default all): "
+        + ", ".join(repr(c.name) for c in CONFIGURATIONS),
     )
+    parser.add_argument(
+        "--workload", action="append", choices=WORKLOADS, help="only this workload (repeatable)"
+    )
+    parser.add_argument("--no-stale", action="store_true", help="leave out the stale reads")
+    parser.add_argument("--no-kills", action="store_true", help="leave out the primary kills")
+    args = parser.parse_args(argv)
+    configurations = args.configuration or [c.name for c in CONFIGURATIONS]
+    kills = (
+        ["replikit round_robin read_your_writes", "pgpool"] if args.quick else KILL_CONFIGURATIONS
+    )
+    options = BenchOptions(
+        rounds=1 if args.quick else args.rounds,
+        seconds=1.0 if args.quick else args.seconds,
+        connections=args.connections,
+        stale_samples=0 if args.no_stale else (5 if args.quick else args.stale_samples),
+        kill_configurations=[] if args.no_kills else [k for k in kills if k in configurations],
+        results_dir=args.results_dir,
+        configurations=configurations,
+        workloads=args.workload or list(WORKLOADS),
+    )
+    if args.quick:
+        options.kill_seconds = 4.0
+    return options
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,11 +24,9 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -37,14 +35,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtests.benchmarks import endpoints
+from loadtests.benchmarks.bench_cluster import migrated_cluster, scratch_cluster
 from loadtests.benchmarks.endpoints import Endpoint
-from loadtests.benchmarks.wrk import lua_body_loader, require_wrk, run_wrk
+from loadtests.benchmarks.processes import cpu_seconds, descendants, processes_naming
+from loadtests.benchmarks.scratch import scratch_dir
+from loadtests.benchmarks.wrk import lua_body_loader, multipart_file, require_wrk, run_wrk
 from loadtests.sample_images import make_image
-from replication.cluster import Cluster, cluster_up
+from replication.cluster import Cluster
 from replication.drivers.base import StopMode
-from replication.ports import find_free_port_range
 from replication.serving.urls import service_urls
-from service import migrate
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -84,69 +83,16 @@ end
 def multipart_body(path: Path, side: int) -> int:
     image = make_image("JPEG", side, seed=1).data
     path.write_bytes(
-        (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="bench.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
-        ).encode()
-        + image
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
+        multipart_file(BOUNDARY, image, filename="bench.jpg", content_type="image/jpeg")
     )
     return len(image)
-
-
-def _descendants(roots: set[int]) -> set[int]:
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    found = set(roots)
-    grew = True
-    while grew:
-        grew = False
-        for pid, parent in parents.items():
-            if parent in found and pid not in found:
-                found.add(pid)
-                grew = True
-    return found
-
-
-def cpu_seconds(pids: set[int]) -> dict[int, float]:
-    """utime + stime of each live process in ``pids``."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    used: dict[int, float] = {}
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            used[pid] = (int(fields[11]) + int(fields[12])) / ticks
-    return used
-
-
-def postmasters(cluster: Cluster) -> set[int]:
-    """The cluster's server processes: their command line names its data directory."""
-    marker = str(cluster.data_dir).encode()
-    found = set()
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            if marker in cmdline.read_bytes():
-                found.add(int(cmdline.parent.name))
-    return found
-
-
-@contextlib.contextmanager
-def scratch_dir() -> Iterator[Path]:
-    scratch = Path(tempfile.mkdtemp(prefix="replikit-uploads-", dir="/tmp"))
-    scratch.chmod(0o755)  # the postgres account must reach the cluster's directory
-    try:
-        yield scratch
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def measure(
     endpoint: endpoints.Endpoint, cluster: Cluster, script: Path, seconds: float, clients: int
 ) -> UploadSample:
-    service = _descendants({endpoint.pid})
-    database = _descendants(postmasters(cluster))
+    service = descendants({endpoint.pid})
+    database = descendants(processes_naming(cluster.data_dir))
     before = cpu_seconds(service | database)
     result = run_wrk(
         f"{endpoint.url}/api/v1/images/upload",
@@ -154,7 +100,7 @@ def measure(
         connections=clients,
         script=script,
     )
-    service = _descendants({endpoint.pid})  # decode processes may have started meanwhile
+    service = descendants({endpoint.pid})  # decode processes may have started meanwhile
     after = cpu_seconds(service | database)
     uploads = max(result.requests - result.failed, 1)
 
@@ -201,11 +147,6 @@ def service_env(cluster: Cluster) -> dict[str, str]:
     return {**service_urls(cluster.state), "REPLIKIT_FORWARDED_ALLOW_IPS": "127.0.0.1"}
 
 
-def new_cluster(path: Path) -> Cluster:
-    cluster, _ = cluster_up(path, replicas=2, base_port=find_free_port_range(3, start=46500))
-    return cluster
-
-
 def run(
     rounds: int,
     seconds: float,
@@ -218,10 +159,12 @@ def run(
 ) -> Path:
     require_wrk()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    with scratch_dir() as scratch, contextlib.ExitStack() as stack:
-        cluster = new_cluster(scratch / "cluster")
+    with (
+        scratch_dir("replikit-uploads-") as scratch,
+        contextlib.ExitStack() as stack,
+    ):
+        cluster = migrated_cluster(scratch / "cluster")
         stack.callback(cluster.stop_all, StopMode.IMMEDIATE)
-        migrate.upgrade(cluster.state.owner_url(cluster.state.primary_node))
         # Each configuration: the cluster it writes to, and how to start its server.
         targets: dict[str, tuple[Cluster, Callable[[], AbstractContextManager[Endpoint]]]] = {
             f"{count} worker{'s' if count > 1 else ''}": (
@@ -234,7 +177,8 @@ def run(
         }
         if against:
             tree = stack.enter_context(worktree(against, scratch / "checkout"))
-            old_cluster = new_cluster(scratch / "cluster-checkout")
+            # Migrated by the checkout's own migrations, not today's.
+            old_cluster = scratch_cluster(scratch / "cluster-checkout")
             stack.callback(old_cluster.stop_all, StopMode.IMMEDIATE)
             migrate_checkout(tree, old_cluster)
             targets[f"{against}, 1 worker"] = (

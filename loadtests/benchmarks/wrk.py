@@ -112,6 +112,16 @@ def run_wrk(
     return parse_wrk(completed.stdout)
 
 
+def multipart_file(boundary: str, data: bytes, *, filename: str, content_type: str) -> bytes:
+    """A multipart/form-data body of one field ``file``, built once for a wrk script to send
+    as is (Lua has no multipart encoder)."""
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{filename}"\r\nContent-Type: {content_type}\r\n\r\n'
+    )
+    return head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+
+
 def lua_body_loader(body_file: Path) -> str:
     """Lua for a wrk script: ``body`` holds ``body_file``, read once per thread at start."""
     return f"""local body = nil

@@ -42,7 +42,8 @@ class ContainerPatroniManager(ClusterManager):
     promotes_by_itself = True
     experiment_refusal = (
         "The failover experiment does not drive the compose HA stack (its agents are out of "
-        "replikit's reach); measure it with 'python -m loadtests.benchmarks.compose_ha_failover' "
+        "replikit's reach); measure it with 'python -m loadtests.benchmarks.failover --target "
+        "compose-ha' "
         "(docs/benchmarks.md)."
     )
 
