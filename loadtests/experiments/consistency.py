@@ -55,6 +55,16 @@ from service.routing.consistency import Consistency
 DEFAULT_MODES = "eventual,bounded,read_your_writes,monotonic,strong"
 
 
+def parse_modes(modes: list[str]) -> list[Consistency]:
+    """The ``--consistency`` modes, or one sentence naming the valid ones."""
+    try:
+        return [Consistency(m.strip()) for m in modes]
+    except ValueError:
+        raise BadInputError(
+            f"--consistency takes {', '.join(c.value for c in Consistency)}, not {','.join(modes)}."
+        ) from None
+
+
 @dataclass(frozen=True)
 class ConsistencyRun:
     """What the user asked for, checked."""
@@ -84,13 +94,7 @@ class ConsistencyRun:
         failover: bool,
         seed: int,
     ) -> ConsistencyRun:
-        try:
-            chosen = [Consistency(m.strip()) for m in modes]
-        except ValueError:
-            raise BadInputError(
-                f"--consistency takes {', '.join(c.value for c in Consistency)}, not "
-                f"{','.join(modes)}."
-            ) from None
+        chosen = parse_modes(modes)
         if not chosen or not delays:
             raise BadInputError("Give at least one mode (--consistency) and one --apply-delay.")
         if clients < 1 or instances < 1 or seconds_per_mode <= 0:

@@ -75,6 +75,17 @@ def no_cookies() -> CookieJar:
     return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
+def error_code(response: httpx.Response) -> str | None:
+    """The service's machine-readable ``error.code`` of a failed answer (404 aside: an
+    absence is an observation), so a log of failures says what failed, not only its status."""
+    if response.status_code < 400 or response.status_code == 404:
+        return None
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
+
+
 class ConsistencyClient:
     def __init__(
         self,
@@ -155,6 +166,7 @@ class ConsistencyClient:
         if response is not None:
             record.status = response.status_code
             record.node = response.headers.get(NODE_HEADER)
+            record.error = error_code(response)
             record.token_out = response.headers.get(LSN_HEADER)
             if record.token_out:
                 self._raise_token(record.token_out)
@@ -211,9 +223,13 @@ class ConsistencyClient:
         self.record(record)
 
 
-async def run_phase(phase: Phase) -> list[RequestRecord]:
-    """Run ``phase.clients`` clients for ``phase.seconds``; every request, in order made."""
-    records: list[RequestRecord] = []
+async def run_phase(
+    phase: Phase, records: list[RequestRecord] | None = None
+) -> list[RequestRecord]:
+    """Run ``phase.clients`` clients for ``phase.seconds``; every request, in the order
+    answered, appended to ``records`` as it is answered (a new list by default), which a
+    watcher in another thread may read while the phase runs."""
+    records = [] if records is None else records
     deadline = time.time() + phase.seconds
     limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
     clients = [

@@ -197,3 +197,86 @@ def consistency_plot(path: Path, modes: list[dict[str, Any]]) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def soak_timeline_plot(
+    path: Path, samples: list[dict[str, Any]], faults: list[dict[str, Any]], title: str
+) -> None:
+    """The soak on one time axis: faults as shaded bands over requests and failures per
+    second, p99 latency, each replica's lag and the memory of each service instance and node.
+
+    ``samples`` are the watcher's lines with ``t`` already in seconds since the start;
+    ``faults`` the fault log (``started``/``ended`` in the same seconds)."""
+    good = [s for s in samples if "requests" in s]
+    t = [s["t"] for s in good]
+    figure, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
+    rate_axis, p99_axis, lag_axis, memory_axis = axes
+    rate_axis.plot(t, [s["requests"]["rate"] or 0 for s in good], label="requests/s")
+    rate_axis.plot(
+        t,
+        [sum(s["requests"]["failures"].values()) / max(1e-9, s.get("interval", 1)) for s in good],
+        label="failures/s",
+        color="tab:red",
+    )
+    rate_axis.set_ylabel("per second")
+    p99_axis.plot(t, [s["requests"]["p99_ms"] or 0 for s in good], color="tab:purple")
+    p99_axis.set_ylabel("p99 latency (ms)")
+    names = sorted({name for s in good for name in s["nodes"]})
+    for name in names:
+        lag_axis.plot(
+            t,
+            [
+                (s["nodes"][name].get("lag_seconds") or 0)
+                if s["nodes"].get(name, {}).get("role") == "replica"
+                else float("nan")
+                for s in good
+            ],
+            label=name,
+            marker=".",
+            linewidth=1,
+        )
+    lag_axis.set_ylabel("replica lag (s)")
+    owners = sorted({(p["role"], p["owner"]) for s in good for p in s["processes"]})
+    for role, owner in owners:
+        if role not in ("service", "postmaster"):
+            continue
+        key = "rss_bytes" if role == "service" else "pss_bytes"
+        members = ("service",) if role == "service" else ("postmaster", "postgres")
+        memory_axis.plot(
+            t,
+            [
+                sum(
+                    (p[key] or 0)
+                    for p in s["processes"]
+                    if p["owner"] == owner and p["role"] in members
+                )
+                / 2**20
+                for s in good
+            ],
+            label=f"{owner} {'RSS' if role == 'service' else 'PostgreSQL PSS'}",
+        )
+    memory_axis.set_ylabel("memory (MiB)")
+    memory_axis.set_xlabel("seconds since the load started")
+    end = max(t, default=0)
+    for fault in faults:
+        if fault.get("started") is None:
+            continue
+        stop = fault.get("ended") if fault.get("ended") is not None else end
+        colour = "tab:red" if fault.get("error") else "tab:orange"
+        for axis in axes:
+            axis.axvspan(fault["started"], stop, color=colour, alpha=0.15, linewidth=0)
+        rate_axis.annotate(
+            f"{fault['kind']} {fault.get('target') or ''}",
+            (fault["started"], 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            va="top",
+        )
+    for axis in axes:
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(loc="upper right", fontsize=7)
+    rate_axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

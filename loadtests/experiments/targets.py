@@ -11,7 +11,9 @@ not serve it. Everything else in an experiment is the same for both.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -62,6 +64,7 @@ class LocalInstances:
 
     records: list[tuple[Path, ServiceRecord]] = field(default_factory=list)
     kind: str = "local"
+    env: dict[str, str] = field(default_factory=dict)  # what each instance was started with
 
     @classmethod
     def start(
@@ -80,7 +83,7 @@ class LocalInstances:
             "REPLIKIT_HEALTH_INTERVAL": "0.5",
             **(extra_env or {}),
         }
-        instances = cls()
+        instances = cls(env=env)
         # A random start: experiments running at once on one host (several engineers, or a
         # test run beside a demo) would otherwise all probe 41000 and race for the same port.
         if first_port is None:
@@ -110,6 +113,25 @@ class LocalInstances:
         return [
             httpx.get(f"{record.ops_url}/metrics", timeout=5).text for _, record in self.records
         ]
+
+    def crash(self, index: int) -> int:
+        """SIGKILL instance ``index`` (its worker and decode processes: its whole session),
+        as a lost process would go; returns the pid it had."""
+        pid = self.records[index][1].pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        return pid
+
+    def restart(self, index: int) -> ServiceRecord:
+        """Start instance ``index`` again on its ports, with its environment."""
+        record_dir, old = self.records[index]
+        record = start_service(
+            record_dir, host=old.host, port=old.port, ops_port=old.ops_port, workers=1, env=self.env
+        )
+        self.records[index] = (record_dir, record)
+        return record
 
     def close(self) -> None:
         for record_dir, _ in self.records:

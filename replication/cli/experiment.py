@@ -1,7 +1,8 @@
-"""``replikit experiment ...``: failover, replica-lag and consistency experiments."""
+"""``replikit experiment ...``: failover, replica-lag, consistency and soak experiments."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -140,3 +141,61 @@ def experiment_consistency(
     with cluster_for_experiment(data_dir.absolute()):
         out = run_consistency(data_dir=data_dir.absolute(), results=results, run=run)
     show_results(out)
+
+
+@experiment_app.command("soak")
+def experiment_soak(
+    duration: Annotated[
+        str, typer.Option(help="How long the load runs: 60m, 3m, 90s (at least 60s).")
+    ] = "60m",
+    seed: Annotated[int, typer.Option(help="Seed of the fault schedule and the clients.")] = 1,
+    fault_every: Annotated[
+        str, typer.Option(help="Mean interval between faults (each 0.5-1.5 times it).")
+    ] = "5m",
+    consistency: Annotated[
+        str, typer.Option(help="Comma-separated modes; each gets --clients clients.")
+    ] = "read_your_writes,monotonic,strong,eventual",
+    clients: Annotated[int, typer.Option(help="Clients per mode, each with its token.")] = 2,
+    readers: Annotated[
+        int, typer.Option(help="How many of each mode's clients only browse.", min=0)
+    ] = 1,
+    instances: Annotated[
+        int, typer.Option(help="Service instances on a local cluster.", min=1)
+    ] = 2,
+    think: Annotated[str, typer.Option(help="Pause between a client's requests.")] = "150ms",
+    settle: Annotated[
+        str, typer.Option(help="Margin after the cluster is whole that still counts as the fault.")
+    ] = "5s",
+    sample_every: Annotated[str, typer.Option(help="Interval of the resource watch.")] = "10s",
+    sync: Annotated[SyncMode, typer.Option(help="Sync mode of a new cluster.")] = SyncMode.ON,
+    manager: Annotated[
+        Manager | None,
+        typer.Option(help="Manager of a new cluster (default: as the existing one, else native)."),
+    ] = None,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    results: ResultsOption = Path("results"),
+) -> None:
+    """Run steady load under seeded faults, then check promises, lost writes, errors outside
+    faults and growth of every watched resource."""
+    from loadtests.experiments.common import cluster_for_experiment
+    from loadtests.experiments.soak import SoakRun, run_soak
+
+    run = SoakRun.parse(
+        duration=duration,
+        seed=seed,
+        fault_every=fault_every,
+        modes=comma_separated(consistency),
+        clients=clients,
+        readers=readers,
+        instances=instances,
+        think=think,
+        settle=settle,
+        sample_every=sample_every,
+    )
+    with cluster_for_experiment(data_dir.absolute()):
+        out = run_soak(
+            data_dir=data_dir.absolute(), results=results, run=run, sync=sync, manager=manager
+        )
+    show_results(out)
+    if json.loads((out / "summary.json").read_text())["verdict"] != "pass":
+        raise typer.Exit(1)  # a failed check fails the command (make soak-ci, CI jobs)
