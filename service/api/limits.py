@@ -35,6 +35,7 @@ from service.settings import Settings
 
 EXEMPT_PATHS = frozenset({"/health", "/metrics", "/cluster"})
 GOVERNED_METHODS = frozenset({"GET", "HEAD"})
+MAX_CACHED_REFUSALS = 256
 
 
 def limit_for(settings: Settings, loop_lag: LoopLag | None) -> GradientLimit | None:
@@ -73,6 +74,7 @@ class InFlightLimit:
         self.governed = 0  # reads admitted under the adaptive limit whose answer has not started
         self.reserved = 0  # slots handed to waiters that have not run yet
         self.waiting: deque[asyncio.Future[None]] = deque()
+        self._refusals: dict[tuple[str, int], ASGIApp] = {}
         self._published = -1
         self._publish()
 
@@ -170,13 +172,21 @@ class InFlightLimit:
             self.reserved += 1
 
     def _shed(self, reason: str) -> ASGIApp:
+        """The refusal, built once per (reason, limit): under overload most answers are
+        refusals, and every microsecond one costs is taken from the requests being served."""
         cause = "max_in_flight" if reason == "max_in_flight" else "concurrency_limit"
         self.metrics.unavailable.labels(reason=cause).inc()
         self.metrics.shed.labels(reason=reason).inc()
-        return error_response(
-            503,
-            "SERVER_BUSY",
-            "This instance is handling as many requests as it can serve well; retry shortly.",
-            {"limit": self.limit, "max_in_flight": self.cap, "reason": reason},
-            headers={"Retry-After": "1"},
-        )
+        key = (reason, self.limit)
+        refusal = self._refusals.get(key)
+        if refusal is None:
+            if len(self._refusals) > MAX_CACHED_REFUSALS:
+                self._refusals.clear()
+            refusal = self._refusals[key] = error_response(
+                503,
+                "SERVER_BUSY",
+                "This instance is handling as many requests as it can serve well; retry shortly.",
+                {"limit": self.limit, "max_in_flight": self.cap, "reason": reason},
+                headers={"Retry-After": "1"},
+            )
+        return refusal
