@@ -52,7 +52,7 @@ def limit_for(settings: Settings, loop_lag: LoopLag | None) -> GradientLimit | N
     )
     if loop_lag is not None:
         limit.clock = loop_lag.clock
-        limit.saturated_since = loop_lag.saturated_since
+        limit.saturated_since = loop_lag.busy_since
     return limit
 
 

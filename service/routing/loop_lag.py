@@ -18,9 +18,12 @@ from collections import deque
 from collections.abc import Callable
 
 PERIOD = 0.05
-# A loop this late (seconds) is saturated: well above scheduling noise (1-5 ms on a busy
-# 2-core machine), well below any timeout the service uses.
+# A loop this late (seconds) is saturated enough to explain a timeout: well above scheduling
+# noise (1-5 ms on a busy 2-core machine), well below any timeout the service uses.
 SATURATED_LATENESS = 0.1
+# A loop this late is busy enough that admitting fewer requests at once helps (the adaptive
+# limit may shrink): a loop with more ready work than it gets round to within 20 ms.
+BUSY_LATENESS = 0.02
 KEEP_SECONDS = 30.0
 
 
@@ -64,3 +67,7 @@ class LoopLag:
     def saturated_since(self, since: float) -> bool:
         """Whether the loop ran late enough since ``since`` to explain a timeout."""
         return self.worst_since(since) >= SATURATED_LATENESS
+
+    def busy_since(self, since: float) -> bool:
+        """Whether the loop ran late enough since ``since`` for fewer requests to help."""
+        return self.worst_since(since) >= BUSY_LATENESS
