@@ -27,7 +27,7 @@ from loadtests.benchmarks.wrk import parse_wrk, wrk_command
 
 # Pause budget of a connection: at the offered rate each connection sends about every
 # CONNECTION_PERIOD seconds, so answers up to that slow keep the arrival rate.
-CONNECTION_PERIOD = 0.25
+CONNECTION_PERIOD = 1.0
 MIN_CONNECTIONS = 8
 MAX_CONNECTIONS = 1500
 NO_RETRY_AFTER = "no-retry-after"
