@@ -107,7 +107,9 @@ def _step(
         "concurrency_limit": after["concurrency_limit"],
         "nodes_up": after["nodes_up"],
         "false_alarms": false_alarms,
-        "dishonest_refusals": dishonest + load.socket_errors,
+        # No answer at all, or the connection closed under the request: not an honest 503.
+        "dishonest_refusals": dishonest
+        + sum(n for kind, n in load.socket_errors.items() if kind != "connect"),
     }
 
 

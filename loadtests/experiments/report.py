@@ -215,8 +215,7 @@ First anomalies of each mode:
 def _answers(step: dict[str, Any]) -> str:
     """The non-2xx answers of a step by status and code, and wrk's socket errors."""
     parts = [f"{key}: {n}" for key, n in step["errors_by_code"].items()]
-    if step["socket_errors"]:
-        parts.append(f"socket errors: {step['socket_errors']}")
+    parts += [f"socket {kind}: {n}" for kind, n in step["socket_errors"].items()]
     return ", ".join(parts) or "none"
 
 
