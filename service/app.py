@@ -86,5 +86,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(RoutingHeaders, router=router, metrics=metrics)
     # Outermost, so a refused request costs no routing, middleware or dependency work.
-    app.add_middleware(InFlightLimit, limit=settings.max_in_flight, metrics=metrics)
+    app.add_middleware(InFlightLimit, settings=settings, metrics=metrics, loop_lag=router.loop_lag)
     return app

@@ -102,8 +102,18 @@ class Settings(BaseSettings):
     send_timeout: float = Field(default=30.0, gt=0)
     keepalive_timeout: int = Field(default=5, ge=1)
     max_connections: int = Field(default=2000, gt=0)
-    # Requests handled at once per worker; past it, an immediate 503 (0 = no bound).
+    # Requests handled at once per worker: the static cap (0 = no bound), and under it an
+    # adaptive limit from latency (service/api/adaptive_limit.py); past it a request waits
+    # at most queue_timeout, then gets a 503 SERVER_BUSY.
     max_in_flight: int = Field(default=256, ge=0)
+    # Off by default: on a machine shared with other work, their load reads as our queueing
+    # and the limit refused load it could serve (docs/experiments.md, Overload).
+    adaptive_concurrency: bool = False
+    concurrency_min_limit: int = Field(default=4, ge=1)
+    concurrency_initial_limit: int = Field(default=32, ge=1)
+    concurrency_tolerance: float = Field(default=2.0, ge=1.0)
+    concurrency_recalibrate: float = Field(default=10.0, gt=0)
+    queue_timeout: float = Field(default=0.05, ge=0)
     # Seconds a request waits for a pooled database connection before 503 (or another node).
     db_pool_timeout: float = Field(default=2.0, gt=0)
     # Operational endpoints (/cluster, /metrics): on the operations listener only, unless

@@ -280,3 +280,27 @@ def soak_timeline_plot(
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def overload_plot(path: Path, steps: list[dict[str, Any]], sustainable: float, title: str) -> None:
+    """Goodput (and what was sent) against offered load, p99 on a second axis."""
+    offered = [s["offered_per_second"] for s in steps]
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    axis.plot(offered, offered, linestyle=":", color="gray", label="offered")
+    axis.plot(offered, [s["sent_per_second"] for s in steps], marker=".", label="sent/s")
+    axis.plot(
+        offered, [s["goodput_per_second"] for s in steps], marker="o", label="goodput (2xx/s)"
+    )
+    axis.axhline(sustainable, linestyle="--", color="tab:green", label="closed-loop goodput")
+    axis.set_xlabel("offered requests/s")
+    axis.set_ylabel("requests/s")
+    latency = axis.twinx()
+    latency.plot(offered, [s["p99_ms"] for s in steps], marker="s", color="tab:red", label="p99 ms")
+    latency.set_ylabel("p99 latency (ms)")
+    lines = axis.get_legend_handles_labels()
+    more = latency.get_legend_handles_labels()
+    axis.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left", fontsize=8)
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

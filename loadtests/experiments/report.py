@@ -210,3 +210,42 @@ First anomalies of each mode:
 {examples or "- none"}
 """
     (out / "summary.md").write_text(text)
+
+
+def _answers(step: dict[str, Any]) -> str:
+    """The non-2xx answers of a step by status and code, and wrk's socket errors."""
+    parts = [f"{key}: {n}" for key, n in step["errors_by_code"].items()]
+    parts += [f"socket {kind}: {n}" for kind, n in step["socket_errors"].items()]
+    return ", ".join(parts) or "none"
+
+
+def write_overload_report(out: Path, s: dict[str, Any]) -> None:
+    p, goals, closed = s["parameters"], s["goals"], s["closed_loop"]
+    rows = "\n".join(
+        f"| {step['multiple']}x | {step['offered_per_second']} | {step['sent_per_second']} | "
+        f"**{step['goodput_per_second']}** | {step['p50_ms']} | {step['p99_ms']} | "
+        f"{step['shed']} | {_fmt(step['concurrency_limit'])} | {step['false_alarms']} | "
+        f"{'yes' if step['nodes_up'] else 'NO'} | {_answers(step)} |"
+        for step in s["steps"]
+    )
+    env = ", ".join(f"`{k}={v}`" for k, v in p["service_env"].items()) or "defaults"
+    (out / "summary.md").write_text(
+        f"""# Overload experiment
+
+`GET {p["read_path"]}` against {_service(p)} ({env}). Closed loop ({p["closed_loop_seconds"]} s):
+**{closed["goodput_per_second"]} 2xx/s** (p50 {closed["p50_ms"]} ms, p99 {closed["p99_ms"]} ms); steps of
+{p["step_seconds"]} s offer multiples of {s["base_rate_per_second"]} req/s, open loop (wrk, Poisson arrivals).
+
+| step | offered/s | sent/s | goodput/s | p50 ms | p99 ms | shed | limit | false alarms | nodes up | answers other than 2xx |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{rows}
+
+Goals (issue 25): goodput at the top step / peak = **{goals["goodput_at_top_over_peak"]}**
+(goal >= 0.8: {"met" if goals["goodput_goal_met"] else "NOT met"}); PRIMARY_UNAVAILABLE /
+NO_READER_AVAILABLE while every node was up: **{goals["false_alarms_while_nodes_up"]}**; refusals that were
+not a 503 with `Retry-After` and a JSON code (or socket errors): **{goals["dishonest_refusals"]}**.
+p50/p99 are wrk's, over every answer; with several instances, the highest of their values.
+
+![goodput and p99](overload.png)
+"""
+    )

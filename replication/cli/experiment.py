@@ -1,4 +1,5 @@
-"""``replikit experiment ...``: failover, replica-lag, consistency and soak experiments."""
+"""``replikit experiment ...``: failover, replica-lag, consistency, soak and overload
+experiments."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from replication.cluster import DEFAULT_DATA_DIR
 from replication.topology import Manager, SyncMode
 
 experiment_app = typer.Typer(
-    help="Failover, replica-lag and consistency experiments.", no_args_is_help=True
+    help="Failover, replica-lag, consistency and overload experiments.", no_args_is_help=True
 )
 
 
@@ -199,3 +200,68 @@ def experiment_soak(
     show_results(out)
     if json.loads((out / "summary.json").read_text())["verdict"] != "pass":
         raise typer.Exit(1)  # a failed check fails the command (make soak-ci, CI jobs)
+
+
+QUICK_MULTIPLES = "0.5,2,4"
+
+
+@experiment_app.command("overload")
+def experiment_overload(
+    instances: Annotated[
+        int, typer.Option(help="Service instances to start (local cluster only).", min=1)
+    ] = 2,
+    multiples: Annotated[
+        str, typer.Option(help="Comma-separated multiples of the sustainable rate to offer.")
+    ] = "0.5,1,2,3,4",
+    step: Annotated[float, typer.Option(help="Seconds of load per step.", min=1)] = 15.0,
+    closed_loop: Annotated[
+        float, typer.Option(help="Seconds of the closed-loop run that finds the sustainable rate.")
+    ] = 8.0,
+    rate: Annotated[
+        float | None,
+        typer.Option(help="Take this as the sustainable rate (req/s) instead of measuring it."),
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=VALUE for the started instances, repeatable "
+            "(e.g. REPLIKIT_ADAPTIVE_CONCURRENCY=false)."
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help=f"CI-sized: steps {QUICK_MULTIPLES} of 3 s, 3 s closed loop."),
+    ] = False,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    results: ResultsOption = Path("results"),
+) -> None:
+    """Offer open-loop load up to 4x what the service sustains and report goodput, latency,
+    every refusal by code, and any PRIMARY_UNAVAILABLE / NO_READER while every node was up."""
+    from loadtests.experiments.common import cluster_for_experiment
+    from loadtests.experiments.overload import run_overload
+    from replication.errors import BadInputError
+
+    service_env: dict[str, str] = {}
+    for pair in env or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise BadInputError(f"--env takes KEY=VALUE, not {pair!r}.")
+        service_env[key.strip()] = value
+    try:
+        factors = [float(part) for part in comma_separated(QUICK_MULTIPLES if quick else multiples)]
+    except ValueError:
+        raise BadInputError(
+            f"--multiples takes numbers like 0.5,1,2,3,4, not {multiples!r}."
+        ) from None
+    with cluster_for_experiment(data_dir.absolute()):
+        out = run_overload(
+            data_dir=data_dir.absolute(),
+            results=results,
+            instances=instances,
+            multiples=factors,
+            step_seconds=3.0 if quick else step,
+            closed_loop_seconds=3.0 if quick else closed_loop,
+            rate=rate,
+            service_env=service_env,
+        )
+    show_results(out)

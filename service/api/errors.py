@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ServiceError
-from service.routing.router import is_node_failure
+from service.routing.failures import is_busy, is_node_failure
 
 logger = logging.getLogger("replikit.service")
 
@@ -50,10 +50,24 @@ def _is_connection_problem(error: Exception) -> bool:
     return is_node_failure(error)
 
 
-def _count_unavailable(request: Request) -> None:
+def _count_unavailable(request: Request, reason: str = "database_unavailable") -> None:
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
-        metrics.unavailable.labels(reason="database_unavailable").inc()
+        metrics.unavailable.labels(reason=reason).inc()
+
+
+def _database_busy(request: Request, error: Exception) -> JSONResponse:
+    """A timeout that reached the handlers (the router converts most of them): the database
+    was slow to answer a busy service, which is no sign it is down (routing/failures.py)."""
+    _count_unavailable(request, "timeout")
+    logger.info("event=database_busy path=%s error=%s", request.url.path, type(error).__name__)
+    return error_response(
+        503,
+        "DATABASE_BUSY",
+        "The database did not answer in time while the service is busy; retry shortly.",
+        {"reason": "timeout"},
+        headers={"Retry-After": "1"},
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -84,6 +98,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(asyncpg.PostgresError)
     @app.exception_handler(asyncpg.InterfaceError)
     async def database_error(request: Request, error: Exception) -> JSONResponse:
+        if is_busy(error):
+            return _database_busy(request, error)
         if _is_connection_problem(error):
             _count_unavailable(request)
             logger.warning(
@@ -100,8 +116,11 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.exception("event=database_error path=%s", request.url.path)
         return error_response(500, "INTERNAL_ERROR", "The request failed unexpectedly.")
 
-    @app.exception_handler(ConnectionError)
     @app.exception_handler(TimeoutError)
+    async def timeout_error(request: Request, error: Exception) -> JSONResponse:
+        return _database_busy(request, error)
+
+    @app.exception_handler(ConnectionError)
     async def connection_error(request: Request, error: Exception) -> JSONResponse:
         _count_unavailable(request)
         logger.warning(

@@ -103,11 +103,33 @@ class ServiceMetrics:
         self.unavailable = Counter(
             "replikit_unavailable_total", "503 responses, by reason.", ["reason"], registry=r
         )
+        self.probe_inconclusive = Counter(
+            "replikit_probe_inconclusive_total",
+            "Probes that timed out while this process's event loop ran late: not counted "
+            "against the node.",
+            ["node"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "replikit_in_flight_requests",
             "Requests this instance is handling now (REPLIKIT_MAX_IN_FLIGHT bounds each worker).",
             registry=r,
             multiprocess_mode="livesum",
+        )
+        self.concurrency_limit = Gauge(
+            "replikit_concurrency_limit",
+            "Requests this instance admits at once now (the adaptive limit of each worker, "
+            "summed; REPLIKIT_MAX_IN_FLIGHT per worker when it is off).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.shed = Counter(
+            "replikit_shed_requests_total",
+            "Requests refused with 503 SERVER_BUSY, by reason (max_in_flight: the static cap; "
+            "limit: past the adaptive limit with its queue full; queue_timeout: no slot freed "
+            "up within REPLIKIT_QUEUE_TIMEOUT).",
+            ["reason"],
+            registry=r,
         )
         self.requests = Counter(
             "replikit_http_requests_total",

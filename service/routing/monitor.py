@@ -6,6 +6,13 @@ the reachable node out of recovery on the highest timeline, so an old primary th
 un-rewound on a lower timeline is a *stale primary* and gets nothing. When a node's role
 changes its pool is disposed, so no pooled connection keeps talking to a demoted primary.
 A failed request wakes the monitor at once instead of waiting for the next tick.
+
+A probe that is refused, reset or told the server is shutting down marks the node down at once.
+A probe that times out does only when this process's event loop ran on time meanwhile
+(service/routing/loop_lag.py): when the loop itself was late, the answer may simply not have
+been read yet, and marking a healthy node down on such a round is how overload turns into
+false failovers of reads (service/routing/failures.py). Such a round leaves what the node was
+known to be unchanged and counts ``replikit_probe_inconclusive_total``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from collections.abc import Sequence
 import asyncpg
 
 from service.db.engines import plain_dsn
+from service.routing.failures import Verdict, classify
 from service.routing.lag import LsnHistory
+from service.routing.loop_lag import LoopLag
 from service.routing.lsn import parse_lsn
 from service.routing.metrics import ServiceMetrics
 from service.routing.nodes import Node, Probe, Role
@@ -54,8 +63,16 @@ async def _drop_pooled_connections(node: Node) -> None:
 
 
 class NodeMonitor:
-    def __init__(self, nodes: Sequence[Node], *, interval: float, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        nodes: Sequence[Node],
+        *,
+        interval: float,
+        metrics: ServiceMetrics,
+        loop_lag: LoopLag | None = None,
+    ) -> None:
         self.nodes = list(nodes)
+        self.loop_lag = loop_lag or LoopLag()
         self.interval = interval
         self.metrics = metrics
         self.history = LsnHistory()
@@ -127,12 +144,18 @@ class NodeMonitor:
         )
 
     async def probe_all(self) -> None:
+        started = self.loop_lag.clock()
         results = await asyncio.gather(
             *(asyncio.wait_for(self._probe(node), self.interval * 3) for node in self.nodes),
             return_exceptions=True,
         )
         now = time.monotonic()
+        late = self.loop_lag.saturated_since(started)
         for node, result in zip(self.nodes, results, strict=True):
+            if isinstance(result, BaseException) and late and classify(result) is Verdict.BUSY:
+                self.metrics.probe_inconclusive.labels(node=node.name).inc()
+                logger.info("event=probe_inconclusive node=%s reason=loop_late", node.name)
+                continue
             if isinstance(result, BaseException):
                 node.last_error = f"{type(result).__name__}: {result}".strip(": ")[:200]
             else:

@@ -19,8 +19,16 @@ replica is known to have replayed is the higher of the monitor's last probe and 
 probe, so fewer reads need the poll. A replica that refuses the connection is skipped for the
 next one. With no eligible replica, reads fall back to the primary or fail (``READ_FALLBACK``).
 
-Writes go to the monitor's writer; a connection error, a timeout or a read-only error (the
-node was demoted) marks it, wakes the monitor and answers 503 ``PRIMARY_UNAVAILABLE``.
+Writes go to the monitor's writer; a connection error or a read-only error (the node was
+demoted) marks it, wakes the monitor and answers 503 ``PRIMARY_UNAVAILABLE``.
+
+Timeouts are not failures (service/routing/failures.py has the rule): a read whose connection,
+pool checkout or statement timed out is answered 503 ``DATABASE_BUSY`` with ``Retry-After``
+where it stands, without marking the node or moving to another one, since under overload
+moving on only carries the overload to the next node and finally to the primary. A write that
+timed out is ``DATABASE_BUSY`` too when this process's event loop ran late meanwhile (its own
+saturation explains it), else ``PRIMARY_UNAVAILABLE`` (a commit stuck on a missing synchronous
+replica); either way the node is left to the monitor's next probe.
 """
 
 from __future__ import annotations
@@ -33,7 +41,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -46,6 +53,8 @@ from service.db.driver_pools import (
 from service.db.engines import address_of, make_engine
 from service.errors import DatabaseBusyError, NoReaderAvailableError, PrimaryUnavailableError
 from service.routing.consistency import Consistency, RequestRouting
+from service.routing.failures import Verdict, classify, is_node_failure
+from service.routing.loop_lag import LoopLag
 from service.routing.lsn import parse_lsn
 from service.routing.metrics import ServiceMetrics
 from service.routing.monitor import NodeMonitor
@@ -57,38 +66,8 @@ logger = logging.getLogger("replikit.router")
 
 RYW_POLL_SECONDS = 0.01
 REPLAY_POSITION = "SELECT pg_last_wal_replay_lsn()::text"
-# SQLSTATEs that mean "this node cannot take this session now".
-READ_ONLY_STATES = {"25006"}
-CONNECTION_STATE_PREFIXES = ("08", "57P")
-
-
-def _sqlstate(error: BaseException) -> str | None:
-    for candidate in (error, getattr(error, "orig", None), error.__cause__):
-        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
-        if isinstance(state, str):
-            return state
-    return None
-
-
-def is_node_failure(error: BaseException) -> bool:
-    """True for errors that say the node (not the request) is the problem.
-
-    A full connection pool is not one: the node is fine, this worker is busy with it.
-    """
-    if isinstance(error, PoolTimeoutError | DriverPoolExhaustedError):
-        return False
-    if isinstance(error, OSError | TimeoutError):
-        return True
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    state = _sqlstate(error)
-    if state is not None:
-        return state in READ_ONLY_STATES or state.startswith(CONNECTION_STATE_PREFIXES)
-    return type(error).__name__ in {
-        "ConnectionDoesNotExistError",
-        "InterfaceError",
-        "InternalClientError",
-    } or isinstance(getattr(error, "orig", None), OSError | TimeoutError)
+# Re-exported: the API's error handlers and the tests ask the router.
+__all__ = ["Router", "is_node_failure"]
 
 
 @asynccontextmanager
@@ -116,7 +95,10 @@ class Router:
             self._node(url, "replica", settings.weight_of(index))
             for index, url in enumerate(settings.replica_urls)
         ]
-        self.monitor = NodeMonitor(self.nodes, interval=settings.health_interval, metrics=metrics)
+        self.loop_lag = LoopLag()
+        self.monitor = NodeMonitor(
+            self.nodes, interval=settings.health_interval, metrics=metrics, loop_lag=self.loop_lag
+        )
         self.chooser = make_chooser(settings.read_policy)
 
     def _node(self, url: str, configured_role: str, weight: int) -> Node:
@@ -133,10 +115,12 @@ class Router:
     async def start(self) -> None:
         for node in self.nodes:
             node.driver_pool = await open_driver_pool(node.url, self.settings)
+        self.loop_lag.start()
         await self.monitor.start()
 
     async def stop(self) -> None:
         await self.monitor.stop()
+        await self.loop_lag.stop()
         for node in self.nodes:
             await node.engine.dispose()
             if node.driver_pool is not None:
@@ -165,13 +149,17 @@ class Router:
             message, details={"reason": reason}, headers=_retry_after(self.settings)
         )
 
-    def _busy(self, node: Node) -> DatabaseBusyError:
-        """Every pooled connection to ``node`` is in use for longer than the pool timeout."""
-        self.metrics.unavailable.labels(reason="pool_exhausted").inc()
+    def _busy(self, node: Node, reason: str = "pool_exhausted") -> DatabaseBusyError:
+        """Capacity, not failure: every pooled connection to ``node`` stayed in use for the
+        pool timeout (``pool_exhausted``), or a connect or statement timed out (``timeout``)."""
+        self.metrics.unavailable.labels(reason=reason).inc()
+        message = (
+            f"Every connection to {node.name} is busy; retry shortly."
+            if reason == "pool_exhausted"
+            else f"{node.name} did not answer in time while this instance is busy; retry shortly."
+        )
         return DatabaseBusyError(
-            f"Every connection to {node.name} is busy; retry shortly.",
-            details={"node": node.name, "reason": "pool_exhausted"},
-            headers={"Retry-After": "1"},
+            message, details={"node": node.name, "reason": reason}, headers={"Retry-After": "1"}
         )
 
     def suspect(self, node: Node, error: BaseException) -> None:
@@ -190,6 +178,7 @@ class Router:
         pool is a 503 ``DATABASE_BUSY``; a node failure marks the writer suspect, wakes the
         monitor and is a 503 ``PRIMARY_UNAVAILABLE``."""
         node = self.require_writer()
+        started = self.loop_lag.clock()
         try:
             routing.wrote = True
             routing.served_by = node.name
@@ -198,8 +187,16 @@ class Router:
         except (PoolTimeoutError, DriverPoolExhaustedError) as error:
             raise self._busy(node) from error
         except Exception as error:
-            if not is_node_failure(error):
+            verdict = classify(error)
+            if verdict is Verdict.REQUEST:
                 raise
+            if verdict is Verdict.BUSY:
+                self.monitor.wake()
+                if self.loop_lag.saturated_since(started):
+                    raise self._busy(node, "timeout") from error
+                raise self._primary_unavailable(
+                    "write_timeout", f"The primary {node.name} did not complete the write in time."
+                ) from error
             self.suspect(node, error)
             raise self._primary_unavailable(
                 "write_failed", f"The primary {node.name} failed the write; retry shortly."
@@ -317,8 +314,12 @@ class Router:
             writer = self.writer
             return writer, await self._open_writer_for_read(writer)  # type: ignore[return-value]
         tried: set[int] = set()
+        exhausted: Node | None = None
         while True:
             node, reason = self.choose_reader(routing, tried)
+            if node is None and exhausted is not None and reason == "replicas_failed":
+                # Every replica left was full, not down: the primary keeps its room for writes.
+                raise self._busy(exhausted)
             if node is None:
                 node = self._fallback(reason)
             if node.role is not Role.REPLICA:
@@ -326,12 +327,16 @@ class Router:
             try:
                 connection = await self._open(node)
             except DriverPoolExhaustedError:
-                # Busy, not broken: another replica (or the primary) may have room.
+                # Busy, not broken: another replica may have room.
                 self.metrics.fallbacks.labels(reason="pool_exhausted").inc()
                 tried.add(id(node))
+                exhausted = node
                 continue
             except Exception as error:
-                if not is_node_failure(error):
+                verdict = classify(error)
+                if verdict is Verdict.BUSY:
+                    raise self._busy(node, "timeout") from error
+                if verdict is Verdict.REQUEST:
                     raise
                 self.suspect(node, error)
                 tried.add(id(node))
@@ -372,7 +377,10 @@ class Router:
         except DriverPoolExhaustedError as error:
             raise self._busy(node) from error
         except Exception as error:
-            if not is_node_failure(error):
+            verdict = classify(error)
+            if verdict is Verdict.BUSY:
+                raise self._busy(node, "timeout") from error
+            if verdict is Verdict.REQUEST:
                 raise
             self.suspect(node, error)
             raise self._primary_unavailable(
@@ -388,7 +396,10 @@ class Router:
         try:
             yield connection
         except Exception as error:
-            if is_node_failure(error):
+            verdict = classify(error)
+            if verdict is Verdict.BUSY:
+                raise self._busy(node, "timeout") from error
+            if verdict is Verdict.DOWN:
                 self.suspect(node, error)
             raise
         finally:
