@@ -72,7 +72,10 @@ def experiment_lag(
         str, typer.Option(help="Comma-separated replay delays, e.g. 0,250ms,1s.")
     ] = "0,250ms,1s",
     consistency: Annotated[
-        str, typer.Option(help="Comma-separated modes: eventual,bounded,read_your_writes,strong.")
+        str,
+        typer.Option(
+            help="Comma-separated modes: eventual,bounded,read_your_writes,monotonic,strong."
+        ),
     ] = "eventual,bounded,read_your_writes",
     users: Annotated[int, typer.Option(help="Locust users per cell.", min=2)] = 8,
     duration: Annotated[float, typer.Option(help="Seconds per cell.")] = 15.0,
