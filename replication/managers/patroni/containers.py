@@ -50,19 +50,18 @@ class ContainerPatroniManager(ClusterManager):
     def follow_primary(self) -> None:
         """Record the writable node as the state file's primary: Patroni changes it without
         telling replikit, and ``kill primary`` and the service's URLs read it from there."""
-        writable = choose_primary(Readings.take(self.state).by_name)
-        if writable is not None and writable != self.state.primary:
-            self.state.primary = writable
-            save_state(self.data_dir, self.state)
+        self._record_primary(choose_primary(Readings.take(self.state).by_name))
 
     def status(self) -> list[NodeStatus]:
         rows = self.node_rows()
         # The status read itself names the writable node: record it without a second look.
-        writable = next((row.name for row in rows if row.state == "writable"), None)
+        self._record_primary(next((row.name for row in rows if row.state == "writable"), None))
+        return rows
+
+    def _record_primary(self, writable: str | None) -> None:
         if writable is not None and writable != self.state.primary:
             self.state.primary = writable
             save_state(self.data_dir, self.state)
-        return rows
 
     def build(self) -> None:
         _refuse("Starting nodes")
