@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -94,6 +94,12 @@ class ComposeStack:
     compose_file: Path | None = None
     variant: Variant = Variant.DEFAULT
     program: ComposeProgram = field(default_factory=compose_program)
+    #: Files merged after the variant's, e.g. deploy/compose/ha-hosts.yml for one host of
+    #: the three-host layout.
+    overlays: tuple[Path, ...] = ()
+    #: Variables every compose and docker call of this stack gets over the process's own:
+    #: DOCKER_HOST for a stack on another engine, REPLIKIT_HOST_ADDRESS for one host's share.
+    environment: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.project_name is None:
@@ -105,7 +111,8 @@ class ComposeStack:
 
     @property
     def files(self) -> list[Path]:
-        return [self.file, *(self.root / extra for extra in self.variant.extra_files)]
+        variant_files = [self.root / extra for extra in self.variant.extra_files]
+        return [self.file, *variant_files, *self.overlays]
 
     def argv(self, *args: str) -> list[str]:
         return self.program.project_command(
@@ -135,7 +142,7 @@ class ComposeStack:
                 timeout=timeout,
                 check=False,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(overrides or {})},
+                env=self.env(overrides),
             )
         except subprocess.TimeoutExpired:
             raise ClusterTimeoutError(f"{what} took longer than {timeout:.0f} s.") from None
@@ -144,6 +151,10 @@ class ComposeStack:
             tail = "\n".join(output.splitlines()[-20:])
             raise NodeCommandError(f"{what} failed (exit {result.returncode}): {tail}")
         return result
+
+    def env(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The process environment with this stack's variables (and ``overrides``) over it."""
+        return {**os.environ, **self.environment, **(overrides or {})}
 
     # build -----------------------------------------------------------------------------------
     def build(self, *, profiles: Sequence[str] = (), services: Sequence[str] = ()) -> None:
@@ -185,7 +196,12 @@ class ComposeStack:
         if not ids:
             return []
         inspected = subprocess.run(
-            ["docker", "inspect", *ids], capture_output=True, text=True, check=False, timeout=60
+            ["docker", "inspect", *ids],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            env=self.env(),
         )
         states = []
         for item in json.loads(inspected.stdout or "[]"):
@@ -242,6 +258,7 @@ class ComposeStack:
             text=True,
             check=False,
             timeout=60,
+            env=self.env(),
         )
         return (result.stdout + result.stderr).rstrip()
 
