@@ -5,6 +5,8 @@ volumes and networks afterwards, also on failure."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import ipaddress
 import os
 import shutil
 import signal
@@ -17,8 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from replication.compose.env import ensure_env_file, free_ports, read_env
+from replication.compose.env import (
+    DEFAULT_PORTS,
+    docker_subnets,
+    ensure_env_file,
+    free_ports,
+    free_subnet,
+    lb_address,
+    read_env,
+)
 from replication.compose.stack import ComposeStack, Variant
+from replication.ports import find_free_port_range
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("loadtest", "monitoring")
@@ -71,6 +82,74 @@ def write_env(path: Path, **settings: str) -> None:
             env_file.write(f"{key}={value}\n")
 
 
+RESERVATIONS = Path(tempfile.gettempdir()) / "replikit-test-stacks"
+PORT_COUNT = len(DEFAULT_PORTS)
+
+
+def _live_reservations() -> list[str]:
+    """Names of what other live test processes hold; a dead holder's file is removed."""
+    held = []
+    for entry in RESERVATIONS.glob("[!.]*"):
+        with contextlib.suppress(ValueError, OSError):
+            os.kill(int(entry.read_text()), 0)
+            held.append(entry.name)
+            continue
+        entry.unlink(missing_ok=True)
+    return held
+
+
+def _free_port_base(held: list[str]) -> int:
+    start = 20000
+    while True:
+        base = find_free_port_range(PORT_COUNT, start=start)
+        if f"ports-{base}" not in held:
+            return base
+        start = base + PORT_COUNT
+
+
+@contextlib.contextmanager
+def reserved_addresses() -> Iterator[dict[str, str]]:
+    """The stack's two subnets and its published ports, held from the choice until the stack
+    is gone.
+
+    Docker learns a subnet or a port only when compose creates the network or the container,
+    seconds after the .env is written, so two test processes choosing at once (two checkouts'
+    suites, a helper's beside CI's) could take the same ones ("Pool overlaps with other one on
+    this address space"). The choice is made under a lock against what Docker and this
+    machine use and what every live test process still holds."""
+    RESERVATIONS.mkdir(exist_ok=True)
+    mine: list[Path] = []
+    with (RESERVATIONS / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        held = _live_reservations()
+        taken: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
+            *docker_subnets(),
+            *(
+                ipaddress.ip_network(n.removeprefix("net-").replace("_", "/"))
+                for n in held
+                if n.startswith("net-")
+            ),
+        ]
+        subnets = []
+        for _ in range(2):
+            subnets.append(free_subnet(taken))
+            taken.append(ipaddress.ip_network(subnets[-1]))
+        base = _free_port_base(held)
+        for name in (*(f"net-{s.replace('/', '_')}" for s in subnets), f"ports-{base}"):
+            mine.append(RESERVATIONS / name)
+            mine[-1].write_text(str(os.getpid()))
+    try:
+        yield {
+            "REPLIKIT_SUBNET": subnets[0],
+            "REPLIKIT_LB_ADDRESS": lb_address(subnets[0]),
+            "REPLIKIT_PEER_SUBNET": subnets[1],
+            **{key: str(base + i) for i, key in enumerate(DEFAULT_PORTS)},
+        }
+    finally:
+        for entry in mine:
+            entry.unlink(missing_ok=True)
+
+
 def build_images(variant: Variant = Variant.DEFAULT) -> None:
     """Every image the tests run, once per session (cached layers make repeats quick)."""
     scratch = Path(tempfile.mkdtemp(prefix="replikit-build-"))
@@ -105,17 +184,19 @@ def compose_stack(
     scratch = Path(tempfile.mkdtemp(prefix=f"replikit-{name}-"))
     suffix = uuid.uuid4().hex[:6]
     project = f"{name}{suffix}" if name.endswith("-") else f"rkt{name}{suffix}"
-    write_env(scratch / ".env", **settings)
-    stack = ComposeStack(
-        root=ROOT, env_file=scratch / ".env", project_name=project, variant=variant
-    )
-    try:
-        stack.up(timeout=240)
-        yield stack
-    finally:
-        with contextlib.suppress(Exception):
-            stack.down(volumes=True)
-        shutil.rmtree(scratch, ignore_errors=True)
+    with reserved_addresses() as reserved:
+        (scratch / ".env").write_text("".join(f"{k}={v}\n" for k, v in reserved.items()))
+        write_env(scratch / ".env", **settings)
+        stack = ComposeStack(
+            root=ROOT, env_file=scratch / ".env", project_name=project, variant=variant
+        )
+        try:
+            stack.up(timeout=240)
+            yield stack
+        finally:
+            with contextlib.suppress(Exception):
+                stack.down(volumes=True)
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def settings_of(stack: ComposeStack) -> dict[str, str]:
