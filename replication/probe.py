@@ -17,6 +17,7 @@ from typing import Any
 
 from replication.admin import CONNECT_TIMEOUT_SECONDS, admin_connect
 from replication.durations import format_ms
+from replication.poolers import PoolerStats
 from replication.topology import ClusterState, NodeSpec
 from service.routing.lsn import parse_lsn
 
@@ -88,6 +89,17 @@ class NodeStatus:
     # Patroni's view (patroni manager only): the member's role and state in etcd.
     patroni_role: str | None = None
     patroni_state: str | None = None
+    # The pooler in front of the node (compose stacks): clients in a transaction / waiting
+    # for a server connection, and its server connections to the node.
+    pooler_clients: int | None = None
+    pooler_waiting: int | None = None
+    pooler_servers: int | None = None
+
+    def add_pooler(self, stats: PoolerStats | None) -> None:
+        if stats is not None:
+            self.pooler_clients = stats.clients_active
+            self.pooler_waiting = stats.clients_waiting
+            self.pooler_servers = stats.servers_active + stats.servers_idle
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

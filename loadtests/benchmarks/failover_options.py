@@ -22,6 +22,8 @@ class Target(StrEnum):
     NATIVE = "native"  # local processes; `replikit cluster failover` moves the primary
     PATRONI = "patroni"  # local processes under Patroni agents, which fail over by themselves
     COMPOSE = "compose"  # the compose stack attached as a cluster; `replikit cluster failover`
+    # The same stack with the app instances straight on the nodes, not through the poolers.
+    COMPOSE_DIRECT = "compose-direct"
     COMPOSE_HA = "compose-ha"  # the compose HA variant: Patroni agents in containers
 
 
@@ -54,16 +56,18 @@ FAULTS: dict[Target, tuple[Fault, ...]] = {
     Target.NATIVE: (Fault.NODE,),
     Target.PATRONI: (Fault.POSTGRES, Fault.NODE),
     Target.COMPOSE: (Fault.NODE,),
+    Target.COMPOSE_DIRECT: (Fault.NODE,),
     Target.COMPOSE_HA: (Fault.NODE, Fault.PARTITION),
 }
 MEASURES: dict[Target, tuple[Measure, ...]] = {
     Target.NATIVE: (Measure.UPLOAD, Measure.WRITE),
     Target.PATRONI: (Measure.UPLOAD, Measure.PHASES),
     Target.COMPOSE: (Measure.UPLOAD, Measure.WRITE),
+    Target.COMPOSE_DIRECT: (Measure.UPLOAD, Measure.WRITE),
     Target.COMPOSE_HA: (Measure.UPLOAD,),
 }
 # Targets where a person (here: the benchmark) runs the failover command after the fault.
-MANUAL = (Target.NATIVE, Target.COMPOSE)
+MANUAL = (Target.NATIVE, Target.COMPOSE, Target.COMPOSE_DIRECT)
 
 
 class PlanError(ValueError):

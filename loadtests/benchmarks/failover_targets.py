@@ -96,7 +96,7 @@ class ManagedCluster:
 
     def service_url(self) -> str:
         if self._url is None:
-            if self.target is not Target.COMPOSE:  # the stack migrates itself
+            if self.target not in (Target.COMPOSE, Target.COMPOSE_DIRECT):  # migrates itself
                 replikit("migrate", *self.data_dir_args)
             service = target_for(Cluster.open(self.data_dir), self.scratch, 1)
             self.cleanup.callback(service.close)
@@ -210,22 +210,30 @@ def running_stack(stack: ComposeStack, *, build: bool) -> Iterator[ComposeStack]
         stack.down(volumes=True)
 
 
+# The app instances straight on the nodes (compose-direct) instead of through their poolers.
+DIRECT_ENDPOINTS = {f"REPLIKIT_PG{i}_ENDPOINT": f"pg{i}:5432" for i in range(3)}
+
+
 @contextlib.contextmanager
-def compose_cluster(scratch: Path, plan: Plan) -> Iterator[ManagedCluster]:
+def compose_cluster(scratch: Path, plan: Plan, target: Target) -> Iterator[ManagedCluster]:
     env_file = stack_env(
         scratch,
-        "compose",
-        {"REPLIKIT_SYNC_MODE": plan.sync.value, "REPLIKIT_UPLOAD_RATE_LIMIT": "0"},
+        target.value,
+        {
+            "REPLIKIT_SYNC_MODE": plan.sync.value,
+            "REPLIKIT_UPLOAD_RATE_LIMIT": "0",
+            **(DIRECT_ENDPOINTS if target is Target.COMPOSE_DIRECT else {}),
+        },
     )
     project = f"rkbench{uuid.uuid4().hex[:6]}"
-    data_dir = scratch / "compose"
+    data_dir = scratch / target.value
     stack = ComposeStack(root=ROOT, env_file=env_file, project_name=project)
     with running_stack(stack, build=plan.build), contextlib.ExitStack() as cleanup:
         replikit(
             "cluster", "attach-compose", "--env-file", str(env_file), "-p", project,
             "--data-dir", str(data_dir),
         )  # fmt: skip
-        yield ManagedCluster(Target.COMPOSE, data_dir, scratch, cleanup)
+        yield ManagedCluster(target, data_dir, scratch, cleanup)
 
 
 @contextlib.contextmanager
@@ -247,8 +255,8 @@ def built(
     target: Target, scratch: Path, plan: Plan, first_port: int | None
 ) -> contextlib.AbstractContextManager[FailoverTarget]:
     """The cluster or stack of ``target``, for a ``with`` block."""
-    if target is Target.COMPOSE:
-        return compose_cluster(scratch, plan)
+    if target in (Target.COMPOSE, Target.COMPOSE_DIRECT):
+        return compose_cluster(scratch, plan, target)
     if target is Target.COMPOSE_HA:
         return compose_ha(scratch, plan)
     return local_cluster(target, scratch, plan, first_port)

@@ -51,6 +51,8 @@ def print_status(rows: list[NodeStatus]) -> None:
     ]
     if any(row.patroni_role is not None for row in rows):
         columns += ["patroni_role", "patroni_state"]
+    if any(row.pooler_servers is not None for row in rows):
+        columns += ["pooler_clients", "pooler_waiting", "pooler_servers"]
     for column in columns:
         table.add_column(column, justify="right" if column.startswith(("lag", "port")) else "left")
     for row in rows:

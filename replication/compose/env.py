@@ -27,6 +27,8 @@ PASSWORD_KEYS = (
     "REPLIKIT_APP_PASSWORD",
     "REPLIKIT_MONITOR_PASSWORD",
     "REPLIKIT_GRAFANA_PASSWORD",
+    # The poolers' lookup role (PgBouncer's auth_query), in front of every node.
+    "REPLIKIT_POOLER_PASSWORD",
     # The HA variant's Patroni REST API (its unsafe endpoints: switchover, restart, ...).
     "REPLIKIT_PATRONI_REST_PASSWORD",
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
+from replication.poolers import PoolerStats
 from replication.topology import NodeSpec
 
 
@@ -47,3 +48,7 @@ class NodeDriver(Protocol):
 
     def controldata(self, node: NodeSpec) -> dict[str, str]:
         """pg_controldata of the node, as a mapping."""
+
+    def pooler_stats(self, node: NodeSpec) -> PoolerStats | None:
+        """The state of the connection pooler in front of the node; None when it has none
+        (or it does not answer)."""

@@ -109,10 +109,14 @@ class ClusterManager(ABC):
 
     # observing ---------------------------------------------------------------------------
     def status(self) -> list[NodeStatus]:
-        """Each node's discovered role and replication state; a node whose server is not
-        running says ``stopped`` rather than ``unreachable``."""
+        """Each node's discovered role and replication state, and its pooler's state where
+        one stands in front of it; a node whose server is not running says ``stopped``
+        rather than ``unreachable``."""
         self.follow_primary()
-        return self.node_rows()
+        rows = self.node_rows()
+        for row in rows:
+            row.add_pooler(self.driver.pooler_stats(self.state.node(row.name)))
+        return rows
 
     def node_rows(self) -> list[NodeStatus]:
         """The status rows as SQL and the driver see them, without asking any agent."""

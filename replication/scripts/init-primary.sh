@@ -17,6 +17,13 @@
 #   REPLIKIT_WAL_KEEP_SIZE    (default 256MB), REPLIKIT_MAX_CONNECTIONS (default 200)
 #   REPLIKIT_MONITOR_PASSWORD when set, a login role (REPLIKIT_MONITOR_USER, default monitor)
 #                             with only pg_monitor's rights, for metrics exporters
+#   REPLIKIT_POOLER_PASSWORD  when set, the connection poolers' lookup role (REPLIKIT_POOLER_USER,
+#                             default pooler_auth) and pooler.lookup(), which hands PgBouncer's
+#                             auth_query the SCRAM hash of an ordinary login role, never of a
+#                             superuser or a replication role
+#   REPLIKIT_APP_STATEMENT_TIMEOUT  the app role's statement_timeout on the server (default 30s):
+#                             what bounds its statements behind a transaction pooler, which
+#                             cannot pass the service's own start-up setting through
 #
 # The superuser is reachable on the local socket only by the OS account that runs this script
 # (the one that owns the cluster and runs its server: `postgres` as root or in a container, the
@@ -134,7 +141,8 @@ pg_ctl --pgdata="$PGDATA" --wait --timeout=60 --log="$workdir/server.log" \
 psql --host="$workdir" --port="$PGPORT" --username="$superuser" --dbname=postgres \
     --no-psqlrc --quiet --set=ON_ERROR_STOP=1 \
     --set=replication_user="$replication_user" --set=app_user="$app_user" \
-    --set=owner_user="$owner_user" --set=database="$database" <<'SQL' ||
+    --set=owner_user="$owner_user" --set=database="$database" \
+    --set=statement_timeout="${REPLIKIT_APP_STATEMENT_TIMEOUT:-30s}" <<'SQL' ||
 \getenv replication_password REPLIKIT_REPLICATION_PASSWORD
 \getenv owner_password REPLIKIT_OWNER_PASSWORD
 \getenv app_password REPLIKIT_APP_PASSWORD
@@ -163,6 +171,7 @@ ALTER DEFAULT PRIVILEGES FOR ROLE :"owner_user" IN SCHEMA public
     GRANT USAGE, SELECT ON SEQUENCES TO :"app_user";
 -- Functions are executable by PUBLIC by default; the app calls none of the owner's own.
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner_user" REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+ALTER ROLE :"app_user" IN DATABASE :"database" SET statement_timeout = :'statement_timeout';
 SQL
     { pg_ctl --pgdata="$PGDATA" -m fast stop >/dev/null; fail "creating roles failed"; }
 if [ -n "${REPLIKIT_MONITOR_PASSWORD:-}" ]; then
@@ -174,6 +183,33 @@ CREATE ROLE :"monitor_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREP
     IN ROLE pg_monitor PASSWORD :'monitor_password';
 SQL
         { pg_ctl --pgdata="$PGDATA" -m fast stop >/dev/null; fail "creating the monitor role failed"; }
+fi
+if [ -n "${REPLIKIT_POOLER_PASSWORD:-}" ]; then
+    # PgBouncer's auth_query runs as this role in the pooled database. It may read password
+    # hashes through pooler.lookup() only (pg_authid is the superuser's), and the function
+    # answers no row for a superuser, a replication role or a role that cannot log in: the
+    # pooler never becomes a way around pg_hba's rules for those.
+    psql --host="$workdir" --port="$PGPORT" --username="$superuser" --dbname="$database" \
+        --no-psqlrc --quiet --set=ON_ERROR_STOP=1 --set=pooler_user="$pooler_user" \
+        --set=database="$database" <<'SQL' ||
+\getenv pooler_password REPLIKIT_POOLER_PASSWORD
+CREATE ROLE :"pooler_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+    PASSWORD :'pooler_password';
+GRANT CONNECT ON DATABASE :"database" TO :"pooler_user";
+CREATE SCHEMA pooler AUTHORIZATION CURRENT_USER;
+REVOKE ALL ON SCHEMA pooler FROM PUBLIC;
+GRANT USAGE ON SCHEMA pooler TO :"pooler_user";
+CREATE FUNCTION pooler.lookup(role_name text, OUT usename name, OUT passwd text)
+    RETURNS record LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+    SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END
+    FROM pg_authid
+    WHERE rolname = role_name AND rolcanlogin AND NOT rolsuper AND NOT rolreplication
+$$;
+REVOKE ALL ON FUNCTION pooler.lookup(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pooler.lookup(text) TO :"pooler_user";
+SQL
+        { pg_ctl --pgdata="$PGDATA" -m fast stop >/dev/null; fail "creating the pooler role failed"; }
 fi
 pg_ctl --pgdata="$PGDATA" --wait --mode=fast stop >/dev/null
 touch "$marker"

@@ -65,5 +65,6 @@ replication_user=${REPLIKIT_REPLICATION_USER:-replicator}
 app_user=${REPLIKIT_APP_USER:-app}
 owner_user=${REPLIKIT_OWNER_USER:-replikit_owner}
 monitor_user=${REPLIKIT_MONITOR_USER:-monitor}
+pooler_user=${REPLIKIT_POOLER_USER:-pooler_auth}
 database=${REPLIKIT_DATABASE:-replikit}
-export superuser replication_user app_user owner_user monitor_user database
+export superuser replication_user app_user owner_user monitor_user pooler_user database

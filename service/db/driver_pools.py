@@ -13,9 +13,9 @@ Two choices keep a statement at one round trip:
 
 * ``reset``: asyncpg resets a connection on release with ``SELECT pg_advisory_unlock_all();
   CLOSE ALL; UNLISTEN *; RESET ALL`` by default, one more round trip per statement for state
-  we never leave behind (the filesystem store's advisory lock is released by its own
-  statement). Our reset does nothing; asyncpg still rolls back a transaction a cancelled
-  statement left open before it calls it.
+  we never leave behind (the filesystem store's advisory lock is a transaction's). Our reset
+  does nothing; asyncpg still rolls back a transaction a cancelled statement left open before
+  it calls it.
 * no liveness ping: a pooled connection whose server went away (a restarted replica) is
   noticed by asyncpg without a round trip, as an EOF on the idle socket, and the pool opens a
   fresh one when it is next acquired.

@@ -110,12 +110,12 @@ def digest_key(sha256: Any) -> Any:
     return func.hashtextextended(sha256, literal_column("0"))
 
 
-# Session-level lock and unlock of a digest, for the filesystem store's upload.
+# The digest's transaction-level lock, for the filesystem store's upload on a driver
+# connection. Transaction-level, not a session lock and unlock in autocommit: behind a
+# transaction pooler (PgBouncer) two autocommit statements may run on two server connections,
+# and the unlock would miss the lock, which then stays held on a pooled connection.
 LOCK_DIGEST = for_driver(
-    select(func.pg_advisory_lock(digest_key(bindparam("sha256", type_=String))))
-)
-UNLOCK_DIGEST = for_driver(
-    select(func.pg_advisory_unlock(digest_key(bindparam("sha256", type_=String))))
+    select(func.pg_advisory_xact_lock(digest_key(bindparam("sha256", type_=String))))
 )
 
 
@@ -139,19 +139,16 @@ class FilesystemBlobStore:
     async def create(
         self, *, connection: DriverConnection, values: dict[str, Any], data: bytes
     ) -> datetime:
-        """Write the file, then commit the row, both under the digest's lock: a session-level
-        lock here (the connection is in autocommit), which a concurrent removal's
-        transaction-level lock on the same key waits for all the same."""
+        """Write the file, then commit the row, in one transaction that holds the digest's
+        lock, which a concurrent removal's lock on the same key waits for."""
         sha256 = values["sha256"]
-        await connection.execute(LOCK_DIGEST.sql, sha256)
-        try:
+        async with connection.transaction():
+            await connection.execute(LOCK_DIGEST.sql, sha256)
             await asyncio.to_thread(self._write, self.path(sha256), data)
             statement = INSERT_IMAGE_ROW
             created_at: datetime = await connection.fetchval(
                 statement.sql, *statement.arguments(values)
             )
-        finally:
-            await connection.execute(UNLOCK_DIGEST.sql, sha256)
         return created_at
 
     @staticmethod

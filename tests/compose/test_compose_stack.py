@@ -100,7 +100,9 @@ def status_inside(container: str, url: str) -> int:
 def test_stack_comes_up_healthy_from_empty_volumes(stack: ComposeStack) -> None:
     states = {state.name: state for state in stack.containers()}
     services = sorted({state.service for state in states.values()})
-    assert services == ["app", "lb", "migrate", "pg0", "pg1", "pg2"]
+    assert services == [
+        "app", "lb", "migrate", "pg0", "pg1", "pg2", "pooler0", "pooler1", "pooler2",
+    ]  # fmt: skip
     assert all(state.ready for state in states.values()), states
     assert len(containers_of(stack, "app")) == 2
 
@@ -210,6 +212,143 @@ def test_a_spoofed_forwarded_address_does_not_escape_the_rate_limit(stack: Compo
     # Every attempt counts against the one real client address, whatever it claims to be.
     assert codes.count(429) >= 2, codes
     assert set(codes) <= {201, 429}, codes
+
+
+def container_address(container: str) -> str:
+    """The container's address on its stack's default network."""
+    networks = json.loads(
+        subprocess.run(
+            ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", container],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout
+    )  # fmt: skip
+    (address,) = {n["IPAddress"] for name, n in networks.items() if name.endswith("_default")}
+    return str(address)
+
+
+def app_backends(stack: ComposeStack) -> dict[str, dict[str, int]]:
+    """Per node: the app role's backends counted by the address they come from."""
+    counts: dict[str, dict[str, int]] = {}
+    for node in ("pg0", "pg1", "pg2"):
+        rows = superuser_fetch(
+            stack, node, "SELECT host(client_addr) AS source, count(*) AS n FROM pg_stat_activity "
+            "WHERE usename = 'app' GROUP BY 1",
+        )  # fmt: skip
+        counts[node] = {str(row["source"]): int(row["n"]) for row in rows}
+    return counts
+
+
+async def _storm(base: str, seconds: float, concurrency: int) -> dict[int, int]:
+    """Every status answered while ``concurrency`` clients read for ``seconds``: a listing
+    from a replica and one from the primary (strong), so every pooler carries traffic. Reads
+    only: the shared stack's per-address upload limit would answer uploads with 429."""
+    statuses: dict[int, int] = {}
+    deadline = time.monotonic() + seconds
+    requests = [
+        ("/api/v1/images?limit=5", {"X-Replikit-Consistency": "eventual"}),
+        ("/api/v1/images?limit=5", {"X-Replikit-Consistency": "strong"}),
+    ]
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            while time.monotonic() < deadline:
+                for url, headers in requests:
+                    try:
+                        code = (await http.get(url, headers=headers)).status_code
+                    except httpx.TransportError:
+                        code = 0
+                    statuses[code] = statuses.get(code, 0) + 1
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return statuses
+
+
+def storm(stack: ComposeStack, seconds: float, concurrency: int = 40) -> dict[int, int]:
+    return asyncio.run(_storm(api_url(stack), seconds, concurrency))
+
+
+def test_eight_instances_reach_postgresql_only_through_the_poolers_with_bounded_backends(
+    stack: ComposeStack,
+) -> None:
+    """``--scale app=8`` under load: no error, and each node's app backends are its own
+    pooler's, at most REPLIKIT_POOLER_MAX_DB_CONNECTIONS of its 200 ``max_connections``."""
+    stack.run("up", "-d", "--no-build", "--scale", "app=8", "app", what="scaling app")
+    try:
+        stack.wait_ready(services=["app", "lb"], timeout=240)
+        statuses = storm(stack, seconds=15, concurrency=48)
+        backends = app_backends(stack)
+    finally:
+        stack.run("up", "-d", "--no-build", "--scale", "app=2", "app", what="scaling back")
+        stack.wait_ready(services=["app", "lb"], timeout=180)
+    assert set(statuses) == {200}, statuses
+    assert statuses[200] > 100, statuses
+    for index, node in enumerate(("pg0", "pg1", "pg2")):
+        pooler = container_address(containers_of(stack, f"pooler{index}")[0])
+        assert set(backends[node]) <= {pooler}, (node, backends)
+        assert sum(backends[node].values()) <= 100, (node, backends)
+
+
+def pooler_login(stack: ComposeStack, user: str, password: str) -> subprocess.CompletedProcess[str]:
+    """``psql`` as ``user`` through pooler0, from inside its container."""
+    return subprocess.run(
+        [
+            "docker", "exec", "-e", f"PGPASSWORD={password}", containers_of(stack, "pooler0")[0],
+            "psql", "-h", "127.0.0.1", "-p", "6432", "-U", user, "-d", "replikit", "-XAtc",
+            "SELECT current_user, current_setting('statement_timeout')",
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_the_poolers_let_ordinary_roles_in_with_their_own_password_and_no_privileged_role(
+    stack: ComposeStack,
+) -> None:
+    settings = settings_of(stack)
+    app = pooler_login(stack, "app", settings["REPLIKIT_APP_PASSWORD"])
+    assert app.returncode == 0, app.stderr
+    # Behind a transaction pooler the app role's own server-side default bounds statements.
+    assert app.stdout.strip().split("|") == ["app", "30s"]
+    wrong = pooler_login(stack, "app", "not-the-password")
+    assert wrong.returncode != 0
+    assert "authentication failed" in wrong.stderr, wrong.stderr
+    for user, key in (
+        ("postgres", "REPLIKIT_SUPERUSER_PASSWORD"),
+        ("replicator", "REPLIKIT_REPLICATION_PASSWORD"),
+    ):
+        refused = pooler_login(stack, user, settings[key])
+        assert refused.returncode != 0, (user, refused.stdout)
+        assert "FATAL" in refused.stderr, (user, refused.stderr)
+    (lookup,) = superuser_fetch(
+        stack, "pg0", "SELECT rolsuper, rolreplication, "
+        "has_table_privilege(oid, 'pg_catalog.pg_authid', 'SELECT') AS reads_authid "
+        "FROM pg_roles WHERE rolname = 'pooler_auth'",
+    )  # fmt: skip
+    assert (lookup["rolsuper"], lookup["rolreplication"], lookup["reads_authid"]) == (
+        False, False, False,
+    )  # fmt: skip
+
+
+def test_a_pooler_restarted_under_load_costs_no_server_error_but_honest_503s(
+    stack: ComposeStack,
+) -> None:
+    """The primary's pooler restarts while clients read, half of them from the primary:
+    requests it was serving are retried elsewhere or refused with 503, never a 500;
+    afterwards the primary answers through it again."""
+
+    async def run() -> dict[int, int]:
+        load = asyncio.create_task(_storm(api_url(stack), seconds=12, concurrency=16))
+        await asyncio.sleep(3)
+        await asyncio.to_thread(
+            stack.run, "restart", "pooler0", what="restarting the primary's pooler"
+        )
+        return await load
+
+    statuses = asyncio.run(run())
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[200] > 50, statuses
+    stack.wait_ready(services=["pooler0", "app"], timeout=60)
+    strong = {"X-Replikit-Consistency": "strong"}
+    assert httpx.get(f"{api_url(stack)}/api/v1/images", headers=strong).status_code == 200
 
 
 def haproxy_servers(stack: ComposeStack) -> list[dict[str, str]]:

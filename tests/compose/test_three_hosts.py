@@ -56,6 +56,11 @@ class HostShare:
     def node(self) -> str:
         return f"pg{self.index}"
 
+    @property
+    def own_services(self) -> tuple[str, str, str]:
+        """What this host runs of the cluster: its etcd member, its node and the node's pooler."""
+        return (f"etcd{self.index}", self.node, f"pooler{self.index}")
+
     def compose_up(self, *services: str) -> None:
         """``docker compose -p … up -d --no-deps SERVICES`` on this host, as documented."""
         self.stack.run("up", "-d", "--no-deps", "--no-build", *services, what=f"up {services}")
@@ -183,7 +188,7 @@ def sampling(layout: Layout) -> Iterator[WriterSamples]:
         thread.join(30)
 
 
-LAYOUT_SERVICES = ("etcd0", "etcd1", "etcd2", *NODES, "migrate", "app", "lb")
+LAYOUT_SERVICES = ("etcd0", "etcd1", "etcd2", *NODES, "pooler0", "migrate", "app", "lb")
 
 
 def image_names(stack: ComposeStack) -> list[str]:
@@ -222,7 +227,7 @@ def bring_up(fleet: VirtualHosts, scratch: Path) -> Layout:
     ]
     fleet.load_images(image_names(shares[0].stack))
     for share in shares:
-        share.compose_up(f"etcd{share.index}", share.node)
+        share.compose_up(*share.own_services)
     layout = Layout(fleet=fleet, shares=shares, http_port=int(read_port(env_file)))
     layout.wait_settled()
     shares[0].compose_up("migrate")
@@ -320,7 +325,7 @@ def test_the_leaders_host_lost_is_replaced_and_rejoins_when_booted(layout: Layou
     # Booted again, the host's own commands bring its member back as a replica.
     faulted = run.faulted
     faulted.host.restore()
-    faulted.compose_up(f"etcd{faulted.index}", faulted.node)
+    faulted.compose_up(*faulted.own_services)
     faulted.compose_up("app", "lb")
     faulted.stack.wait_ready(services=["app", "lb"], timeout=180)
     survivors = [share for share in layout.shares if share is not faulted]

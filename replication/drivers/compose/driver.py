@@ -27,6 +27,7 @@ from replication.admin import fetchval
 from replication.compose.command import ComposeProgram, compose_program
 from replication.drivers.base import StopMode
 from replication.errors import BadInputError, ClusterTimeoutError, NodeCommandError
+from replication.poolers import SHOW_POOLS_PSQL, PoolerStats, parse_show_pools
 from replication.topology import ClusterState, NodeSpec
 
 START_TIMEOUT_SECONDS = 90.0
@@ -257,6 +258,31 @@ class ComposeDriver:
             key.strip(): value.strip()
             for key, _, value in (line.partition(":") for line in output.splitlines())
         }
+
+    def pooler_stats(self, node: NodeSpec) -> PoolerStats | None:
+        """``SHOW POOLS`` of ``pooler<i>``, the stack's pooler in front of ``pg<i>``
+        (docker-compose.yml), asked inside its container as the stats user; None when the
+        stack has no such pooler running or it does not answer."""
+        project = self.state.compose_project
+        if self.docker is None or project is None:
+            return None
+        pooler = "pooler" + node.name.removeprefix("pg")
+        containers = service_containers(self.docker, project, pooler, running=True)
+        if not containers:
+            return None
+        result = subprocess.run(
+            [
+                self.docker, "exec", containers[0], "sh", "-c",
+                f'PGPASSWORD="$REPLIKIT_POOLER_PASSWORD" {SHOW_POOLS_PSQL}',
+            ],
+            capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        if result.returncode != 0:
+            return None
+        try:
+            return parse_show_pools(result.stdout)
+        except ValueError:
+            return None
 
 
 def service_containers(

@@ -20,6 +20,7 @@ from replication.drivers.base import StopMode
 from replication.drivers.local.processes import is_zombie
 from replication.errors import ClusterTimeoutError, NodeCommandError
 from replication.pgbin import PgBinaries
+from replication.poolers import PoolerStats
 from replication.server_user import ServerUser
 from replication.topology import ClusterState, NodeSpec
 
@@ -143,6 +144,11 @@ class LocalDriver:
             key.strip(): value.strip()
             for key, _, value in (line.partition(":") for line in output.splitlines())
         }
+
+    def pooler_stats(self, node: NodeSpec) -> PoolerStats | None:
+        """Local clusters run no pooler (docs/compose.md, "Connection poolers": the host's
+        PgBouncer is too old for asyncpg's prepared statements in transaction pooling)."""
+        return None
 
     def _pg_ctl(self, node: NodeSpec, *args: str, what: str, timeout: float = 120.0) -> None:
         self.user.run(

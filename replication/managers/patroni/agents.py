@@ -45,6 +45,7 @@ from replication.managers.patroni.config import (
     write_private,
 )
 from replication.managers.patroni.etcd import HTTP_TIMEOUT_SECONDS, LocalEtcd
+from replication.poolers import PoolerStats
 from replication.topology import LOOPBACK, NodeSpec, PatroniSettings
 
 DEFAULT_VENV = Path("/opt/replikit/patroni")
@@ -239,6 +240,9 @@ class LocalAgents:
 
     def controldata(self, node: NodeSpec) -> dict[str, str]:
         return self.local.controldata(node)
+
+    def pooler_stats(self, node: NodeSpec) -> PoolerStats | None:
+        return self.local.pooler_stats(node)
 
     def stop_all(self, leader: str | None) -> None:
         """Replicas' agents first, then the leader's, then etcd: with no replica left to
