@@ -146,6 +146,7 @@ class LocalAgents:
             timing=Timing(settings.ttl, settings.loop_wait, settings.retry_timeout),
             sync=state.sync.value,
             wal_keep_size=state.wal_keep_size,
+            max_slot_wal_keep_size=state.max_slot_wal_keep_size,
         )
 
     def agent_config(self, node: NodeSpec) -> dict[str, Any]:
@@ -234,7 +235,7 @@ class LocalAgents:
     def bootstrap_replica(self, node: NodeSpec, primary: NodeSpec) -> None:
         raise BadInputError("Patroni nodes are built by their agents, not by replikit.")
 
-    def rejoin(self, node: NodeSpec, primary: NodeSpec) -> str:
+    def rejoin(self, node: NodeSpec, primary: NodeSpec, *, reclone: bool = False) -> str:
         raise BadInputError("A Patroni agent rejoins its node itself; start the agent.")
 
     def controldata(self, node: NodeSpec) -> dict[str, str]:

@@ -1,0 +1,151 @@
+"""Bounded WAL retention: a stopped replica's slot may hold back at most
+``max_slot_wal_keep_size`` of WAL on the primary; past that PostgreSQL invalidates the slot,
+the primary keeps running, and ``rejoin`` re-clones the replica."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+import yaml
+
+from replication.cluster import Cluster
+from replication.probe import cluster_status
+from tests.integration.clusters import WalSizes, replikit, running_cluster_async
+from tests.integration.conftest import connect, wait_until
+
+# 15-35 s on a shared 2-core machine: a cluster, four CLI calls and a base backup.
+pytestmark = [pytest.mark.destructive, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SLOT_LIMIT = "32MB"
+SLOT_QUERY = "SELECT wal_status, safe_wal_size FROM pg_replication_slots WHERE slot_name = $1"
+
+
+async def _write_until_slot_lost(primary: asyncpg.Connection, slot: str) -> list[str]:
+    """Insert a row and switch to a new WAL segment, with a checkpoint (where PostgreSQL
+    removes old WAL and invalidates slots) every few switches; returns the slot's wal_status
+    after each checkpoint. Stops once the slot is lost, or fails after 40 segments (640 MB at
+    the default segment size, twenty times the limit)."""
+    statuses: list[str] = []
+    await primary.execute("CREATE TABLE IF NOT EXISTS filler (payload text)")
+    for segment in range(1, 41):
+        await primary.execute("INSERT INTO filler VALUES (repeat('x', 1000))")
+        await primary.execute("SELECT pg_switch_wal()")
+        if segment % 4 == 0:
+            await primary.execute("CHECKPOINT")
+            status, _ = await primary.fetchrow(SLOT_QUERY, slot)
+            statuses.append(status)
+            if status == "lost":
+                return statuses
+    pytest.fail(f"slot {slot} was never invalidated; wal_status went {statuses}")
+
+
+async def _exporter_slot_rows(cluster: Cluster) -> dict[str, asyncpg.Record]:
+    """The rows the monitoring profile's exporters turn into pg_slot_retention_* metrics."""
+    queries = yaml.safe_load((ROOT / "deploy/postgres-exporter/queries.yaml").read_text())
+    primary = await connect(cluster, cluster.state.primary_node, superuser=True)
+    try:
+        rows = await primary.fetch(queries["pg_slot_retention"]["query"])
+    finally:
+        await primary.close()
+    return {row["slot_name"]: row for row in rows}
+
+
+async def _status_json(cluster: Cluster) -> dict[str, dict[str, object]]:
+    status = await asyncio.to_thread(
+        replikit, "cluster", "status", "--json", "--data-dir", str(cluster.data_dir)
+    )
+    assert status.returncode == 0, status.stderr
+    return {row["name"]: row for row in json.loads(status.stdout)["nodes"]}
+
+
+async def test_replica_past_the_slot_limit_is_invalidated_and_rejoin_reclones_it() -> None:
+    sizes = WalSizes(wal_keep_size="16MB", max_slot_wal_keep_size=SLOT_LIMIT)
+    async with running_cluster_async(replicas=1, name="retention", wal_sizes=sizes) as cluster:
+        state = cluster.state
+        pg0, pg1 = state.node("pg0"), state.node("pg1")
+        d = ("--data-dir", str(cluster.data_dir))
+
+        # Every node runs with the limit (the replica got it with its base backup).
+        for node in (pg0, pg1):
+            connection = await connect(cluster, node, superuser=True)
+            try:
+                assert await connection.fetchval("SHOW max_slot_wal_keep_size") == SLOT_LIMIT
+            finally:
+                await connection.close()
+        before = await _status_json(cluster)
+        assert before["pg1"]["slot"] == "pg1"
+        assert before["pg1"]["slot_wal_status"] == "reserved"
+        # PostgreSQL counts the limit from the end of the slot's oldest segment (16 MB).
+        assert 0 < int(str(before["pg1"]["slot_safe_wal_size"])) <= (32 + 16) * 1024 * 1024
+
+        streaming = (await _exporter_slot_rows(cluster))["pg1"]
+        assert (streaming["lost"], streaming["active"]) == (0, 1)
+        assert 0 <= streaming["retained_bytes"] < 32 * 1024 * 1024
+
+        owner = await connect(cluster, pg0, owner=True)
+        try:
+            await owner.execute("CREATE TABLE retention_marker (marker text)")
+        finally:
+            await owner.close()
+
+        # The replica stops; the primary writes far past what its slot may hold back.
+        await asyncio.to_thread(cluster.driver.stop, pg1)
+        primary = await connect(cluster, pg0, superuser=True)
+        try:
+            statuses = await _write_until_slot_lost(primary, "pg1")
+            assert statuses[-1] == "lost"
+            assert await primary.fetchrow(SLOT_QUERY, "pg1") == ("lost", None)
+        finally:
+            await primary.close()
+        marker = str(uuid.uuid4())
+        owner = await connect(cluster, pg0, owner=True)
+        try:
+            # The primary stays up and writable: the slot gave way, not the primary's disk.
+            await owner.execute("INSERT INTO retention_marker VALUES ($1)", marker)
+        finally:
+            await owner.close()
+
+        lost = await _status_json(cluster)
+        assert (lost["pg0"]["role"], lost["pg0"]["state"]) == ("primary", "writable")
+        assert lost["pg1"]["state"] == "stopped"
+        assert (lost["pg1"]["slot"], lost["pg1"]["slot_wal_status"]) == ("pg1", "lost")
+        assert lost["pg1"]["slot_safe_wal_size"] is None
+        metrics = (await _exporter_slot_rows(cluster))["pg1"]
+        assert (metrics["lost"], metrics["active"], metrics["retained_bytes"]) == (1, 0, 0)
+        assert metrics["safe_wal_size_bytes"] is None
+        table = await asyncio.to_thread(replikit, "cluster", "status", *d)
+        assert table.returncode == 0, table.stderr
+        assert "lost" in table.stdout
+        assert "replikit cluster rejoin pg1" in " ".join(table.stdout.split())
+
+        rejoin = await asyncio.to_thread(replikit, "cluster", "rejoin", "pg1", *d)
+        assert rejoin.returncode == 0, rejoin.stderr
+        message = " ".join(rejoin.stdout.split())
+        assert "re-cloned with a base backup" in message, message
+        assert "invalidated (wal_status lost)" in message, message
+        assert f"max_slot_wal_keep_size ({SLOT_LIMIT})" in message, message
+
+        rows = await cluster_status(state)
+        assert [(row.name, row.role, row.state) for row in rows] == [
+            ("pg0", "primary", "writable"),
+            ("pg1", "replica", "streaming"),
+        ]
+        assert rows[1].slot_wal_status == "reserved"
+
+        async def marker_replicated() -> bool:
+            replica = await connect(cluster, pg1)
+            try:
+                found = await replica.fetchval(
+                    "SELECT count(*) FROM retention_marker WHERE marker = $1", marker
+                )
+            finally:
+                await replica.close()
+            return bool(found)
+
+        await wait_until(marker_replicated, within=30, what="the re-cloned replica's new rows")
