@@ -115,6 +115,11 @@ class NodeStatus:
     patroni_role: str | None = None
     patroni_state: str | None = None
 
+    @property
+    def slot_lost(self) -> bool:
+        """PostgreSQL invalidated this node's slot: it must be re-cloned to stream again."""
+        return self.slot_wal_status == "lost"
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -100,7 +100,7 @@ def status(
     else:
         print_status(rows)
         for row in rows:
-            if row.slot_wal_status == "lost":
+            if row.slot_lost:
                 console.print(
                     f"{row.name}'s slot {row.slot} was invalidated (wal_status lost): the "
                     f"primary no longer has the WAL it needs; re-clone it with 'replikit "
@@ -245,10 +245,8 @@ def rejoin(
         "recloned": "re-cloned with a base backup",
         "unchanged": "no rewind was needed",
     }.get(str(result["method"]), str(result["method"]))
-    summary = f"{node} streams from {result['primary']} ({how})."
-    if result.get("reclone_reason"):
-        summary += f" It was re-cloned because {result['reclone_reason']}."
-    report(result, as_json, summary)
+    because = f", because {result['reclone_reason']}" if result.get("reclone_reason") else ""
+    report(result, as_json, f"{node} streams from {result['primary']} ({how}{because}).")
 
 
 @cluster_app.command("lag")

@@ -18,7 +18,7 @@ from replication.probe import cluster_status
 from tests.integration.clusters import WalSizes, replikit, running_cluster_async
 from tests.integration.conftest import connect, wait_until
 
-# 15-35 s on a shared 2-core machine: a cluster, four CLI calls and a base backup.
+# 10-35 s on a shared 2-core machine: a cluster, five CLI calls and a base backup.
 pytestmark = [pytest.mark.destructive, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,6 +123,12 @@ async def test_replica_past_the_slot_limit_is_invalidated_and_rejoin_reclones_it
         assert table.returncode == 0, table.stderr
         assert "lost" in table.stdout
         assert "replikit cluster rejoin pg1" in " ".join(table.stdout.split())
+
+        # Started again as it is, the replica could never stream: `up` says so at once.
+        up = await asyncio.to_thread(replikit, "cluster", "up", *d)
+        assert up.returncode != 0
+        assert up.stderr.startswith("error: The primary invalidated the slot of pg1"), up.stderr
+        assert "replikit cluster rejoin pg1" in up.stderr, up.stderr
 
         rejoin = await asyncio.to_thread(replikit, "cluster", "rejoin", "pg1", *d)
         assert rejoin.returncode == 0, rejoin.stderr
