@@ -15,7 +15,7 @@ from replication.probe import NodeStatus
 
 # Wide enough for the status table (with the Patroni columns) when output goes to a pipe or a
 # file.
-console = Console(width=None if Console().is_terminal else 170)
+console = Console(width=None if Console().is_terminal else 200)
 error_console = Console(stderr=True)
 
 DataDirOption = Annotated[

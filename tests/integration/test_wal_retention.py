@@ -15,6 +15,7 @@ import yaml
 
 from replication.cluster import Cluster
 from replication.probe import cluster_status
+from replication.topology import Manager, NodeSpec
 from tests.integration.clusters import WalSizes, replikit, running_cluster_async
 from tests.integration.conftest import connect, wait_until
 
@@ -26,23 +27,45 @@ SLOT_LIMIT = "32MB"
 SLOT_QUERY = "SELECT wal_status, safe_wal_size FROM pg_replication_slots WHERE slot_name = $1"
 
 
-async def _write_until_slot_lost(primary: asyncpg.Connection, slot: str) -> list[str]:
-    """Insert a row and switch to a new WAL segment, with a checkpoint (where PostgreSQL
-    removes old WAL and invalidates slots) every few switches; returns the slot's wal_status
-    after each checkpoint. Stops once the slot is lost, or fails after 40 segments (640 MB at
-    the default segment size, twenty times the limit)."""
+async def _write_past_the_limit(primary: asyncpg.Connection, slot: str) -> list[str]:
+    """Insert a row, switch to a new WAL segment and checkpoint (where PostgreSQL removes old
+    WAL and invalidates slots), eight times: 128 MB of WAL at the default segment size, four
+    times the limit. Returns the slot's wal_status after each checkpoint."""
     statuses: list[str] = []
     await primary.execute("CREATE TABLE IF NOT EXISTS filler (payload text)")
-    for segment in range(1, 41):
+    for _ in range(8):
         await primary.execute("INSERT INTO filler VALUES (repeat('x', 1000))")
         await primary.execute("SELECT pg_switch_wal()")
-        if segment % 4 == 0:
-            await primary.execute("CHECKPOINT")
-            status, _ = await primary.fetchrow(SLOT_QUERY, slot)
-            statuses.append(status)
-            if status == "lost":
-                return statuses
-    pytest.fail(f"slot {slot} was never invalidated; wal_status went {statuses}")
+        await primary.execute("CHECKPOINT")
+        row = await primary.fetchrow(SLOT_QUERY, slot)
+        statuses.append(row["wal_status"] if row else "dropped")
+    return statuses
+
+
+async def _insert_marker(cluster: Cluster) -> str:
+    """A row written after the replica went down; only a replica that streams again has it."""
+    marker = str(uuid.uuid4())
+    owner = await connect(cluster, cluster.state.primary_node, owner=True)
+    try:
+        await owner.execute("CREATE TABLE IF NOT EXISTS retention_marker (marker text)")
+        await owner.execute("INSERT INTO retention_marker VALUES ($1)", marker)
+    finally:
+        await owner.close()
+    return marker
+
+
+async def _wait_for_marker(cluster: Cluster, node: NodeSpec, marker: str) -> None:
+    async def replicated() -> bool:
+        replica = await connect(cluster, node)
+        try:
+            found = await replica.fetchval(
+                "SELECT count(*) FROM retention_marker WHERE marker = $1", marker
+            )
+        finally:
+            await replica.close()
+        return bool(found)
+
+    await wait_until(replicated, within=30, what=f"{node.name} replaying the new rows")
 
 
 async def _exporter_slot_rows(cluster: Cluster) -> dict[str, asyncpg.Record]:
@@ -88,28 +111,17 @@ async def test_replica_past_the_slot_limit_is_invalidated_and_rejoin_reclones_it
         assert (streaming["lost"], streaming["active"]) == (0, 1)
         assert 0 <= streaming["retained_bytes"] < 32 * 1024 * 1024
 
-        owner = await connect(cluster, pg0, owner=True)
-        try:
-            await owner.execute("CREATE TABLE retention_marker (marker text)")
-        finally:
-            await owner.close()
-
         # The replica stops; the primary writes far past what its slot may hold back.
         await asyncio.to_thread(cluster.driver.stop, pg1)
         primary = await connect(cluster, pg0, superuser=True)
         try:
-            statuses = await _write_until_slot_lost(primary, "pg1")
-            assert statuses[-1] == "lost"
+            statuses = await _write_past_the_limit(primary, "pg1")
+            assert statuses[-1] == "lost", statuses
             assert await primary.fetchrow(SLOT_QUERY, "pg1") == ("lost", None)
         finally:
             await primary.close()
-        marker = str(uuid.uuid4())
-        owner = await connect(cluster, pg0, owner=True)
-        try:
-            # The primary stays up and writable: the slot gave way, not the primary's disk.
-            await owner.execute("INSERT INTO retention_marker VALUES ($1)", marker)
-        finally:
-            await owner.close()
+        # The primary stays up and writable: the slot gave way, not the primary's disk.
+        marker = await _insert_marker(cluster)
 
         lost = await _status_json(cluster)
         assert (lost["pg0"]["role"], lost["pg0"]["state"]) == ("primary", "writable")
@@ -144,14 +156,48 @@ async def test_replica_past_the_slot_limit_is_invalidated_and_rejoin_reclones_it
         ]
         assert rows[1].slot_wal_status == "reserved"
 
-        async def marker_replicated() -> bool:
-            replica = await connect(cluster, pg1)
-            try:
-                found = await replica.fetchval(
-                    "SELECT count(*) FROM retention_marker WHERE marker = $1", marker
-                )
-            finally:
-                await replica.close()
-            return bool(found)
+        await _wait_for_marker(cluster, pg1, marker)
 
-        await wait_until(marker_replicated, within=30, what="the re-cloned replica's new rows")
+
+async def test_under_patroni_a_member_whose_wal_is_gone_is_recloned_on_rejoin() -> None:
+    """Patroni recreates a lost slot by itself (empty: the WAL is gone all the same), and the
+    member's PostgreSQL then logs that the leader removed the segment it asks for; rejoin
+    empties the member and its agent clones it afresh."""
+    sizes = WalSizes(wal_keep_size="16MB", max_slot_wal_keep_size=SLOT_LIMIT)
+    async with running_cluster_async(
+        replicas=1, name="retention-patroni", manager=Manager.PATRONI, wal_sizes=sizes
+    ) as cluster:
+        d = ("--data-dir", str(cluster.data_dir))
+        leader = cluster.state.primary_node
+        member = next(node for node in cluster.state.nodes if node != leader)
+        connection = await connect(cluster, member, superuser=True)
+        try:
+            # Patroni's cluster-wide parameters carry the limit to every member.
+            assert await connection.fetchval("SHOW max_slot_wal_keep_size") == SLOT_LIMIT
+        finally:
+            await connection.close()
+
+        kill = await asyncio.to_thread(
+            replikit, "cluster", "kill", member.name, "--mode", "fast", *d
+        )
+        assert kill.returncode == 0, kill.stderr
+        primary = await connect(cluster, leader, superuser=True)
+        try:
+            statuses = await _write_past_the_limit(primary, member.name)
+        finally:
+            await primary.close()
+        assert "lost" in statuses, statuses
+        marker = await _insert_marker(cluster)
+
+        rejoin = await asyncio.to_thread(replikit, "cluster", "rejoin", member.name, "--json", *d)
+        assert rejoin.returncode == 0, rejoin.stderr
+        result = json.loads(rejoin.stdout)
+        assert result["method"] == "recloned", result
+        assert "max_slot_wal_keep_size" in result["reclone_reason"], result
+        assert [step["step"] for step in result["steps"]] == [
+            "agent_started",
+            "wal_gone",
+            "agent_restarted_empty",
+            "streaming",
+        ]
+        await _wait_for_marker(cluster, member, marker)

@@ -215,6 +215,14 @@ class LocalAgents:
             self.processes.signal(process, marker, signal.SIGTERM, AGENT_STOP_TIMEOUT_SECONDS)
         self.local.stop(node, mode)
 
+    def empty_data_dir(self, node: NodeSpec) -> None:
+        """Remove everything in the stopped node's data directory (kept, with its owner and
+        mode): its agent then clones the node from the leader as a new member."""
+        self.user.run(
+            ["find", str(self.local.pgdata(node)), "-mindepth", "1", "-delete"],
+            what=f"emptying {node.name}'s data directory",
+        )
+
     def crash_postgres(self, node: NodeSpec) -> None:
         """Crash PostgreSQL only (immediate shutdown, no checkpoint); its agent sees it."""
         self.local.stop(node, StopMode.IMMEDIATE)
