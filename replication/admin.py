@@ -109,3 +109,33 @@ def ensure_slots(state: ClusterState, node: NodeSpec, slot_names: list[str]) -> 
             await connection.execute(ENSURE_SLOT, name)
 
     asyncio.run(with_admin(state, node, work))
+
+
+DROP_SLOT_TIMEOUT_SECONDS = 10.0
+
+
+def drop_slot(state: ClusterState, node: NodeSpec, slot_name: str) -> None:
+    """Drop a physical slot on ``node`` if it exists; a walsender still holding it (a replica
+    that was just stopped, or one retrying a stream it can no longer get) is ended first."""
+
+    async def work(connection: asyncpg.Connection) -> None:
+        deadline = asyncio.get_running_loop().time() + DROP_SLOT_TIMEOUT_SECONDS
+        while True:
+            await connection.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                "WHERE slot_name = $1 AND active_pid IS NOT NULL",
+                slot_name,
+            )
+            try:
+                await connection.execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                    "WHERE slot_name = $1",
+                    slot_name,
+                )
+                return
+            except asyncpg.ObjectInUseError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+    asyncio.run(with_admin(state, node, work))

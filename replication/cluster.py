@@ -30,6 +30,7 @@ from replication.ports import require_free_ports
 from replication.probe import NodeStatus
 from replication.server_user import ServerUser
 from replication.topology import (
+    DEFAULT_MAX_SLOT_WAL_KEEP_SIZE,
     ClusterState,
     Manager,
     SyncMode,
@@ -173,6 +174,7 @@ def cluster_up(
     base_port: int | None = None,
     pg_bin: str | None = None,
     wal_keep_size: str = "256MB",
+    max_slot_wal_keep_size: str = DEFAULT_MAX_SLOT_WAL_KEEP_SIZE,
     manager: Manager | None = None,
 ) -> tuple[Cluster, list[NodeStatus]]:
     """Create, restart or just report the cluster in ``data_dir``; idempotent.
@@ -205,6 +207,7 @@ def cluster_up(
         pg_bin=binaries.directory,
         pg_major=binaries.major_version,
         wal_keep_size=wal_keep_size,
+        max_slot_wal_keep_size=max_slot_wal_keep_size,
     )
     state.manager = manager or Manager.NATIVE
     manager_class(state.manager).configure_new(state)

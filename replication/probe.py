@@ -47,7 +47,29 @@ FROM pg_stat_replication r
 LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid
 """
 
-SLOTS_QUERY = "SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'"
+# Each physical slot's retention: wal_status is reserved | extended | unreserved | lost (lost:
+# PostgreSQL invalidated it because it fell more than max_slot_wal_keep_size behind);
+# safe_wal_size is how much more WAL may be written before it is lost (NULL once lost, or
+# with no limit); retained_bytes is the WAL it holds back now (NULL once lost).
+SLOTS_QUERY = """
+SELECT slot_name, active, wal_status, safe_wal_size,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained_bytes
+FROM pg_replication_slots WHERE slot_type = 'physical'
+"""
+
+
+@dataclass(frozen=True)
+class SlotReading:
+    """One physical replication slot on the primary, from ``pg_replication_slots``."""
+
+    active: bool
+    wal_status: str | None
+    safe_wal_size: int | None
+    retained_bytes: int | None
+
+    @property
+    def lost(self) -> bool:
+        return self.wal_status == "lost"
 
 
 @dataclass
@@ -66,7 +88,7 @@ class NodeReading:
     receive_lsn: int | None = None
     apply_delay_ms: int = 0
     replication: dict[str, dict[str, Any]] = field(default_factory=dict)
-    slots: dict[str, bool] = field(default_factory=dict)
+    slots: dict[str, SlotReading] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,6 +104,10 @@ class NodeStatus:
     lag_bytes: int | None = None
     lag_seconds: float | None = None
     slot: str | None = None
+    # The primary's view of this replica's slot (see SLOTS_QUERY).
+    slot_wal_status: str | None = None
+    slot_safe_wal_size: int | None = None
+    slot_retained_bytes: int | None = None
     replay_paused: bool | None = None
     apply_delay: str | None = None
     fenced: bool = False
@@ -100,6 +126,11 @@ class NodeStatus:
             self.pooler_clients = stats.clients_active
             self.pooler_waiting = stats.clients_waiting
             self.pooler_servers = stats.servers_active + stats.servers_idle
+
+    @property
+    def slot_lost(self) -> bool:
+        """PostgreSQL invalidated this node's slot: it must be re-cloned to stream again."""
+        return self.slot_wal_status == "lost"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,7 +167,12 @@ async def read_node(state: ClusterState, node: NodeSpec) -> NodeReading:
                 if name not in reading.replication or rep["slot_name"] is not None:
                     reading.replication[name] = dict(rep)
             for slot in await connection.fetch(SLOTS_QUERY):
-                reading.slots[slot["slot_name"]] = slot["active"]
+                reading.slots[slot["slot_name"]] = SlotReading(
+                    active=slot["active"],
+                    wal_status=slot["wal_status"],
+                    safe_wal_size=slot["safe_wal_size"],
+                    retained_bytes=slot["retained_bytes"],
+                )
         return reading
     finally:
         await connection.close()
@@ -185,6 +221,22 @@ def _replica_status(
     return base
 
 
+def _add_slot(row: NodeStatus, primary: NodeReading | None) -> None:
+    """The retention of the node's slot on the primary (a node's slot is named after it
+    unless its primary_slot_name says otherwise); also for a replica that is down, whose
+    slot is what keeps (or no longer keeps) the WAL it will need."""
+    if primary is None:
+        return
+    name = row.slot or row.name
+    slot = primary.slots.get(name)
+    if slot is None:
+        return
+    row.slot = name
+    row.slot_wal_status = slot.wal_status
+    row.slot_safe_wal_size = slot.safe_wal_size
+    row.slot_retained_bytes = slot.retained_bytes
+
+
 def summarise(
     state: ClusterState, readings: Mapping[str, NodeReading | BaseException]
 ) -> list[NodeStatus]:
@@ -204,6 +256,8 @@ def summarise(
             row.role = "primary"
             row.timeline = reading.timeline
             row.state = "writable" if node.name == primary_name else "stale primary"
+        if node.name != primary_name:
+            _add_slot(row, primary_reading)
         row.fenced = node.name in state.fenced
         rows.append(row)
     return rows

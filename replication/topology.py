@@ -21,6 +21,9 @@ from replication.errors import BadInputError, DataDirConflictError
 STATE_FILE_NAME = "state.json"
 MAX_REPLICAS = 8
 LOOPBACK = "127.0.0.1"
+# max_slot_wal_keep_size of a new cluster: how much WAL a replica's slot may hold back on the
+# primary before PostgreSQL invalidates the slot (the replica is then re-cloned on rejoin).
+DEFAULT_MAX_SLOT_WAL_KEEP_SIZE = "4GB"
 
 
 class SyncMode(StrEnum):
@@ -111,6 +114,9 @@ class ClusterState(BaseModel):
     primary: str
     passwords: Passwords
     wal_keep_size: str = "256MB"
+    # The most WAL a replication slot may hold back (docs/operations.md, "Bounded WAL
+    # retention"); a cluster built before the setting existed gets PostgreSQL's -1 (none).
+    max_slot_wal_keep_size: str = "-1"
     driver: str = "local"  # local | compose
     manager: Manager = Manager.NATIVE
     patroni: PatroniSettings | None = None
@@ -186,6 +192,7 @@ def build_state(
     pg_bin: Path,
     pg_major: int,
     wal_keep_size: str = "256MB",
+    max_slot_wal_keep_size: str = DEFAULT_MAX_SLOT_WAL_KEEP_SIZE,
 ) -> ClusterState:
     validate_shape(replicas=replicas, base_port=base_port)
     nodes = [NodeSpec(name=f"pg{i}", port=base_port + i) for i in range(replicas + 1)]
@@ -198,6 +205,7 @@ def build_state(
         primary="pg0",
         passwords=Passwords.generate(),
         wal_keep_size=wal_keep_size,
+        max_slot_wal_keep_size=max_slot_wal_keep_size,
     )
 
 

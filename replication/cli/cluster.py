@@ -16,7 +16,7 @@ from replication.cluster import DEFAULT_DATA_DIR, Cluster, cluster_down, cluster
 from replication.drivers.base import StopMode
 from replication.errors import BadInputError
 from replication.lag import LagChange
-from replication.topology import Manager, SyncMode
+from replication.topology import DEFAULT_MAX_SLOT_WAL_KEEP_SIZE, Manager, SyncMode
 
 cluster_app = typer.Typer(
     help="A primary-replica cluster: local PostgreSQL processes, or an attached compose stack.",
@@ -43,6 +43,13 @@ def up(
     wal_keep_size: Annotated[
         str, typer.Option(help="wal_keep_size of a new cluster, e.g. 256MB or 1GB.")
     ] = "256MB",
+    max_slot_wal_keep_size: Annotated[
+        str,
+        typer.Option(
+            help="The most WAL one replica's slot may hold back on the primary before "
+            "PostgreSQL gives up on that replica (it is re-cloned on rejoin); -1 for no limit."
+        ),
+    ] = DEFAULT_MAX_SLOT_WAL_KEEP_SIZE,
     manager: Annotated[
         Manager | None,
         typer.Option(
@@ -52,10 +59,8 @@ def up(
     ] = None,
 ) -> None:
     """Create (or restart) the primary and its replicas and wait until every one streams."""
-    if not re.fullmatch(r"\d+(kB|MB|GB)", wal_keep_size):
-        raise BadInputError(
-            f"--wal-keep-size takes a size like 256MB or 1GB, not {wal_keep_size!r}."
-        )
+    _require_size("--wal-keep-size", wal_keep_size)
+    _require_size("--max-slot-wal-keep-size", max_slot_wal_keep_size, unlimited="-1")
     _, rows = cluster_up(
         data_dir,
         replicas=replicas,
@@ -63,6 +68,7 @@ def up(
         base_port=base_port,
         pg_bin=pg_bin,
         wal_keep_size=wal_keep_size,
+        max_slot_wal_keep_size=max_slot_wal_keep_size,
         manager=manager,
     )
     print_status(rows)
@@ -72,6 +78,14 @@ def up(
                 f"{row.name} is fenced (a former primary) and was not started; bring it back "
                 f"with 'replikit cluster rejoin {row.name}'."
             )
+
+
+def _require_size(option: str, value: str, *, unlimited: str | None = None) -> None:
+    """A PostgreSQL size setting written as a number and a unit (or the unlimited value)."""
+    if value == unlimited or re.fullmatch(r"\d+(kB|MB|GB|TB)", value):
+        return
+    also = f", or {unlimited} for no limit" if unlimited else ""
+    raise BadInputError(f"{option} takes a size like 256MB or 4GB{also}, not {value!r}.")
 
 
 @cluster_app.command("status")
@@ -85,6 +99,13 @@ def status(
         print(json.dumps({"nodes": [row.to_json() for row in rows]}, indent=2))
     else:
         print_status(rows)
+        for row in rows:
+            if row.slot_lost:
+                console.print(
+                    f"{row.name}'s slot {row.slot} was invalidated (wal_status lost): the "
+                    f"primary no longer has the WAL it needs; re-clone it with 'replikit "
+                    f"cluster rejoin {row.name}'."
+                )
 
 
 @cluster_app.command("down")
@@ -224,7 +245,8 @@ def rejoin(
         "recloned": "re-cloned with a base backup",
         "unchanged": "no rewind was needed",
     }.get(str(result["method"]), str(result["method"]))
-    report(result, as_json, f"{node} streams from {result['primary']} ({how}).")
+    because = f", because {result['reclone_reason']}" if result.get("reclone_reason") else ""
+    report(result, as_json, f"{node} streams from {result['primary']} ({how}{because}).")
 
 
 @cluster_app.command("lag")

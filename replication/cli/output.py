@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from replication.probe import NodeStatus
 
 # Wide enough for the status table (with the Patroni columns) when output goes to a pipe or a
 # file.
-console = Console(width=None if Console().is_terminal else 170)
+console = Console(width=None if Console().is_terminal else 200)
 error_console = Console(stderr=True)
 
 DataDirOption = Annotated[
@@ -33,6 +34,32 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+SIZE_UNITS = ("B", "kB", "MB", "GB", "TB")
+
+
+def format_size(size: int | None) -> str:
+    """Bytes as PostgreSQL prints sizes (1024-based, one decimal from kB up): ``512 B``,
+    ``16.0 MB``, ``-2.5 GB``; ``-`` for none."""
+    if size is None:
+        return "-"
+    value = float(abs(size))
+    unit = 0
+    while value >= 1024 and unit < len(SIZE_UNITS) - 1:
+        value /= 1024
+        unit += 1
+    sign = "-" if size < 0 else ""
+    if unit == 0:
+        return f"{sign}{int(value)} B"
+    return f"{sign}{value:.1f} {SIZE_UNITS[unit]}"
+
+
+# Table columns shown under another name than their JSON key, with their own formatting.
+SLOT_COLUMNS: dict[str, Callable[[NodeStatus], str]] = {
+    "wal_status": lambda row: _fmt(row.slot_wal_status),
+    "safe_wal_size": lambda row: format_size(row.slot_safe_wal_size),
+}
+
+
 def print_status(rows: list[NodeStatus]) -> None:
     table = Table(title="replikit cluster")
     columns = [
@@ -45,6 +72,7 @@ def print_status(rows: list[NodeStatus]) -> None:
         "lag_bytes",
         "lag_seconds",
         "slot",
+        *SLOT_COLUMNS,
         "apply_delay",
         "replay_paused",
         "fenced",
@@ -54,10 +82,16 @@ def print_status(rows: list[NodeStatus]) -> None:
     if any(row.pooler_servers is not None for row in rows):
         columns += ["pooler_clients", "pooler_waiting", "pooler_servers"]
     for column in columns:
-        table.add_column(column, justify="right" if column.startswith(("lag", "port")) else "left")
+        right = column.startswith(("lag", "port", "safe"))
+        table.add_column(column, justify="right" if right else "left")
     for row in rows:
         values = row.to_json()
-        table.add_row(*(_fmt(values[column]) for column in columns))
+        table.add_row(
+            *(
+                SLOT_COLUMNS[column](row) if column in SLOT_COLUMNS else _fmt(values[column])
+                for column in columns
+            )
+        )
     console.print(table)
 
 

@@ -18,6 +18,12 @@ class StopMode(StrEnum):
     IMMEDIATE = "immediate"
 
 
+def rejoin_method(*, reclone: bool) -> str:
+    """rejoin-node.sh's REPLIKIT_REJOIN_METHOD: ``auto`` (pg_rewind, a base backup when that
+    fails) or ``reclone`` (a base backup at once)."""
+    return "reclone" if reclone else "auto"
+
+
 class NodeDriver(Protocol):
     def prepare(self) -> None:
         """Create what every node needs before the first one is built."""
@@ -40,8 +46,9 @@ class NodeDriver(Protocol):
     def is_running(self, node: NodeSpec) -> bool:
         """True while the node's server process runs."""
 
-    def rejoin(self, node: NodeSpec, primary: NodeSpec) -> str:
-        """Make the stopped node a replica of ``primary`` (runs rejoin-node.sh)."""
+    def rejoin(self, node: NodeSpec, primary: NodeSpec, *, reclone: bool = False) -> str:
+        """Make the stopped node a replica of ``primary`` (runs rejoin-node.sh); ``reclone``
+        takes a fresh base backup without trying pg_rewind."""
 
     def fence(self, node: NodeSpec) -> None:
         """Make the stopped node unable to start writable."""

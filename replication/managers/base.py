@@ -92,6 +92,15 @@ class ClusterManager(ABC):
             waiting = [row.name for row in rows if not self._settled(row)]
             if not waiting:
                 return rows
+            lost = [row.name for row in rows if row.name in waiting and row.slot_lost]
+            if lost:
+                # Its slot reserves nothing any more: waiting longer cannot help.
+                which, name = ("it", lost[0]) if len(lost) == 1 else ("each", "NODE")
+                raise ReplikitError(
+                    f"The primary invalidated the slot of {', '.join(lost)} (it fell more "
+                    f"than max_slot_wal_keep_size behind), so it cannot stream again; re-clone "
+                    f"{which} with 'replikit cluster rejoin {name}'."
+                )
             if time.monotonic() > deadline:
                 raise ClusterTimeoutError(
                     f"Replicas {', '.join(waiting)} were not streaming after {timeout:.0f} s; "

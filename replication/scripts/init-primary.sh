@@ -15,6 +15,8 @@
 #                             (default 127.0.0.1/32)
 #   REPLIKIT_LISTEN_ADDRESSES (default 127.0.0.1), REPLIKIT_SOCKET_DIR (default: no socket)
 #   REPLIKIT_WAL_KEEP_SIZE    (default 256MB), REPLIKIT_MAX_CONNECTIONS (default 200)
+#   REPLIKIT_MAX_SLOT_WAL_KEEP_SIZE  the most WAL a replication slot may hold back before
+#                             PostgreSQL invalidates it (default 4GB; -1: no limit)
 #   REPLIKIT_MONITOR_PASSWORD when set, a login role (REPLIKIT_MONITOR_USER, default monitor)
 #                             with only pg_monitor's rights, for metrics exporters
 #   REPLIKIT_POOLER_PASSWORD  when set, the connection poolers' lookup role (REPLIKIT_POOLER_USER,
@@ -99,6 +101,7 @@ wal_level = replica
 max_wal_senders = 20
 max_replication_slots = 20
 wal_keep_size = $(conf_quote "${REPLIKIT_WAL_KEEP_SIZE:-256MB}")
+max_slot_wal_keep_size = $(conf_quote "${REPLIKIT_MAX_SLOT_WAL_KEEP_SIZE:-4GB}")
 hot_standby = on
 hot_standby_feedback = on
 wal_log_hints = on

@@ -9,6 +9,9 @@
 #   REPLIKIT_SUPERUSER_PASSWORD                           required (pg_rewind's source login)
 #   REPLIKIT_REPLICATION_PASSWORD                         required (streaming login)
 #   PGBIN, REPLIKIT_LISTEN_ADDRESSES, REPLIKIT_SOCKET_DIR, REPLIKIT_SLOT_NAME as elsewhere
+#   REPLIKIT_REJOIN_METHOD    auto (default): pg_rewind, a base backup when that fails;
+#                             reclone: a base backup at once (the node's slot was invalidated,
+#                             so the WAL it would stream from is gone from the primary)
 #
 # The replication slot must already exist on the primary (replikit creates it first).
 set -euo pipefail
@@ -20,10 +23,31 @@ require_env PGDATA PGPORT REPLIKIT_NODE_NAME REPLIKIT_PRIMARY_HOST REPLIKIT_PRIM
     REPLIKIT_SUPERUSER_PASSWORD REPLIKIT_REPLICATION_PASSWORD
 
 slot=${REPLIKIT_SLOT_NAME:-$REPLIKIT_NODE_NAME}
-[ -s "$PGDATA/PG_VERSION" ] || fail "$PGDATA holds no cluster; bootstrap-replica.sh builds a new replica"
+method=${REPLIKIT_REJOIN_METHOD:-auto}
+case "$method" in
+    auto | reclone) ;;
+    *) fail "REPLIKIT_REJOIN_METHOD must be auto or reclone, not '$method'" ;;
+esac
 if pg_ctl --pgdata="$PGDATA" status >/dev/null 2>&1; then
     fail "$REPLIKIT_NODE_NAME is running; stop it before rejoining it"
 fi
+
+# A fresh base backup over the node's slot, replacing everything in its data directory.
+reclone() {
+    log "$1; taking a fresh base backup"
+    if [ -d "$PGDATA" ]; then
+        find "$PGDATA" -mindepth 1 -delete
+    fi
+    bash "$here/bootstrap-replica.sh" >&2
+    rm -f "$PGDATA/$fence_marker"
+    echo "result=recloned"
+    exit 0
+}
+
+if [ "$method" = reclone ]; then
+    reclone "re-clone asked for (REPLIKIT_REJOIN_METHOD=reclone)"
+fi
+[ -s "$PGDATA/PG_VERSION" ] || fail "$PGDATA holds no cluster; bootstrap-replica.sh builds a new replica"
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
 
@@ -65,12 +89,7 @@ if PGPASSWORD=$REPLIKIT_SUPERUSER_PASSWORD pg_rewind --target-pgdata="$PGDATA" \
         result=unchanged
     fi
 else
-    log "pg_rewind failed ($(tail -n 1 "$workdir/rewind.log")); taking a fresh base backup"
-    find "$PGDATA" -mindepth 1 -delete
-    bash "$here/bootstrap-replica.sh" >&2
-    rm -f "$PGDATA/$fence_marker"
-    echo "result=recloned"
-    exit 0
+    reclone "pg_rewind failed ($(tail -n 1 "$workdir/rewind.log"))"
 fi
 
 # pg_rewind copies the source's configuration files: restore this node's own settings and

@@ -11,11 +11,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from replication.cluster import Cluster, cluster_down, cluster_up
 from replication.ports import ephemeral_port_floor, find_free_port_range
-from replication.topology import Manager, SyncMode
+from replication.topology import DEFAULT_MAX_SLOT_WAL_KEEP_SIZE, Manager, SyncMode
 
 REPLIKIT = str(Path(sys.executable).parent / "replikit")
 
@@ -33,6 +34,14 @@ def reachable_temp_dir(prefix: str) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class WalSizes:
+    """The WAL retention settings of a new cluster (``cluster up``'s defaults unless set)."""
+
+    wal_keep_size: str = "256MB"
+    max_slot_wal_keep_size: str = DEFAULT_MAX_SLOT_WAL_KEEP_SIZE
+
+
 def remove_temp_dirs() -> None:
     if os.environ.get("REPLIKIT_KEEP_TEST_CLUSTERS"):
         return
@@ -43,8 +52,13 @@ def remove_temp_dirs() -> None:
 def free_base_port(nodes: int) -> int:
     """A random start keeps parallel runs on one machine from racing for the same ports;
     staying below the ephemeral range keeps outgoing connections from taking a node's port
-    between the check and its server's bind."""
+    between the check and its server's bind. REPLIKIT_TEST_PORTS=LOW-HIGH keeps a run within
+    its own range (several people testing on one machine)."""
     floor = ephemeral_port_floor()
+    low, _, high = os.environ.get("REPLIKIT_TEST_PORTS", "").partition("-")
+    if low.isdigit() and high.isdigit():
+        start = random.randrange(int(low), max(int(low) + 1, int(high) - nodes * 10), nodes)
+        return find_free_port_range(nodes, start=start, stop=int(high))
     start = random.randrange(20000, max(20100, floor - 1000), 100)
     return find_free_port_range(nodes, start=start, stop=max(floor, start + 1000))
 
@@ -56,6 +70,7 @@ def running_cluster(
     sync: SyncMode = SyncMode.OFF,
     name: str = "cluster",
     manager: Manager = Manager.NATIVE,
+    wal_sizes: WalSizes | None = None,
 ) -> Iterator[Cluster]:
     """A fresh cluster that is stopped and deleted afterwards, also when the test fails."""
     root = reachable_temp_dir(f"replikit-{name}-")
@@ -67,6 +82,7 @@ def running_cluster(
             sync=sync,
             base_port=free_base_port(replicas + 1),
             manager=manager,
+            **asdict(wal_sizes or WalSizes()),
         )
         yield cluster
     finally:
@@ -104,10 +120,13 @@ async def running_cluster_async(
     sync: SyncMode = SyncMode.OFF,
     name: str = "cluster",
     manager: Manager = Manager.NATIVE,
+    wal_sizes: WalSizes | None = None,
 ) -> AsyncIterator[Cluster]:
     """:func:`running_cluster` for async tests: building and stopping run in a worker thread,
     because the cluster API drives its own event loop."""
-    context = running_cluster(replicas=replicas, sync=sync, name=name, manager=manager)
+    context = running_cluster(
+        replicas=replicas, sync=sync, name=name, manager=manager, wal_sizes=wal_sizes
+    )
     cluster = await asyncio.to_thread(context.__enter__)
     try:
         yield cluster

@@ -109,6 +109,24 @@ def test_replicas_out_of_range_is_refused(workdir: Path, replicas: str) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the postgres account only matters as root")
+@pytest.mark.parametrize(
+    ("option", "value", "hint"),
+    [
+        ("--wal-keep-size", "1G", "like 256MB or 4GB"),
+        ("--wal-keep-size", "-1", "like 256MB or 4GB"),
+        ("--max-slot-wal-keep-size", "4 GB", "or -1 for no limit"),
+        ("--max-slot-wal-keep-size", "unlimited", "or -1 for no limit"),
+    ],
+)
+def test_wal_sizes_that_postgresql_would_refuse_are_refused_first(
+    workdir: Path, option: str, value: str, hint: str
+) -> None:
+    result = replikit("cluster", "up", option, value, "--data-dir", str(workdir / "c"))
+    assert result.returncode != 0
+    assert_one_sentence_error(result.stderr, option, hint, repr(value))
+    assert not (workdir / "c").exists()
+
+
 def test_data_dir_the_postgres_account_cannot_reach_is_refused(workdir: Path) -> None:
     private = workdir / "private"
     private.mkdir(mode=0o700)

@@ -95,3 +95,13 @@ def test_the_generator_writes_a_private_file_or_one_sentence(tmp_path: Path) -> 
     assert refused.returncode == 1
     assert refused.stderr.strip().endswith("REPLIKIT_NODE_NAME must be set")
     assert not (tmp_path / "other.yml").exists()
+
+
+def test_patroni_members_get_the_limit_from_the_container_environment_or_the_default() -> None:
+    default = patroni_config.agent_config(patroni_config.container_agent(ENV))
+    parameters = default["bootstrap"]["dcs"]["postgresql"]["parameters"]
+    assert parameters["max_slot_wal_keep_size"] == patroni_config.DEFAULT_MAX_SLOT_WAL_KEEP_SIZE
+    assert parameters["wal_keep_size"] == "256MB"
+    chosen = patroni_config.container_agent({**ENV, "REPLIKIT_MAX_SLOT_WAL_KEEP_SIZE": "10GB"})
+    dcs = patroni_config.agent_config(chosen)["bootstrap"]["dcs"]
+    assert dcs["postgresql"]["parameters"]["max_slot_wal_keep_size"] == "10GB"

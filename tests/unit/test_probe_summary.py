@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from replication.probe import NodeReading, choose_primary, summarise
+from replication.probe import NodeReading, SlotReading, choose_primary, summarise
 from replication.topology import ClusterState, NodeSpec, Passwords, SyncMode
 
 Readings = dict[str, NodeReading | BaseException]
@@ -107,3 +107,34 @@ def test_no_primary_when_every_node_is_down_or_in_recovery() -> None:
     rows = summarise(make_state(), readings)
     assert rows[1].lag_bytes is None
     assert rows[1].state == "streaming"
+
+
+def test_each_replica_row_carries_its_slot_retention_even_when_the_replica_is_down() -> None:
+    pg0 = primary(10, pg1="streaming")
+    pg0.slots = {
+        "pg1": SlotReading(
+            active=True, wal_status="reserved", safe_wal_size=4096, retained_bytes=512
+        ),
+        "pg2": SlotReading(
+            active=False, wal_status="lost", safe_wal_size=None, retained_bytes=None
+        ),
+    }
+    readings: Readings = {"pg0": pg0, "pg1": replica(10, None), "pg2": OSError("down")}
+    rows = summarise(make_state(), readings)
+    assert rows[0].slot_wal_status is None  # the primary has no slot of its own
+    assert (rows[1].slot, rows[1].slot_wal_status, rows[1].slot_safe_wal_size) == (
+        "pg1",
+        "reserved",
+        4096,
+    )
+    assert rows[1].slot_retained_bytes == 512
+    assert (rows[2].state, rows[2].slot, rows[2].slot_wal_status) == ("unreachable", "pg2", "lost")
+    assert rows[2].slot_safe_wal_size is None
+    assert pg0.slots["pg2"].lost
+    assert not pg0.slots["pg1"].lost
+
+
+def test_a_replica_without_a_slot_on_the_primary_shows_no_retention() -> None:
+    readings: Readings = {"pg0": primary(10), "pg1": replica(10, None), "pg2": replica(10, None)}
+    rows = summarise(make_state(), readings)
+    assert [(r.slot_wal_status, r.slot_safe_wal_size) for r in rows] == [(None, None)] * 3

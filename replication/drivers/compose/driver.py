@@ -25,7 +25,7 @@ from pathlib import Path
 
 from replication.admin import fetchval
 from replication.compose.command import ComposeProgram, compose_program
-from replication.drivers.base import StopMode
+from replication.drivers.base import StopMode, rejoin_method
 from replication.errors import BadInputError, ClusterTimeoutError, NodeCommandError
 from replication.poolers import SHOW_POOLS_PSQL, PoolerStats, parse_show_pools
 from replication.topology import ClusterState, NodeSpec
@@ -190,13 +190,17 @@ class ComposeDriver:
         )
         return node.name in output.split()
 
-    def rejoin(self, node: NodeSpec, primary: NodeSpec) -> str:
+    def rejoin(self, node: NodeSpec, primary: NodeSpec, *, reclone: bool = False) -> str:
         host, port = self.state.replication_address(primary)
         output = self._one_off(
             node,
             "bash /replikit/scripts/rejoin-node.sh",
             what=f"rejoining {node.name}",
-            env={"REPLIKIT_PRIMARY_HOST": host, "REPLIKIT_PRIMARY_PORT": str(port)},
+            env={
+                "REPLIKIT_PRIMARY_HOST": host,
+                "REPLIKIT_PRIMARY_PORT": str(port),
+                "REPLIKIT_REJOIN_METHOD": rejoin_method(reclone=reclone),
+            },
         )
         lines = output.strip().splitlines()
         return lines[-1].removeprefix("result=") if lines else "unknown"

@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from replication.drivers.base import StopMode
+from replication.drivers.base import StopMode, rejoin_method
 from replication.drivers.local.processes import is_zombie
 from replication.errors import ClusterTimeoutError, NodeCommandError
 from replication.pgbin import PgBinaries
@@ -90,6 +90,7 @@ class LocalDriver:
             "REPLIKIT_SYNC_MODE": state.sync.value,
             "REPLIKIT_STANDBY_NAMES": ",".join(n.name for n in state.replicas),
             "REPLIKIT_WAL_KEEP_SIZE": state.wal_keep_size,
+            "REPLIKIT_MAX_SLOT_WAL_KEEP_SIZE": state.max_slot_wal_keep_size,
         }
 
     def _run_script(self, script: str, node: NodeSpec, extra: dict[str, str]) -> None:
@@ -111,7 +112,7 @@ class LocalDriver:
             {"REPLIKIT_PRIMARY_HOST": self.state.host, "REPLIKIT_PRIMARY_PORT": str(primary.port)},
         )
 
-    def rejoin(self, node: NodeSpec, primary: NodeSpec) -> str:
+    def rejoin(self, node: NodeSpec, primary: NodeSpec, *, reclone: bool = False) -> str:
         """Run rejoin-node.sh; returns unchanged, rewound or recloned."""
         result = self.user.run(
             ["bash", str(self.scripts_dir / "rejoin-node.sh")],
@@ -119,6 +120,7 @@ class LocalDriver:
                 **self.script_env(node),
                 "REPLIKIT_PRIMARY_HOST": self.state.host,
                 "REPLIKIT_PRIMARY_PORT": str(primary.port),
+                "REPLIKIT_REJOIN_METHOD": rejoin_method(reclone=reclone),
             },
             cwd=self.data_dir,
             what=f"rejoin-node.sh for {node.name}",

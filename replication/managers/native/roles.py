@@ -11,7 +11,9 @@
   every connected replica), the target is promoted only once it has replayed that checkpoint,
   and the old primary becomes a replica of it. Nothing acknowledged can be lost.
 * ``rejoin`` makes a stopped node a replica of the current primary: pg_rewind when histories
-  diverged, a fresh base backup when pg_rewind cannot.
+  diverged, a fresh base backup when pg_rewind cannot, or when the node's slot on the primary
+  was invalidated (it fell more than ``max_slot_wal_keep_size`` behind: the WAL it needs is
+  gone, so no restart or rewind could make it stream again).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from replication.admin import ensure_slots, execute, fetchval, quote_literal, with_admin
+from replication.admin import drop_slot, ensure_slots, execute, fetchval, quote_literal, with_admin
 from replication.drivers.base import StopMode
 from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
 from replication.lag import clear_lag
@@ -237,20 +239,42 @@ def failover(
 
 
 # rejoin -----------------------------------------------------------------------------------
-def _rejoin(cluster: ClusterManager, node: NodeSpec, primary: NodeSpec) -> str:
+def _rejoin(
+    cluster: ClusterManager, node: NodeSpec, primary: NodeSpec, *, reclone: bool = False
+) -> str:
     state, driver = cluster.state, cluster.driver
     if driver.is_running(node):
         driver.stop(node, StopMode.FAST)
+    if reclone:
+        # An invalidated slot reserves nothing and never will again: a new one, from now.
+        drop_slot(state, primary, node.name)
     ensure_slots(state, primary, [node.name])
     # pg_rewind reads the source's timeline from its control file, which a fresh promotion
     # only updates at its next checkpoint; without this it may see "the same timeline" and
     # skip a rewind that is needed.
     execute(state, primary, "CHECKPOINT")
-    method = driver.rejoin(node, primary)
+    method = driver.rejoin(node, primary, reclone=reclone)
     driver.start(node)
     state.unfence(node.name)
     save_state(cluster.data_dir, state)
     return method
+
+
+def lost_slot_reason(
+    state: ClusterState, readings: Readings, node: NodeSpec, primary: NodeSpec
+) -> str | None:
+    """Why ``node`` must be re-cloned rather than rewound or restarted: its slot on the
+    primary was invalidated, so the WAL it would stream from is gone. None when it was not."""
+    reading = readings.alive(primary.name)
+    slot = reading.slots.get(node.name) if reading is not None else None
+    if slot is None or not slot.lost:
+        return None
+    limit = fetchval(state, primary, "SELECT current_setting('max_slot_wal_keep_size')")
+    return (
+        f"its slot {node.name} on {primary.name} was invalidated (wal_status lost): it fell "
+        f"more than max_slot_wal_keep_size ({limit}) behind, so {primary.name} removed WAL "
+        f"it still needed"
+    )
 
 
 def rejoin(cluster: ClusterManager, name: str) -> dict[str, Any]:
@@ -262,16 +286,22 @@ def rejoin(cluster: ClusterManager, name: str) -> dict[str, Any]:
             f"replica follow it."
         )
     primary = state.primary_node
-    if not Readings.take(state).is_writable(primary.name):
+    readings = Readings.take(state)
+    if not readings.is_writable(primary.name):
         raise ReplikitError(
             f"The primary {primary.name} is not reachable; fail over first, then rejoin {name}."
         )
     clock = StepClock("rejoin")
-    method = _rejoin(cluster, node, primary)
+    reclone_reason = lost_slot_reason(state, readings, node, primary)
+    if reclone_reason is not None:
+        clock.step("slot_lost", node=name, slot=name)
+    method = _rejoin(cluster, node, primary, reclone=reclone_reason is not None)
     clock.step(method, node=name)
     wait_streaming(state, primary, [name])
     clock.step("streaming", node=name)
-    return clock.to_json(node=name, primary=primary.name, method=method)
+    return clock.to_json(
+        node=name, primary=primary.name, method=method, reclone_reason=reclone_reason
+    )
 
 
 # switchover -------------------------------------------------------------------------------

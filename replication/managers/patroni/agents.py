@@ -147,6 +147,7 @@ class LocalAgents:
             timing=Timing(settings.ttl, settings.loop_wait, settings.retry_timeout),
             sync=state.sync.value,
             wal_keep_size=state.wal_keep_size,
+            max_slot_wal_keep_size=state.max_slot_wal_keep_size,
         )
 
     def agent_config(self, node: NodeSpec) -> dict[str, Any]:
@@ -215,6 +216,14 @@ class LocalAgents:
             self.processes.signal(process, marker, signal.SIGTERM, AGENT_STOP_TIMEOUT_SECONDS)
         self.local.stop(node, mode)
 
+    def empty_data_dir(self, node: NodeSpec) -> None:
+        """Remove everything in the stopped node's data directory (kept, with its owner and
+        mode): its agent then clones the node from the leader as a new member."""
+        self.user.run(
+            ["find", str(self.local.pgdata(node)), "-mindepth", "1", "-delete"],
+            what=f"emptying {node.name}'s data directory",
+        )
+
     def crash_postgres(self, node: NodeSpec) -> None:
         """Crash PostgreSQL only (immediate shutdown, no checkpoint); its agent sees it."""
         self.local.stop(node, StopMode.IMMEDIATE)
@@ -235,7 +244,7 @@ class LocalAgents:
     def bootstrap_replica(self, node: NodeSpec, primary: NodeSpec) -> None:
         raise BadInputError("Patroni nodes are built by their agents, not by replikit.")
 
-    def rejoin(self, node: NodeSpec, primary: NodeSpec) -> str:
+    def rejoin(self, node: NodeSpec, primary: NodeSpec, *, reclone: bool = False) -> str:
         raise BadInputError("A Patroni agent rejoins its node itself; start the agent.")
 
     def controldata(self, node: NodeSpec) -> dict[str, str]:

@@ -33,6 +33,9 @@ DEFAULT_TTL = 20
 DEFAULT_LOOP_WAIT = 1
 DEFAULT_RETRY_TIMEOUT = 5
 SYNC_MODES = ("off", "on", "quorum")
+# As replication.topology's (this module imports nothing from replikit): the most WAL one
+# member's slot may hold back before PostgreSQL invalidates it (docs/operations.md).
+DEFAULT_MAX_SLOT_WAL_KEEP_SIZE = "4GB"
 
 # In the HA containers: fixed ports inside each container (the addresses are variables).
 CONTAINER_PG_PORT = 5432
@@ -50,12 +53,19 @@ class Timing:
     retry_timeout: int = DEFAULT_RETRY_TIMEOUT
 
 
-def dcs_settings(*, timing: Timing, sync: str, wal_keep_size: str) -> dict[str, Any]:
+def dcs_settings(
+    *,
+    timing: Timing,
+    sync: str,
+    wal_keep_size: str,
+    max_slot_wal_keep_size: str = DEFAULT_MAX_SLOT_WAL_KEEP_SIZE,
+) -> dict[str, Any]:
     """Patroni's cluster-wide (DCS) settings, written to etcd when the cluster bootstraps."""
     if sync not in SYNC_MODES:
         raise ValueError(f"sync mode must be one of {', '.join(SYNC_MODES)}, not {sync!r}")
     postgres_parameters = {
         "wal_keep_size": wal_keep_size,
+        "max_slot_wal_keep_size": max_slot_wal_keep_size,
         "max_wal_senders": 20,
         "max_replication_slots": 20,
         "hot_standby": "on",
@@ -125,6 +135,7 @@ class AgentSettings:
     timing: Timing = field(default_factory=Timing)
     sync: str = "off"
     wal_keep_size: str = "256MB"
+    max_slot_wal_keep_size: str = DEFAULT_MAX_SLOT_WAL_KEEP_SIZE
 
 
 def agent_config(agent: AgentSettings) -> dict[str, Any]:
@@ -140,7 +151,10 @@ def agent_config(agent: AgentSettings) -> dict[str, Any]:
         "etcd3": {"hosts": agent.etcd_hosts},
         "bootstrap": {
             "dcs": dcs_settings(
-                timing=agent.timing, sync=agent.sync, wal_keep_size=agent.wal_keep_size
+                timing=agent.timing,
+                sync=agent.sync,
+                wal_keep_size=agent.wal_keep_size,
+                max_slot_wal_keep_size=agent.max_slot_wal_keep_size,
             ),
             # init-primary.sh, as the native manager runs it: same roles, pg_hba, checksums.
             "method": "replikit",
@@ -240,6 +254,8 @@ def container_agent(env: Mapping[str, str]) -> AgentSettings:
         timing=timing,
         sync=sync,
         wal_keep_size=env.get("REPLIKIT_WAL_KEEP_SIZE", "").strip() or "256MB",
+        max_slot_wal_keep_size=env.get("REPLIKIT_MAX_SLOT_WAL_KEEP_SIZE", "").strip()
+        or DEFAULT_MAX_SLOT_WAL_KEEP_SIZE,
     )
 
 

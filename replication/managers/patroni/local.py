@@ -267,9 +267,16 @@ def _wait_new_leader(cluster: LocalPatroniManager, old: str, clock: StepClock) -
         time.sleep(0.1)
 
 
+# What a replica's PostgreSQL logs when the leader no longer has the WAL it asks for: its
+# slot was invalidated past max_slot_wal_keep_size (Patroni then recreates the slot, empty).
+WAL_GONE = b"has already been removed"
+
+
 def rejoin(cluster: LocalPatroniManager, name: str) -> dict[str, Any]:
     """Start the node's agent (and so its PostgreSQL) again: Patroni rewinds a former leader
-    with pg_rewind, or re-clones it, and makes it follow the leader."""
+    with pg_rewind, or re-clones it, and makes it follow the leader. A member that cannot
+    stream because the leader removed the WAL it needs is emptied and started again, and its
+    agent clones it afresh from the leader."""
     driver = cluster.agents
     node = cluster.state.node(name)
     members = driver.members()
@@ -287,10 +294,22 @@ def rejoin(cluster: LocalPatroniManager, name: str) -> dict[str, Any]:
         driver.crash_postgres(node)
     driver.start(node)
     clock.step("agent_started", node=name)
+    reclone_reason: str | None = None
     deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
     while not any(
         m.name == name and m.state == "streaming" and not m.is_leader for m in driver.members()
     ):
+        if reclone_reason is None and _logged(log, log_offset, WAL_GONE):
+            reclone_reason = (
+                f"{leader} no longer has the WAL {name} needs (its slot was invalidated: it "
+                f"fell more than max_slot_wal_keep_size behind)"
+            )
+            clock.step("wal_gone", node=name)
+            driver.stop(node)
+            driver.empty_data_dir(node)
+            driver.start(node)
+            clock.step("agent_restarted_empty", node=name)
+            deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
         if time.monotonic() > deadline:
             raise ClusterTimeoutError(
                 f"{name} was not streaming {SETTLE_TIMEOUT_SECONDS:.0f} s after its agent "
@@ -298,16 +317,19 @@ def rejoin(cluster: LocalPatroniManager, name: str) -> dict[str, Any]:
             )
         time.sleep(0.2)
     clock.step("streaming", node=name)
-    method = "rewound" if _rewound(log, log_offset) else "unchanged"
-    return clock.to_json(node=name, primary=leader, method=method)
+    if reclone_reason is not None:
+        method = "recloned"
+    else:
+        method = "rewound" if _logged(log, log_offset, b"pg_rewind") else "unchanged"
+    return clock.to_json(node=name, primary=leader, method=method, reclone_reason=reclone_reason)
 
 
-def _rewound(log: Path, offset: int) -> bool:
-    """True when the agent ran pg_rewind since ``offset`` of its log."""
+def _logged(log: Path, offset: int, text: bytes) -> bool:
+    """True when the agent's log (its PostgreSQL's too) holds ``text`` after ``offset``."""
     try:
         with log.open("rb") as handle:
             handle.seek(offset)
-            return b"pg_rewind" in handle.read()
+            return text in handle.read()
     except OSError:
         return False
 
