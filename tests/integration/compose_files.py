@@ -21,7 +21,7 @@ def compose_env_file(directory: Path) -> Path:
     path.write_text(
         "".join(
             f"REPLIKIT_{name}_PASSWORD={secrets.token_hex(16)}\n"
-            for name in ("SUPERUSER", "REPLICATION", "OWNER", "APP", "GRAFANA")
+            for name in ("SUPERUSER", "REPLICATION", "OWNER", "APP", "GRAFANA", "POOLER")
         )
     )
     return path

@@ -49,7 +49,7 @@ def test_compose_file_parses_and_refuses_missing_passwords(workdir: Path) -> Non
 def test_services_health_checks_and_dependencies(config: dict[str, Any]) -> None:
     """What the real run does not show: the wiring that keeps failovers and ports safe."""
     services = config["services"]
-    core = {*PG_SERVICES, "migrate", "app", "lb"}
+    core = {*PG_SERVICES, "pooler0", "pooler1", "pooler2", "migrate", "app", "lb"}
     assert core <= set(services)
     for name in set(services) - core:  # everything else is opt-in
         assert services[name].get("profiles"), f"{name} runs without a profile"
@@ -100,8 +100,10 @@ def test_migrate_logs_in_as_the_owner_and_the_app_never_sees_its_password(workdi
     migrate = services["migrate"]["environment"]
     assert migrate["REPLIKIT_MIGRATION_USER"] == "replikit_owner"
     assert migrate["REPLIKIT_MIGRATION_PASSWORD"] == owner_password
-    # The URLs it discovers the primary with are the service's: every node, as app.
-    assert migrate["REPLIKIT_PRIMARY_URL"] == services["app"]["environment"]["REPLIKIT_PRIMARY_URL"]
+    # It discovers the primary among every node, as app, straight to the nodes; the service
+    # reaches the same nodes through their poolers.
+    assert "@pg0:5432/" in migrate["REPLIKIT_PRIMARY_URL"]
+    assert "@pooler0:6432/" in services["app"]["environment"]["REPLIKIT_PRIMARY_URL"]
     app = services["app"]["environment"]
     assert all(make_url(url).username == "app" for url in _urls(app))
     assert all(make_url(url).password == app_password for url in _urls(app))
@@ -136,6 +138,7 @@ def test_every_image_is_built_from_the_one_pinned_debian_base_and_runs_unprivile
     assert {path.parent.name for path in dockerfiles} == {
         "etcd",
         "haproxy",
+        "pgbouncer",
         "postgres",
         "postgres-exporter",
         "prometheus",

@@ -110,7 +110,7 @@ def test_on_three_hosts_every_address_is_a_variable(env_file: Path) -> None:
     assert services["etcd1"]["environment"]["ETCD_ADVERTISE_CLIENT_URLS"] == (
         "http://10.9.0.2:2379"
     )
-    assert "@10.9.0.1:5432/" in services["app"]["environment"]["REPLIKIT_PRIMARY_URL"]
+    assert "@10.9.0.1:6432/" in services["app"]["environment"]["REPLIKIT_PRIMARY_URL"]
     assert "@10.9.0.3:5432/" in services["migrate"]["environment"]["REPLIKIT_REPLICA_URLS"]
     on_this_host = {
         name: sorted(port for port in services[name].get("ports", []) if "10.9.0.2" in port)
