@@ -108,7 +108,6 @@ def test_replicas_out_of_range_is_refused(workdir: Path, replicas: str) -> None:
     assert not (workdir / "c").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the postgres account only matters as root")
 @pytest.mark.parametrize(
     ("option", "value", "hint"),
     [
@@ -127,6 +126,7 @@ def test_wal_sizes_that_postgresql_would_refuse_are_refused_first(
     assert not (workdir / "c").exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the postgres account only matters as root")
 def test_data_dir_the_postgres_account_cannot_reach_is_refused(workdir: Path) -> None:
     private = workdir / "private"
     private.mkdir(mode=0o700)
