@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ServiceError
-from service.routing.failures import is_busy, is_node_failure
+from service.routing.failures import is_busy, is_node_failure, is_storage_full
 
 logger = logging.getLogger("replikit.service")
 
@@ -70,6 +70,20 @@ def _database_busy(request: Request, error: Exception) -> JSONResponse:
     )
 
 
+def _storage_full(request: Request, error: Exception) -> JSONResponse:
+    """A full disk that reached the handlers (the router converts the writes' own): a read's
+    temporary file, say. The node is fine otherwise; nothing was stored."""
+    _count_unavailable(request, "storage_full")
+    logger.warning("event=storage_full path=%s error=%s", request.url.path, type(error).__name__)
+    return error_response(
+        503,
+        "STORAGE_FULL",
+        "The database has no disk space left; nothing was stored. Retry once space is freed.",
+        {"reason": "disk_full"},
+        headers={"Retry-After": "1"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, error: ServiceError) -> JSONResponse:
@@ -100,6 +114,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def database_error(request: Request, error: Exception) -> JSONResponse:
         if is_busy(error):
             return _database_busy(request, error)
+        if is_storage_full(error):
+            return _storage_full(request, error)
         if _is_connection_problem(error):
             _count_unavailable(request)
             logger.warning(

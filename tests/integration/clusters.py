@@ -12,11 +12,13 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from replication.cluster import Cluster, cluster_down, cluster_up
 from replication.ports import ephemeral_port_floor, find_free_port_range
 from replication.topology import Manager, SyncMode
 
+T = TypeVar("T")
 REPLIKIT = str(Path(sys.executable).parent / "replikit")
 
 
@@ -43,10 +45,14 @@ def remove_temp_dirs() -> None:
 def free_base_port(nodes: int) -> int:
     """A random start keeps parallel runs on one machine from racing for the same ports;
     staying below the ephemeral range keeps outgoing connections from taking a node's port
-    between the check and its server's bind."""
+    between the check and its server's bind. ``REPLIKIT_TEST_PORTS=LOW-HIGH`` keeps the
+    search within a range (engineers sharing one machine)."""
     floor = ephemeral_port_floor()
-    start = random.randrange(20000, max(20100, floor - 1000), 100)
-    return find_free_port_range(nodes, start=start, stop=max(floor, start + 1000))
+    low, high = 20000, floor
+    if ports := os.environ.get("REPLIKIT_TEST_PORTS"):
+        low, high = (int(part) for part in ports.split("-", 1))
+    start = random.randrange(low, max(low + 100, high - 1000), 100)
+    return find_free_port_range(nodes, start=start, stop=max(high, start + 1000))
 
 
 @contextlib.contextmanager
@@ -56,9 +62,10 @@ def running_cluster(
     sync: SyncMode = SyncMode.OFF,
     name: str = "cluster",
     manager: Manager = Manager.NATIVE,
+    prefix: str = "replikit-",
 ) -> Iterator[Cluster]:
     """A fresh cluster that is stopped and deleted afterwards, also when the test fails."""
-    root = reachable_temp_dir(f"replikit-{name}-")
+    root = reachable_temp_dir(f"{prefix}{name}-")
     data_dir = root / "cluster"
     try:
         cluster, _ = cluster_up(
@@ -98,21 +105,31 @@ def replikit(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 
 @contextlib.asynccontextmanager
+async def in_thread(context: contextlib.AbstractContextManager[T]) -> AsyncIterator[T]:
+    """Enter and exit a blocking context manager in a worker thread: the cluster API drives
+    its own event loop, and stopping or starting a node blocks."""
+    value = await asyncio.to_thread(context.__enter__)
+    try:
+        yield value
+    except BaseException as error:
+        if not await asyncio.to_thread(context.__exit__, type(error), error, error.__traceback__):
+            raise
+    else:
+        await asyncio.to_thread(context.__exit__, None, None, None)
+
+
+@contextlib.asynccontextmanager
 async def running_cluster_async(
     *,
     replicas: int = 2,
     sync: SyncMode = SyncMode.OFF,
     name: str = "cluster",
     manager: Manager = Manager.NATIVE,
+    prefix: str = "replikit-",
 ) -> AsyncIterator[Cluster]:
-    """:func:`running_cluster` for async tests: building and stopping run in a worker thread,
-    because the cluster API drives its own event loop."""
-    context = running_cluster(replicas=replicas, sync=sync, name=name, manager=manager)
-    cluster = await asyncio.to_thread(context.__enter__)
-    try:
+    """:func:`running_cluster` for async tests, built and stopped in a worker thread."""
+    context = running_cluster(
+        replicas=replicas, sync=sync, name=name, manager=manager, prefix=prefix
+    )
+    async with in_thread(context) as cluster:
         yield cluster
-    except BaseException as error:
-        if not await asyncio.to_thread(context.__exit__, type(error), error, error.__traceback__):
-            raise
-    else:
-        await asyncio.to_thread(context.__exit__, None, None, None)

@@ -101,7 +101,8 @@ async def upload_image(
     """
     try:
         routing = get_request_routing(request)
-        db_router.require_writer()  # a known-dead primary is a 503 before the body is read
+        # A known-dead (or just found full) primary is a 503 before the body is read.
+        db_router.require_writer_with_room()
         client_ip = client_address(request)
         if client_ip and settings.upload_rate_limit > 0:
             async with db_router.write_connection(routing) as connection:

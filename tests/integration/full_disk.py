@@ -1,0 +1,84 @@
+"""A node's data directory on a small filesystem of its own, which a test fills and frees.
+
+As root only: the node is stopped, its data directory moved onto a size-limited tmpfs mounted
+in its place (owned by the server account, 0700 as PostgreSQL wants), and started again, so
+everything the node writes (tables, WAL, temporary files) lands on that filesystem. The test
+fills it with a file of its own (written as root, which a tmpfs does not exempt from its size)
+and frees it by deleting that file. Afterwards the node is stopped before the filesystem is
+unmounted, so no server outlives the test on a filesystem nobody can reach.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from replication.cluster import Cluster
+from replication.drivers.base import StopMode
+from replication.drivers.local.driver import LocalDriver
+from replication.topology import NodeSpec
+
+FILLER = "replikit-test-filler"
+CHUNK = b"\0" * (1 << 20)
+
+
+@dataclass(frozen=True)
+class SmallDisk:
+    """The mounted filesystem under one node's data directory."""
+
+    node: NodeSpec
+    path: Path
+
+    def fill(self) -> int:
+        """Take every free byte (in 1 MB writes, then page by page); return how many."""
+        written = 0
+        with (self.path / FILLER).open("ab", buffering=0) as handle:
+            for chunk in (CHUNK, CHUNK[:4096]):
+                with contextlib.suppress(OSError):  # ENOSPC
+                    while True:
+                        written += handle.write(chunk) or 0
+        return written
+
+    def free(self) -> None:
+        (self.path / FILLER).unlink(missing_ok=True)
+
+    def available(self) -> int:
+        stats = os.statvfs(self.path)
+        return stats.f_bavail * stats.f_frsize
+
+
+def _local_driver(cluster: Cluster) -> LocalDriver:
+    driver = cluster.driver
+    assert isinstance(driver, LocalDriver), "a small disk is for local process clusters"
+    return driver
+
+
+@contextlib.contextmanager
+def small_disk(cluster: Cluster, node: NodeSpec, *, size_mb: int = 128) -> Iterator[SmallDisk]:
+    """``node``'s data directory on a tmpfs of ``size_mb`` MB for the duration."""
+    driver = _local_driver(cluster)
+    pgdata = driver.pgdata(node)
+    driver.stop(node, StopMode.FAST)
+    aside = pgdata.with_name(f"{pgdata.name}.before-small-disk")
+    pgdata.rename(aside)
+    pgdata.mkdir()
+    user = driver.user
+    options = f"size={size_mb}m,mode=0700,uid={user.uid},gid={user.gid}"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(pgdata)], check=True)
+    try:
+        subprocess.run(["cp", "-a", f"{aside}/.", str(pgdata)], check=True)
+        shutil.rmtree(aside)
+        driver.start(node)
+        yield SmallDisk(node=node, path=pgdata)
+    finally:
+        try:
+            driver.stop(node, StopMode.IMMEDIATE)
+        finally:
+            unmounted = subprocess.run(["umount", str(pgdata)], check=False)
+            if unmounted.returncode != 0:
+                subprocess.run(["umount", "--lazy", str(pgdata)], check=False)
