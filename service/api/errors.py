@@ -79,7 +79,7 @@ def _storage_full(request: Request, error: Exception) -> JSONResponse:
         503,
         "STORAGE_FULL",
         "The database has no disk space left; nothing was stored. Retry once space is freed.",
-        {"reason": "disk_full"},
+        {"reason": "disk_full", "where": "database"},
         headers={"Retry-After": "1"},
     )
 

@@ -80,6 +80,13 @@ def _causes(error: BaseException) -> list[BaseException]:
     return found
 
 
+def files_are_full(error: BaseException) -> bool:
+    """True when a file write of ours (the blob directory) found no room: ``ENOSPC``."""
+    return any(
+        isinstance(cause, OSError) and cause.errno in FULL_ERRNOS for cause in _causes(error)
+    )
+
+
 def _is_timeout(error: BaseException) -> bool:
     if isinstance(error, TimeoutError | PoolTimeoutError | DriverPoolExhaustedError):
         return True
@@ -92,7 +99,7 @@ def classify(error: BaseException) -> Verdict:
     causes = _causes(error)
     if any(_is_timeout(cause) for cause in causes):
         return Verdict.BUSY
-    if any(isinstance(cause, OSError) and cause.errno in FULL_ERRNOS for cause in causes):
+    if files_are_full(error):
         return Verdict.FULL
     state = _sqlstate(error)
     if state is not None:

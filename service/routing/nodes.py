@@ -62,6 +62,7 @@ class Node:
     # Until when (time.monotonic()) uploads to this writer are refused at once: a write just
     # found its disk full (service/routing/router.py).
     full_until: float = 0.0
+    full_where: str = "database"  # or "blob_directory"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -64,7 +64,7 @@ from service.errors import (
     StorageFullError,
 )
 from service.routing.consistency import Consistency, RequestRouting
-from service.routing.failures import Verdict, classify, is_node_failure
+from service.routing.failures import Verdict, classify, files_are_full, is_node_failure
 from service.routing.loop_lag import LoopLag
 from service.routing.lsn import parse_lsn
 from service.routing.metrics import ServiceMetrics
@@ -157,27 +157,32 @@ class Router:
         left = writer.full_until - time.monotonic()
         if left > 0:
             self.metrics.unavailable.labels(reason="storage_full").inc()
-            raise self._storage_full_error(writer, left)
+            raise self._storage_full_error(writer, left, writer.full_where)
         return writer
 
-    def _storage_full_error(self, node: Node, retry_after: float) -> StorageFullError:
+    def _storage_full_error(
+        self, node: Node, retry_after: float, where: str = "database"
+    ) -> StorageFullError:
+        place = "The blob directory" if where == "blob_directory" else f"The primary {node.name}"
         return StorageFullError(
-            f"The primary {node.name} has no disk space left; nothing was stored. "
-            "Retry once space is freed.",
-            details={"node": node.name, "reason": "disk_full"},
+            f"{place} has no disk space left; nothing was stored. Retry once space is freed.",
+            details={"node": node.name, "reason": "disk_full", "where": where},
             headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
         )
 
-    def _storage_full(self, node: Node) -> StorageFullError:
-        """A write found ``node``'s disk full: not a failure of the node, which still serves
-        reads; refuse uploads at once for the hold, then let one try again."""
+    def _storage_full(self, node: Node, error: BaseException) -> StorageFullError:
+        """A write found the disk full (``node``'s, or the blob directory's): not a failure
+        of the node, which still serves reads; refuse uploads at once for the hold, then let
+        one try again."""
+        where = "blob_directory" if files_are_full(error) else "database"
         now = time.monotonic()
         if node.full_until <= now:
-            logger.warning("event=storage_full node=%s", node.name)
+            logger.warning("event=storage_full node=%s where=%s", node.name, where)
         hold = self.settings.storage_full_hold
         node.full_until = now + hold
+        node.full_where = where
         self.metrics.unavailable.labels(reason="storage_full").inc()
-        return self._storage_full_error(node, hold)
+        return self._storage_full_error(node, hold, where)
 
     def writer_sessions(self) -> async_sessionmaker[AsyncSession]:
         """Sessions on the current writer, for work outside a request (blob cleanup)."""
@@ -232,7 +237,7 @@ class Router:
             if verdict is Verdict.REQUEST:
                 raise
             if verdict is Verdict.FULL:
-                raise self._storage_full(node) from error
+                raise self._storage_full(node, error) from error
             if verdict is Verdict.BUSY:
                 self.monitor.wake()
                 if self.loop_lag.saturated_since(started):

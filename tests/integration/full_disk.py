@@ -29,9 +29,8 @@ CHUNK = b"\0" * (1 << 20)
 
 @dataclass(frozen=True)
 class SmallDisk:
-    """The mounted filesystem under one node's data directory."""
+    """A mounted tmpfs: under a node's data directory, or anywhere a test wants one."""
 
-    node: NodeSpec
     path: Path
 
     def fill(self) -> int:
@@ -52,6 +51,21 @@ class SmallDisk:
         return stats.f_bavail * stats.f_frsize
 
 
+@contextlib.contextmanager
+def tmpfs(
+    path: Path, *, size_mb: int, uid: int = 0, gid: int = 0, mode: str = "0755"
+) -> Iterator[SmallDisk]:
+    """A tmpfs of ``size_mb`` MB mounted on the (empty) directory ``path`` for the duration;
+    whatever uses it must be stopped before it ends."""
+    options = f"size={size_mb}m,mode={mode},uid={uid},gid={gid}"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+    try:
+        yield SmallDisk(path)
+    finally:
+        if subprocess.run(["umount", str(path)], check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(path)], check=False)
+
+
 def _local_driver(cluster: Cluster) -> LocalDriver:
     driver = cluster.driver
     assert isinstance(driver, LocalDriver), "a small disk is for local process clusters"
@@ -68,17 +82,11 @@ def small_disk(cluster: Cluster, node: NodeSpec, *, size_mb: int = 128) -> Itera
     pgdata.rename(aside)
     pgdata.mkdir()
     user = driver.user
-    options = f"size={size_mb}m,mode=0700,uid={user.uid},gid={user.gid}"
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(pgdata)], check=True)
-    try:
-        subprocess.run(["cp", "-a", f"{aside}/.", str(pgdata)], check=True)
-        shutil.rmtree(aside)
-        driver.start(node)
-        yield SmallDisk(node=node, path=pgdata)
-    finally:
+    with tmpfs(pgdata, size_mb=size_mb, uid=user.uid, gid=user.gid, mode="0700"):
         try:
-            driver.stop(node, StopMode.IMMEDIATE)
+            subprocess.run(["cp", "-a", f"{aside}/.", str(pgdata)], check=True)
+            shutil.rmtree(aside)
+            driver.start(node)
+            yield SmallDisk(pgdata)
         finally:
-            unmounted = subprocess.run(["umount", str(pgdata)], check=False)
-            if unmounted.returncode != 0:
-                subprocess.run(["umount", "--lazy", str(pgdata)], check=False)
+            driver.stop(node, StopMode.IMMEDIATE)

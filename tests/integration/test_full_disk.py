@@ -15,6 +15,7 @@ import io
 import os
 import random
 import shutil
+import uuid
 from typing import Any
 
 import asyncpg
@@ -24,10 +25,15 @@ from PIL import Image
 
 from replication.cluster import Cluster, cluster_up
 from service import migrate
-from tests.integration.clusters import in_thread, running_cluster_async
+from tests.integration.clusters import in_thread, reachable_temp_dir, running_cluster_async
 from tests.integration.conftest import connect, wait_until
-from tests.integration.full_disk import SmallDisk, small_disk
-from tests.integration.service_fixtures import service_client, service_settings, upload
+from tests.integration.full_disk import FILLER, SmallDisk, small_disk, tmpfs
+from tests.integration.service_fixtures import (
+    blob_files,
+    service_client,
+    service_settings,
+    upload,
+)
 
 pytestmark = [
     pytest.mark.destructive,
@@ -57,9 +63,9 @@ class Uploads:
         self.acknowledged: dict[str, str] = {}
         self.seed = 0
 
-    async def send(self) -> httpx.Response:
+    async def send(self, filename: str = "picture.png") -> httpx.Response:
         self.seed += 1
-        response = await upload(self.client, noisy_png(self.seed))
+        response = await upload(self.client, noisy_png(self.seed), filename=filename)
         if response.status_code == 201:
             body = response.json()
             self.acknowledged[body["id"]] = body["sha256"]
@@ -205,7 +211,9 @@ async def test_a_primary_that_cannot_write_wal_stops_and_reads_go_on_from_replic
             with pytest.raises((OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
                 await push_wal(cluster, segments=5)
             await wait_until(
-                lambda: asyncio.to_thread(lambda: not cluster.driver.is_running(disk.node)),
+                lambda: asyncio.to_thread(
+                    lambda: not cluster.driver.is_running(cluster.state.primary_node)
+                ),
                 within=30,
                 what="pg0 shutting down",
             )
@@ -283,7 +291,9 @@ async def test_a_full_replica_stops_but_never_the_primary_and_leaves_the_rotatio
             assert all(read.status_code == 503 for read in failed_reads)
             # PostgreSQL stopped it: the replay could not extend a table on the full disk.
             await wait_until(
-                lambda: asyncio.to_thread(lambda: not cluster.driver.is_running(disk.node)),
+                lambda: asyncio.to_thread(
+                    lambda: not cluster.driver.is_running(cluster.state.node("pg1"))
+                ),
                 within=30,
                 what="pg1 shutting down",
             )
@@ -303,3 +313,43 @@ async def test_a_full_replica_stops_but_never_the_primary_and_leaves_the_rotatio
                 return node_view(await view(client), "pg1")["in_rotation"] is True
 
             await wait_until(pg1_back, within=15, what="pg1 back in the rotation")
+
+
+async def test_a_full_blob_directory_refuses_uploads_and_leaves_no_file_or_row(
+    migrated: Cluster,
+) -> None:
+    """``REPLIKIT_BLOB_BACKEND=filesystem`` on a volume that fills: the file write fails
+    with ENOSPC, which is STORAGE_FULL (before, an OSError marked the healthy primary down)."""
+    root = reachable_temp_dir(f"{PREFIX}blobs-")
+    async with in_thread(tmpfs(root, size_mb=4)) as disk:
+        settings = service_settings(
+            migrated, blob_backend="filesystem", blob_dir=root, storage_full_hold=HOLD
+        )
+        async with service_client(settings) as client:
+            uploads = Uploads(client)
+            assert (await uploads.send()).status_code == 201
+            await fill(disk)
+            marker = f"refused-{uuid.uuid4().hex}"
+            refused = await uploads.send(filename=f"{marker}.png")
+            assert_refused(refused, "STORAGE_FULL")
+            assert refused.json()["error"]["details"]["where"] == "blob_directory"
+            held = await uploads.send(filename=f"{marker}.png")  # within the hold: not even read
+            assert_refused(held, "STORAGE_FULL")
+            assert (await view(client))["writer"] == "pg0"
+            await uploads.all_readable()
+            # No row, no file, no temporary file of the refused uploads.
+            connection = await connect(migrated, migrated.state.primary_node, owner=True)
+            try:
+                rows = await connection.fetchval(
+                    "SELECT count(*) FROM images WHERE filename LIKE $1", f"{marker}%"
+                )
+            finally:
+                await connection.close()
+            assert rows == 0
+            files = {path.name for path in blob_files(root)}
+            assert files == {FILLER, *uploads.acknowledged.values()}
+
+            await asyncio.to_thread(disk.free)
+            await asyncio.sleep(HOLD)
+            assert (await uploads.send()).status_code == 201
+            await uploads.all_readable()

@@ -211,7 +211,7 @@ async def test_a_full_disk_on_a_write_is_storage_full_and_never_marks_the_writer
         async with router.write_session(routing()):
             raise asyncpg.exceptions.DiskFullError('could not extend file "base/1/2"')
     assert refused.value.status_code == 503
-    assert refused.value.details == {"node": "pg0", "reason": "disk_full"}
+    assert refused.value.details == {"node": "pg0", "reason": "disk_full", "where": "database"}
     assert refused.value.headers == {"Retry-After": "30"}
     # The node still serves reads and stays the writer: nothing for the monitor to do.
     assert not writer.suspect
@@ -226,9 +226,12 @@ async def test_a_full_disk_on_a_write_is_storage_full_and_never_marks_the_writer
     assert router.require_writer_with_room() is writer
 
 
-async def test_a_hold_of_zero_lets_every_upload_try_the_database() -> None:
+async def test_a_full_blob_directory_is_named_and_a_hold_of_zero_holds_nothing() -> None:
     router = make_router(storage_full_hold=0.0)
-    with pytest.raises(StorageFullError):
+    with pytest.raises(StorageFullError) as refused:
         async with router.write_session(routing()):
             raise OSError(errno.ENOSPC, "No space left on device")
+    assert refused.value.details["where"] == "blob_directory"
+    assert refused.value.message.startswith("The blob directory has no disk space left")
+    assert not router.nodes[0].suspect
     assert router.require_writer_with_room() is router.nodes[0]
