@@ -9,6 +9,7 @@ service's answers to each are in docs/operations.md#a-full-disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import io
@@ -16,6 +17,7 @@ import os
 import random
 import shutil
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -127,10 +129,15 @@ def assert_refused(response: httpx.Response, code: str) -> None:
     assert int(response.headers["Retry-After"]) >= 1
 
 
-async def test_a_full_primary_refuses_uploads_with_storage_full_and_resumes_by_itself() -> None:
+@contextlib.asynccontextmanager
+async def service_on_small_disk(
+    name: str, *, replicas: int, node: str = "pg0"
+) -> AsyncIterator[tuple[Cluster, SmallDisk, Uploads]]:
+    """A migrated cluster with ``node`` on a small disk, an in-process service reading from
+    the replicas, and three uploads acknowledged and replayed everywhere."""
     async with (
-        running_cluster_async(replicas=1, name="primary-full", prefix=PREFIX) as cluster,
-        in_thread(small_disk(cluster, cluster.state.primary_node)) as disk,
+        running_cluster_async(replicas=replicas, name=name, prefix=PREFIX) as cluster,
+        in_thread(small_disk(cluster, cluster.state.node(node))) as disk,
     ):
         await asyncio.to_thread(
             migrate.upgrade, cluster.state.owner_url(cluster.state.primary_node)
@@ -141,45 +148,52 @@ async def test_a_full_primary_refuses_uploads_with_storage_full_and_resumes_by_i
             await replicas_have(cluster, uploads)
             for _ in range(3):
                 assert (await uploads.send()).status_code == 201
-            # A fresh WAL segment: the failed uploads below write a little WAL, and a primary
-            # that must add a segment on a full disk stops (the next test).
-            await superuser_sql(cluster, "SELECT pg_switch_wal()", "CHECKPOINT")
-            await fill(disk)
+            await replicas_have(cluster, uploads)
+            yield cluster, disk, uploads
 
-            refusals = []
-            for _ in range(6):
-                refusals.append(await uploads.send())
-                await asyncio.sleep(HOLD / 2)
-            for response in refusals:
+
+async def test_a_full_primary_refuses_uploads_with_storage_full_and_resumes_by_itself() -> None:
+    async with service_on_small_disk("primary-full", replicas=1) as (cluster, disk, uploads):
+        client = uploads.client
+        # A fresh WAL segment: the failed uploads below write a little WAL, and a primary
+        # that must add a segment on a full disk stops (the next test).
+        await superuser_sql(cluster, "SELECT pg_switch_wal()", "CHECKPOINT")
+        await fill(disk)
+
+        refusals = []
+        for _ in range(6):
+            refusals.append(await uploads.send())
+            await asyncio.sleep(HOLD / 2)
+        for response in refusals:
+            assert_refused(response, "STORAGE_FULL")
+        assert {r.json()["error"]["details"]["node"] for r in refusals} == {"pg0"}
+        # The primary is full, not down: it stays the writer and reads go on.
+        assert_refused(await uploads.send(), "STORAGE_FULL")
+        full_view = await view(client)
+        assert full_view["writer"] == "pg0"
+        assert node_view(full_view, "pg0")["storage_full"] is True
+        await uploads.all_readable()
+        listed = await client.get("/api/v1/images", params={"limit": 100})
+        assert {item["id"] for item in listed.json()["items"]} == set(uploads.acknowledged)
+        # Nothing of a refused upload stayed behind: no row, no bytes.
+        images, blobs = await uploads.stored_on(cluster)
+        assert images == blobs == set(uploads.acknowledged)
+
+        await asyncio.to_thread(disk.free)
+
+        async def accepted() -> bool:
+            response = await uploads.send()
+            if response.status_code != 201:
                 assert_refused(response, "STORAGE_FULL")
-            assert {r.json()["error"]["details"]["node"] for r in refusals} == {"pg0"}
-            # The primary is full, not down: it stays the writer and reads go on.
-            assert_refused(await uploads.send(), "STORAGE_FULL")
-            full_view = await view(client)
-            assert full_view["writer"] == "pg0"
-            assert node_view(full_view, "pg0")["storage_full"] is True
-            await uploads.all_readable()
-            listed = await client.get("/api/v1/images", params={"limit": 100})
-            assert {item["id"] for item in listed.json()["items"]} == set(uploads.acknowledged)
-            # Nothing of a refused upload stayed behind: no row, no bytes.
-            images, blobs = await uploads.stored_on(cluster)
-            assert images == blobs == set(uploads.acknowledged)
+            return response.status_code == 201
 
-            await asyncio.to_thread(disk.free)
-
-            async def accepted() -> bool:
-                response = await uploads.send()
-                if response.status_code != 201:
-                    assert_refused(response, "STORAGE_FULL")
-                return response.status_code == 201
-
-            resumed_in = await wait_until(accepted, within=10 * HOLD, what="an upload accepted")
-            assert resumed_in <= 2 * HOLD + 1.0
-            for _ in range(3):
-                assert (await uploads.send()).status_code == 201
-            await uploads.all_readable()
-            images, blobs = await uploads.stored_on(cluster)
-            assert images == blobs == set(uploads.acknowledged)
+        resumed_in = await wait_until(accepted, within=10 * HOLD, what="an upload accepted")
+        assert resumed_in <= 2 * HOLD + 1.0
+        for _ in range(3):
+            assert (await uploads.send()).status_code == 201
+        await uploads.all_readable()
+        images, blobs = await uploads.stored_on(cluster)
+        assert images == blobs == set(uploads.acknowledged)
 
 
 async def test_a_primary_that_cannot_write_wal_stops_and_reads_go_on_from_replicas() -> None:
@@ -189,55 +203,42 @@ async def test_a_primary_that_cannot_write_wal_stops_and_reads_go_on_from_replic
     (never a 500), reads go to the replica, and once the disk has room and the node is
     started again (``cluster up``; Patroni would restart it), writes resume with no restart
     of the service and nothing acknowledged lost."""
-    async with (
-        running_cluster_async(replicas=1, name="primary-wal-full", prefix=PREFIX) as cluster,
-        in_thread(small_disk(cluster, cluster.state.primary_node)) as disk,
-    ):
-        await asyncio.to_thread(
-            migrate.upgrade, cluster.state.owner_url(cluster.state.primary_node)
+    async with service_on_small_disk("primary-wal-full", replicas=1) as (cluster, disk, uploads):
+        await superuser_sql(
+            cluster, "CREATE TABLE wal_pusher (x int)", "INSERT INTO wal_pusher VALUES (1)"
         )
-        settings = service_settings(cluster, replicas=True, storage_full_hold=HOLD)
-        async with service_client(settings) as client:
-            uploads = Uploads(client)
-            await replicas_have(cluster, uploads)
-            for _ in range(3):
-                assert (await uploads.send()).status_code == 201
-            await replicas_have(cluster, uploads)
-            await superuser_sql(
-                cluster, "CREATE TABLE wal_pusher (x int)", "INSERT INTO wal_pusher VALUES (1)"
-            )
-            await fill(disk)
-            # The server PANICs and closes the connection (then refuses new ones).
-            with pytest.raises((OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
-                await push_wal(cluster, segments=5)
-            await wait_until(
-                lambda: asyncio.to_thread(
-                    lambda: not cluster.driver.is_running(cluster.state.primary_node)
-                ),
-                within=30,
-                what="pg0 shutting down",
-            )
-            log = (cluster.data_dir / "logs" / "pg0.log").read_text(errors="replace")
-            assert "PANIC:  could not write to file" in log
-            assert "shutting down due to startup process failure" in log
+        await fill(disk)
+        # The server PANICs and closes the connection (then refuses new ones).
+        with pytest.raises((OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+            await push_wal(cluster, segments=5)
+        await wait_until(functools.partial(stopped, cluster, "pg0"), within=30, what="pg0 stopping")
+        log = (cluster.data_dir / "logs" / "pg0.log").read_text(errors="replace")
+        assert "PANIC:  could not write to file" in log
+        assert "shutting down due to startup process failure" in log
 
-            for _ in range(3):
-                response = await uploads.send()
-                assert response.status_code == 503, response.text
-                assert response.json()["error"]["code"] == "PRIMARY_UNAVAILABLE"
-            assert await uploads.all_readable() == {"pg1"}
+        for _ in range(3):
+            response = await uploads.send()
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "PRIMARY_UNAVAILABLE"
+        assert await uploads.all_readable() == {"pg1"}
 
-            # Room again: the node stays down until it is started; then writes resume.
-            await asyncio.to_thread(disk.free)
-            await asyncio.to_thread(cluster_up, cluster.data_dir)
+        # Room again: the node stays down until it is started; then writes resume.
+        await asyncio.to_thread(disk.free)
+        await asyncio.to_thread(cluster_up, cluster.data_dir)
 
-            async def accepted() -> bool:
-                return (await uploads.send()).status_code == 201
+        async def accepted() -> bool:
+            return (await uploads.send()).status_code == 201
 
-            await wait_until(accepted, within=20, what="an upload accepted")
-            await uploads.all_readable()
-            images, blobs = await uploads.stored_on(cluster)
-            assert images == blobs == set(uploads.acknowledged)
+        await wait_until(accepted, within=20, what="an upload accepted")
+        await uploads.all_readable()
+        images, blobs = await uploads.stored_on(cluster)
+        assert images == blobs == set(uploads.acknowledged)
+
+
+async def stopped(cluster: Cluster, name: str) -> bool:
+    """True once the node's server has stopped (PostgreSQL shut it down by itself)."""
+    running = await asyncio.to_thread(cluster.driver.is_running, cluster.state.node(name))
+    return not running
 
 
 async def replica_has(cluster: Cluster, uploads: Uploads, name: str = "pg1") -> bool:
@@ -258,61 +259,42 @@ async def replicas_have(cluster: Cluster, uploads: Uploads) -> None:
 
 
 async def test_a_full_replica_stops_but_never_the_primary_and_leaves_the_rotation() -> None:
-    async with (
-        running_cluster_async(replicas=2, name="replica-full", prefix=PREFIX) as cluster,
-        in_thread(small_disk(cluster, cluster.state.node("pg1"))) as disk,
-    ):
-        await asyncio.to_thread(
-            migrate.upgrade, cluster.state.owner_url(cluster.state.primary_node)
-        )
-        settings = service_settings(cluster, replicas=True, storage_full_hold=HOLD)
-        async with service_client(settings) as client:
-            uploads = Uploads(client)
-            await replicas_have(cluster, uploads)
-            for _ in range(3):
-                assert (await uploads.send()).status_code == 201
-            await replicas_have(cluster, uploads)
-            assert "pg1" in await uploads.all_readable()
-            await fill(disk)
+    on_pg1 = service_on_small_disk("replica-full", replicas=2, node="pg1")
+    async with on_pg1 as (cluster, disk, uploads):
+        client = uploads.client
+        assert "pg1" in await uploads.all_readable()
+        await fill(disk)
 
-            failed_reads = []
+        failed_reads = []
 
-            async def pg1_out_of_rotation() -> bool:
-                assert (await uploads.send()).status_code == 201
-                for image_id in list(uploads.acknowledged)[:3]:
-                    read = await client.get(f"/api/v1/images/{image_id}")
-                    if read.status_code != 200:
-                        failed_reads.append(read)
-                return not node_view(await view(client), "pg1")["in_rotation"]
+        async def pg1_out_of_rotation() -> bool:
+            assert (await uploads.send()).status_code == 201
+            for image_id in list(uploads.acknowledged)[:3]:
+                read = await client.get(f"/api/v1/images/{image_id}")
+                if read.status_code != 200:
+                    failed_reads.append(read)
+            return not node_view(await view(client), "pg1")["in_rotation"]
 
-            await wait_until(pg1_out_of_rotation, within=60, what="pg1 leaving the rotation")
-            # At most the one read in flight on pg1 when it stopped (reads are sequential).
-            assert len(failed_reads) <= 1, [read.text for read in failed_reads]
-            assert all(read.status_code == 503 for read in failed_reads)
-            # PostgreSQL stopped it: the replay could not extend a table on the full disk.
-            await wait_until(
-                lambda: asyncio.to_thread(
-                    lambda: not cluster.driver.is_running(cluster.state.node("pg1"))
-                ),
-                within=30,
-                what="pg1 shutting down",
-            )
-            for _ in range(5):
-                assert (await uploads.send()).status_code == 201
-                assert "pg1" not in await uploads.all_readable()
-            assert (await view(client))["writer"] == "pg0"
+        await wait_until(pg1_out_of_rotation, within=60, what="pg1 leaving the rotation")
+        # At most the one read in flight on pg1 when it stopped (reads are sequential).
+        assert len(failed_reads) <= 1, [read.text for read in failed_reads]
+        assert all(read.status_code == 503 for read in failed_reads)
+        # PostgreSQL stopped it: the replay could not extend a table on the full disk.
+        await wait_until(functools.partial(stopped, cluster, "pg1"), within=30, what="pg1 stopping")
+        for _ in range(5):
+            assert (await uploads.send()).status_code == 201
+            assert "pg1" not in await uploads.all_readable()
+        assert (await view(client))["writer"] == "pg0"
 
-            # Room again and `cluster up`: pg1 catches up from its slot and serves again.
-            await asyncio.to_thread(disk.free)
-            await asyncio.to_thread(cluster_up, cluster.data_dir)
-            await wait_until(
-                lambda: replica_has(cluster, uploads), within=30, what="pg1 catching up"
-            )
+        # Room again and `cluster up`: pg1 catches up from its slot and serves again.
+        await asyncio.to_thread(disk.free)
+        await asyncio.to_thread(cluster_up, cluster.data_dir)
+        await wait_until(lambda: replica_has(cluster, uploads), within=30, what="pg1 catching up")
 
-            async def pg1_back() -> bool:
-                return node_view(await view(client), "pg1")["in_rotation"] is True
+        async def pg1_back() -> bool:
+            return node_view(await view(client), "pg1")["in_rotation"] is True
 
-            await wait_until(pg1_back, within=15, what="pg1 back in the rotation")
+        await wait_until(pg1_back, within=15, what="pg1 back in the rotation")
 
 
 async def test_a_full_blob_directory_refuses_uploads_and_leaves_no_file_or_row(
