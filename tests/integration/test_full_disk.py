@@ -142,7 +142,10 @@ async def service_on_small_disk(
         await asyncio.to_thread(
             migrate.upgrade, cluster.state.owner_url(cluster.state.primary_node)
         )
-        settings = service_settings(cluster, replicas=True, storage_full_hold=HOLD)
+        # The upload's rate limit on too: its statement writes to the full disk first.
+        settings = service_settings(
+            cluster, replicas=True, storage_full_hold=HOLD, upload_rate_limit=10_000
+        )
         async with service_client(settings) as client:
             uploads = Uploads(client)
             await replicas_have(cluster, uploads)
