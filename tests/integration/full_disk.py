@@ -1,7 +1,8 @@
 """A node's data directory on a small filesystem of its own, which a test fills and frees.
 
 As root only: the node is stopped, its data directory moved onto a size-limited tmpfs mounted
-in its place (owned by the server account, 0700 as PostgreSQL wants), and started again, so
+in its place (owned by the server account, 0700 as PostgreSQL wants), and started again (by
+the cluster's own commands, so under Patroni too), so
 everything the node writes (tables, WAL, temporary files) lands on that filesystem. The test
 fills it with a file of its own (written as root, which a tmpfs does not exempt from its size)
 and frees it by deleting that file. Afterwards the node is stopped before the filesystem is
@@ -18,10 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from replication.cluster import Cluster
+from replication.cluster import Cluster, cluster_up
 from replication.drivers.base import StopMode
-from replication.drivers.local.driver import LocalDriver
-from replication.topology import NodeSpec
+from replication.server_user import ServerUser
 
 FILLER = "replikit-test-filler"
 CHUNK = b"\0" * (1 << 20)
@@ -66,27 +66,23 @@ def tmpfs(
             subprocess.run(["umount", "--lazy", str(path)], check=False)
 
 
-def _local_driver(cluster: Cluster) -> LocalDriver:
-    driver = cluster.driver
-    assert isinstance(driver, LocalDriver), "a small disk is for local process clusters"
-    return driver
-
-
 @contextlib.contextmanager
-def small_disk(cluster: Cluster, node: NodeSpec, *, size_mb: int = 128) -> Iterator[SmallDisk]:
-    """``node``'s data directory on a tmpfs of ``size_mb`` MB for the duration."""
-    driver = _local_driver(cluster)
-    pgdata = driver.pgdata(node)
-    driver.stop(node, StopMode.FAST)
-    aside = pgdata.with_name(f"{pgdata.name}.before-small-disk")
+def small_disk(cluster: Cluster, name: str, *, size_mb: int = 128) -> Iterator[SmallDisk]:
+    """Node ``name``'s data directory on a tmpfs of ``size_mb`` MB for the duration: the node
+    is stopped (with its agent under Patroni), moved, and started by ``cluster up``."""
+    node = cluster.state.node(name)
+    pgdata = cluster.data_dir / name
+    assert (pgdata / "PG_VERSION").is_file(), f"{pgdata} is not {name}'s data directory"
+    cluster.manager.stop_node(node, StopMode.FAST)
+    aside = pgdata.with_name(f"{name}.before-small-disk")
     pgdata.rename(aside)
     pgdata.mkdir()
-    user = driver.user
+    user = ServerUser.detect()
     with tmpfs(pgdata, size_mb=size_mb, uid=user.uid, gid=user.gid, mode="0700"):
         try:
             subprocess.run(["cp", "-a", f"{aside}/.", str(pgdata)], check=True)
             shutil.rmtree(aside)
-            driver.start(node)
+            cluster_up(cluster.data_dir)
             yield SmallDisk(pgdata)
         finally:
-            driver.stop(node, StopMode.IMMEDIATE)
+            cluster.manager.stop_node(node, StopMode.IMMEDIATE)

@@ -25,7 +25,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from replication.cluster import Cluster, cluster_up
+from replication.cluster import Cluster, cluster_up, switchover
+from replication.topology import Manager
 from service import migrate
 from tests.integration.clusters import in_thread, reachable_temp_dir, running_cluster_async
 from tests.integration.conftest import connect, wait_until
@@ -103,8 +104,8 @@ def node_view(cluster_view: dict[str, Any], name: str) -> dict[str, Any]:
     return next(node for node in cluster_view["nodes"] if node["name"] == name)
 
 
-async def superuser_sql(cluster: Cluster, *statements: str) -> None:
-    connection = await connect(cluster, cluster.state.primary_node, superuser=True)
+async def superuser_sql(cluster: Cluster, *statements: str, node: str = "pg0") -> None:
+    connection = await connect(cluster, cluster.state.node(node), superuser=True)
     try:
         for statement in statements:
             await connection.execute(statement)
@@ -112,10 +113,20 @@ async def superuser_sql(cluster: Cluster, *statements: str) -> None:
         await connection.close()
 
 
-async def push_wal(cluster: Cluster, *, segments: int) -> None:
-    """Write a little and switch to a new WAL segment, ``segments`` times (no table grows)."""
+async def make_wal_pusher(cluster: Cluster, *, node: str = "pg0") -> None:
+    await superuser_sql(
+        cluster, "CREATE TABLE wal_pusher (x int)", "INSERT INTO wal_pusher VALUES (1)", node=node
+    )
+
+
+async def push_wal(cluster: Cluster, *, segments: int, node: str = "pg0") -> None:
+    """Write a little and switch to a new WAL segment, ``segments`` times (no table grows):
+    on a full disk, the primary PANICs at the first segment it cannot add. The table must
+    have been made before the disk filled (creating one needs room)."""
     for _ in range(segments):
-        await superuser_sql(cluster, "UPDATE wal_pusher SET x = x + 1", "SELECT pg_switch_wal()")
+        await superuser_sql(
+            cluster, "UPDATE wal_pusher SET x = x + 1", "SELECT pg_switch_wal()", node=node
+        )
 
 
 async def fill(disk: SmallDisk) -> None:
@@ -137,7 +148,7 @@ async def service_on_small_disk(
     the replicas, and three uploads acknowledged and replayed everywhere."""
     async with (
         running_cluster_async(replicas=replicas, name=name, prefix=PREFIX) as cluster,
-        in_thread(small_disk(cluster, cluster.state.node(node))) as disk,
+        in_thread(small_disk(cluster, node)) as disk,
     ):
         await asyncio.to_thread(
             migrate.upgrade, cluster.state.owner_url(cluster.state.primary_node)
@@ -207,9 +218,7 @@ async def test_a_primary_that_cannot_write_wal_stops_and_reads_go_on_from_replic
     started again (``cluster up``; Patroni would restart it), writes resume with no restart
     of the service and nothing acknowledged lost."""
     async with service_on_small_disk("primary-wal-full", replicas=1) as (cluster, disk, uploads):
-        await superuser_sql(
-            cluster, "CREATE TABLE wal_pusher (x int)", "INSERT INTO wal_pusher VALUES (1)"
-        )
+        await make_wal_pusher(cluster)
         await fill(disk)
         # The server PANICs and closes the connection (then refuses new ones).
         with pytest.raises((OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
@@ -338,3 +347,64 @@ async def test_a_full_blob_directory_refuses_uploads_and_leaves_no_file_or_row(
             await asyncio.sleep(HOLD)
             assert (await uploads.send()).status_code == 201
             await uploads.all_readable()
+
+
+async def test_under_patroni_a_leader_that_cannot_write_wal_is_replaced_and_rejoins_by_itself() -> (
+    None
+):
+    """Under Patroni the PANIC of the second row ends with no command: the agent fails to
+    restart its PostgreSQL on the full disk, gives the leader key up (``primary_start_timeout``),
+    a replica is promoted and the service writes there; once space is freed the old leader
+    follows the new one by itself."""
+    async with running_cluster_async(
+        replicas=1, name="patroni-full", prefix=PREFIX, manager=Manager.PATRONI
+    ) as cluster:
+        await asyncio.to_thread(
+            migrate.upgrade, cluster.state.owner_url(cluster.state.primary_node)
+        )
+        async with in_thread(small_disk(cluster, "pg1")) as disk:
+            await asyncio.to_thread(switchover, cluster.data_dir, to="pg1")
+            settings = service_settings(cluster, replicas=True, storage_full_hold=HOLD)
+            async with service_client(settings) as client:
+                uploads = Uploads(client)
+
+                async def writer_is(name: str) -> bool:
+                    return bool((await view(client))["writer"] == name)
+
+                await wait_until(functools.partial(writer_is, "pg1"), within=15, what="pg1 leads")
+                for _ in range(3):
+                    assert (await uploads.send()).status_code == 201
+                await make_wal_pusher(cluster, node="pg1")
+                await fill(disk)
+                with pytest.raises((OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+                    await push_wal(cluster, segments=5, node="pg1")
+                log = (cluster.data_dir / "logs" / "patroni-pg1.log").read_text(errors="replace")
+                assert "PANIC:  could not write to file" in log
+
+                refusals: list[httpx.Response] = []
+
+                async def acknowledged_again() -> bool:
+                    response = await uploads.send()
+                    if response.status_code != 201:
+                        refusals.append(response)
+                    return response.status_code == 201
+
+                took = await wait_until(acknowledged_again, within=40, what="writes resuming")
+                codes = {r.json()["error"]["code"] for r in refusals}
+                assert codes <= {"PRIMARY_UNAVAILABLE", "STORAGE_FULL"}, [r.text for r in refusals]
+                assert await writer_is("pg0"), f"writes resumed after {took:.1f} s, not on pg0"
+                assert await uploads.all_readable() == {"pg0"}
+
+                await asyncio.to_thread(disk.free)
+
+                async def pg1_back() -> bool:
+                    return bool(node_view(await view(client), "pg1")["in_rotation"])
+
+                await wait_until(pg1_back, within=90, what="pg1 following pg0 by itself")
+                await wait_until(
+                    functools.partial(replica_has, cluster, uploads, "pg1"),
+                    within=30,
+                    what="pg1 replaying every acknowledged upload",
+                )
+                images, blobs = await uploads.stored_on(cluster, "pg0")
+                assert images == blobs == set(uploads.acknowledged)
