@@ -42,7 +42,7 @@ pytestmark = [
     pytest.mark.destructive,
     pytest.mark.skipif(
         os.geteuid() != 0 or shutil.which("mount") is None,
-        reason="mounting a small filesystem under a node's data directory needs root",
+        reason="these tests mount a small tmpfs (under a node's data directory), which needs root",
     ),
 ]
 
@@ -202,7 +202,7 @@ async def test_a_full_primary_refuses_uploads_with_storage_full_and_resumes_by_i
             return response.status_code == 201
 
         resumed_in = await wait_until(accepted, within=10 * HOLD, what="an upload accepted")
-        assert resumed_in <= 2 * HOLD + 1.0
+        assert resumed_in <= HOLD + 5.0  # the hold, and an upload on a loaded machine
         for _ in range(3):
             assert (await uploads.send()).status_code == 201
         await uploads.all_readable()
