@@ -22,10 +22,10 @@ on it:
   partition, a frozen server) is found by the monitor's probes, which count a timeout only
   when the monitor's own event loop was responsive (service/routing/monitor.py).
 * **FULL** when the node (or the blob directory) has no room left: ``53100`` ``DiskFullError``
-  (a table, index or temporary file could not be
-  extended or written) and an ``OSError`` ``ENOSPC`` or ``EDQUOT``
-  (the filesystem blob store). The node serves reads and will take writes again once space is
-  freed, so it is not marked; the request is answered 503 ``STORAGE_FULL`` with
+  (a table, index or temporary file could not be extended or written) and an ``OSError``
+  ``ENOSPC`` or ``EDQUOT`` (the filesystem blob store's write; before this verdict such an
+  ``OSError`` counted as DOWN). The node serves reads and will take writes again once space
+  is freed, so it is not marked; the request is answered 503 ``STORAGE_FULL`` with
   ``Retry-After``. A primary that cannot write *WAL* does not raise this: it PANICs and
   restarts or shuts down, which reaches us as DOWN (docs/operations.md#a-full-disk).
 * **REQUEST** for everything else (a unique violation, a bad cursor): the node is fine, the
