@@ -79,12 +79,24 @@ UPLOAD_BODY: dict[str, Any] = {
 }
 
 
+# Every 503 an upload can get, each with Retry-After.
+UPLOAD_UNAVAILABLE = (
+    "Retry after Retry-After seconds. error.code: STORAGE_FULL (no disk space left on the "
+    "primary or in the blob directory; nothing was stored), PRIMARY_UNAVAILABLE, "
+    "DATABASE_UNAVAILABLE, DATABASE_BUSY, DECODER_BUSY or SERVER_BUSY."
+)
+
+
 @router.post(
     "/upload",
     operation_id=UPLOAD_IMAGE,
     status_code=201,
     response_model=ImageCreated,
-    responses={201: {"links": UPLOADED_LINKS}, **errors(400, 408, 413, 415, 422, 429, 503)},
+    responses={
+        201: {"links": UPLOADED_LINKS},
+        **errors(400, 408, 413, 415, 422, 429),
+        503: {"model": ErrorBody, "description": UPLOAD_UNAVAILABLE},
+    },
     openapi_extra=UPLOAD_BODY,
 )
 async def upload_image(
