@@ -46,7 +46,7 @@ pytestmark = [
     ),
 ]
 
-HOLD = 1.0  # REPLIKIT_STORAGE_FULL_HOLD for these tests
+HOLD = 2.0  # REPLIKIT_STORAGE_FULL_HOLD for these tests (the default)
 PREFIX = "rk-diskfull-"
 
 
@@ -258,6 +258,8 @@ async def replica_has(cluster: Cluster, uploads: Uploads, name: str = "pg1") -> 
         images, _ = await uploads.stored_on(cluster, name)
     except asyncpg.UndefinedTableError:  # the migration is not replayed yet
         return False
+    except (OSError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError):
+        return False  # (re)starting: under Patroni a rejoining node restarts on its own
     return images == set(uploads.acknowledged)
 
 
