@@ -128,6 +128,14 @@ class ServerBusyError(ServiceError):
     code = "SERVER_BUSY"
 
 
+class StorageFullError(ServiceError):
+    """The primary's disk (or the blob directory) is full: nothing was stored; retry once
+    space is freed. Reads are unaffected (docs/operations.md#a-full-disk)."""
+
+    status_code = 503
+    code = "STORAGE_FULL"
+
+
 class InvalidConsistencyError(ServiceError):
     status_code = 400
     code = "INVALID_CONSISTENCY"

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     max_lag_bytes: int = Field(default=16 * MIB, ge=0)
     ryw_wait: float = Field(default=0.2, ge=0)
     write_timeout: float = Field(default=5.0, gt=0)
+    # After a write found the primary's disk full, uploads are refused at once (503
+    # STORAGE_FULL, before their body is read) for this long; then one tries again. 0 = off.
+    storage_full_hold: float = Field(default=2.0, ge=0)
 
     # Hostile clients (docs/security.md). Connection hygiene, enforced by `replikit serve`:
     header_timeout: float = Field(default=10.0, gt=0)

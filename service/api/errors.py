@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ServiceError
-from service.routing.failures import is_busy, is_node_failure
+from service.routing.failures import is_busy, is_node_failure, is_storage_full
 
 logger = logging.getLogger("replikit.service")
 
@@ -56,17 +56,38 @@ def _count_unavailable(request: Request, reason: str = "database_unavailable") -
         metrics.unavailable.labels(reason=reason).inc()
 
 
+def _retry_shortly(
+    request: Request, *, reason: str, code: str, message: str, details: dict[str, Any]
+) -> JSONResponse:
+    """A 503 with ``Retry-After: 1``, counted by ``reason``."""
+    _count_unavailable(request, reason)
+    return error_response(503, code, message, details, headers={"Retry-After": "1"})
+
+
 def _database_busy(request: Request, error: Exception) -> JSONResponse:
     """A timeout that reached the handlers (the router converts most of them): the database
     was slow to answer a busy service, which is no sign it is down (routing/failures.py)."""
-    _count_unavailable(request, "timeout")
     logger.info("event=database_busy path=%s error=%s", request.url.path, type(error).__name__)
-    return error_response(
-        503,
-        "DATABASE_BUSY",
-        "The database did not answer in time while the service is busy; retry shortly.",
-        {"reason": "timeout"},
-        headers={"Retry-After": "1"},
+    return _retry_shortly(
+        request,
+        reason="timeout",
+        code="DATABASE_BUSY",
+        message="The database did not answer in time while the service is busy; retry shortly.",
+        details={"reason": "timeout"},
+    )
+
+
+def _storage_full(request: Request, error: Exception) -> JSONResponse:
+    """A full disk that reached the handlers (the router converts the writes' own): a read's
+    temporary file, say. The node is fine otherwise; nothing was stored."""
+    logger.warning("event=storage_full path=%s error=%s", request.url.path, type(error).__name__)
+    return _retry_shortly(
+        request,
+        reason="storage_full",
+        code="STORAGE_FULL",
+        message="The database has no disk space left; nothing was stored. "
+        "Retry once space is freed.",
+        details={"reason": "disk_full", "where": "database"},
     )
 
 
@@ -100,6 +121,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def database_error(request: Request, error: Exception) -> JSONResponse:
         if is_busy(error):
             return _database_busy(request, error)
+        if is_storage_full(error):
+            return _storage_full(request, error)
         if _is_connection_problem(error):
             _count_unavailable(request)
             logger.warning(

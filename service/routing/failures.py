@@ -21,6 +21,13 @@ on it:
   ``DATABASE_BUSY`` with ``Retry-After``, and a node that really stopped answering (a
   partition, a frozen server) is found by the monitor's probes, which count a timeout only
   when the monitor's own event loop was responsive (service/routing/monitor.py).
+* **FULL** when the node (or the blob directory) has no room left: ``53100`` ``DiskFullError``
+  (a table, index or temporary file could not be extended or written) and an ``OSError``
+  ``ENOSPC`` or ``EDQUOT`` (the filesystem blob store's write; before this verdict such an
+  ``OSError`` counted as DOWN). The node serves reads and will take writes again once space
+  is freed, so it is not marked; the request is answered 503 ``STORAGE_FULL`` with
+  ``Retry-After``. A primary that cannot write *WAL* does not raise this: it PANICs and
+  restarts or shuts down, which reaches us as DOWN (docs/operations.md#a-full-disk).
 * **REQUEST** for everything else (a unique violation, a bad cursor): the node is fine, the
   error belongs to the request.
 """
@@ -40,6 +47,7 @@ from service.db.driver_pools import DriverPoolExhaustedError
 class Verdict(StrEnum):
     DOWN = "down"
     BUSY = "busy"
+    FULL = "full"
     REQUEST = "request"
 
 
@@ -48,6 +56,9 @@ DOWN_STATES = {"25006", "57P01", "57P02", "57P03"}
 DOWN_STATE_PREFIX = "08"
 # SQLSTATEs that say the node is busy: statement_timeout, too many connections.
 BUSY_STATES = {"57014", "53300"}
+# SQLSTATE and errnos that say the node's disk (or the blob directory's) is full.
+FULL_STATES = {"53100"}
+FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 # OSErrors that are a timeout in all but type (a connect that the kernel gave up on).
 TIMEOUT_ERRNOS = {errno.ETIMEDOUT}
 
@@ -69,6 +80,13 @@ def _causes(error: BaseException) -> list[BaseException]:
     return found
 
 
+def files_are_full(error: BaseException) -> bool:
+    """True when a file write of ours (the blob directory) found no room: ``ENOSPC``."""
+    return any(
+        isinstance(cause, OSError) and cause.errno in FULL_ERRNOS for cause in _causes(error)
+    )
+
+
 def _is_timeout(error: BaseException) -> bool:
     if isinstance(error, TimeoutError | PoolTimeoutError | DriverPoolExhaustedError):
         return True
@@ -76,12 +94,17 @@ def _is_timeout(error: BaseException) -> bool:
 
 
 def classify(error: BaseException) -> Verdict:
-    """DOWN, BUSY or REQUEST for ``error`` (raised by asyncpg, SQLAlchemy or a socket)."""
+    """DOWN, BUSY, FULL or REQUEST for ``error`` (raised by asyncpg, SQLAlchemy, a socket or
+    a file write)."""
     causes = _causes(error)
     if any(_is_timeout(cause) for cause in causes):
         return Verdict.BUSY
+    if files_are_full(error):
+        return Verdict.FULL
     state = _sqlstate(error)
     if state is not None:
+        if state in FULL_STATES:
+            return Verdict.FULL
         if state in BUSY_STATES:
             return Verdict.BUSY
         if state in DOWN_STATES or state.startswith(DOWN_STATE_PREFIX):
@@ -105,3 +128,8 @@ def is_node_failure(error: BaseException) -> bool:
 def is_busy(error: BaseException) -> bool:
     """True when ``error`` is a timeout or a full pool: capacity, not failure."""
     return classify(error) is Verdict.BUSY
+
+
+def is_storage_full(error: BaseException) -> bool:
+    """True when ``error`` says the disk is full: no room, not a failure of the node."""
+    return classify(error) is Verdict.FULL

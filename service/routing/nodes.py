@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -58,6 +59,10 @@ class Node:
     # The highest replay position a monotonic read on this replica measured since its last
     # role change: fresher than the probe between two probes.
     observed_replay_lsn: int | None = None
+    # Until when (time.monotonic()) uploads to this writer are refused at once: a write just
+    # found its disk full (service/routing/router.py).
+    full_until: float = 0.0
+    full_where: str = "database"  # or "blob_directory"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -103,4 +108,5 @@ class Node:
             "in_rotation": in_rotation,
             "why_not": why_not,
             "error": self.last_error,
+            "storage_full": self.full_until > time.monotonic(),
         }

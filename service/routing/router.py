@@ -20,7 +20,12 @@ probe, so fewer reads need the poll. A replica that refuses the connection is sk
 next one. With no eligible replica, reads fall back to the primary or fail (``READ_FALLBACK``).
 
 Writes go to the monitor's writer; a connection error or a read-only error (the node was
-demoted) marks it, wakes the monitor and answers 503 ``PRIMARY_UNAVAILABLE``.
+demoted) marks it, wakes the monitor and answers 503 ``PRIMARY_UNAVAILABLE``. A write that
+found the disk full (``53100``, or ``ENOSPC`` from the blob directory) leaves the node alone: it
+answers 503 ``STORAGE_FULL``, and for ``REPLIKIT_STORAGE_FULL_HOLD`` seconds uploads are refused
+before their body is read, so a full primary is not fed failed inserts (each one still writes
+WAL, and a primary that cannot add a WAL segment stops); the first upload after the hold tries
+again, so writes resume by themselves once space is freed.
 
 Timeouts are not failures (service/routing/failures.py has the rule): a read whose connection,
 pool checkout or statement timed out is answered 503 ``DATABASE_BUSY`` with ``Retry-After``
@@ -36,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,9 +57,14 @@ from service.db.driver_pools import (
     open_driver_pool,
 )
 from service.db.engines import address_of, make_engine
-from service.errors import DatabaseBusyError, NoReaderAvailableError, PrimaryUnavailableError
+from service.errors import (
+    DatabaseBusyError,
+    NoReaderAvailableError,
+    PrimaryUnavailableError,
+    StorageFullError,
+)
 from service.routing.consistency import Consistency, RequestRouting
-from service.routing.failures import Verdict, classify, is_node_failure
+from service.routing.failures import Verdict, classify, files_are_full, is_node_failure
 from service.routing.loop_lag import LoopLag
 from service.routing.lsn import parse_lsn
 from service.routing.metrics import ServiceMetrics
@@ -139,6 +150,40 @@ class Router:
             raise self._primary_unavailable("no_writer", "No primary is accepting writes.")
         return writer
 
+    def require_writer_with_room(self) -> Node:
+        """The current writer, or a 503 at once: also ``STORAGE_FULL`` while a write that
+        found its disk full is recent (``REPLIKIT_STORAGE_FULL_HOLD``)."""
+        writer = self.require_writer()
+        left = writer.full_until - time.monotonic()
+        if left > 0:
+            self.metrics.unavailable.labels(reason="storage_full").inc()
+            raise self._storage_full_error(writer, left, writer.full_where)
+        return writer
+
+    def _storage_full_error(
+        self, node: Node, retry_after: float, where: str = "database"
+    ) -> StorageFullError:
+        place = "The blob directory" if where == "blob_directory" else f"The primary {node.name}"
+        return StorageFullError(
+            f"{place} has no disk space left; nothing was stored. Retry once space is freed.",
+            details={"node": node.name, "reason": "disk_full", "where": where},
+            headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+        )
+
+    def _storage_full(self, node: Node, error: BaseException) -> StorageFullError:
+        """A write found the disk full (``node``'s, or the blob directory's): not a failure
+        of the node, which still serves reads; refuse uploads at once for the hold, then let
+        one try again."""
+        where = "blob_directory" if files_are_full(error) else "database"
+        now = time.monotonic()
+        if node.full_until <= now:
+            logger.warning("event=storage_full node=%s where=%s", node.name, where)
+        hold = self.settings.storage_full_hold
+        node.full_until = now + hold
+        node.full_where = where
+        self.metrics.unavailable.labels(reason="storage_full").inc()
+        return self._storage_full_error(node, hold, where)
+
     def writer_sessions(self) -> async_sessionmaker[AsyncSession]:
         """Sessions on the current writer, for work outside a request (blob cleanup)."""
         return self.require_writer().sessions
@@ -175,8 +220,9 @@ class Router:
     @asynccontextmanager
     async def _on_writer(self, routing: RequestRouting) -> AsyncIterator[Node]:
         """The writer for this request's write, with its failures turned into answers: a full
-        pool is a 503 ``DATABASE_BUSY``; a node failure marks the writer suspect, wakes the
-        monitor and is a 503 ``PRIMARY_UNAVAILABLE``."""
+        pool is a 503 ``DATABASE_BUSY``; a full disk a 503 ``STORAGE_FULL`` (the node is left
+        alone); a node failure marks the writer suspect, wakes the monitor and is a 503
+        ``PRIMARY_UNAVAILABLE``."""
         node = self.require_writer()
         started = self.loop_lag.clock()
         try:
@@ -190,6 +236,8 @@ class Router:
             verdict = classify(error)
             if verdict is Verdict.REQUEST:
                 raise
+            if verdict is Verdict.FULL:
+                raise self._storage_full(node, error) from error
             if verdict is Verdict.BUSY:
                 self.monitor.wake()
                 if self.loop_lag.saturated_since(started):

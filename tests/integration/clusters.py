@@ -13,11 +13,13 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from replication.cluster import Cluster, cluster_down, cluster_up
 from replication.ports import ephemeral_port_floor, find_free_port_range
 from replication.topology import DEFAULT_MAX_SLOT_WAL_KEEP_SIZE, Manager, SyncMode
 
+T = TypeVar("T")
 REPLIKIT = str(Path(sys.executable).parent / "replikit")
 
 
@@ -71,9 +73,10 @@ def running_cluster(
     name: str = "cluster",
     manager: Manager = Manager.NATIVE,
     wal_sizes: WalSizes | None = None,
+    prefix: str = "replikit-",
 ) -> Iterator[Cluster]:
     """A fresh cluster that is stopped and deleted afterwards, also when the test fails."""
-    root = reachable_temp_dir(f"replikit-{name}-")
+    root = reachable_temp_dir(f"{prefix}{name}-")
     data_dir = root / "cluster"
     try:
         cluster, _ = cluster_up(
@@ -114,6 +117,20 @@ def replikit(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 
 @contextlib.asynccontextmanager
+async def in_thread(context: contextlib.AbstractContextManager[T]) -> AsyncIterator[T]:
+    """Enter and exit a blocking context manager in a worker thread: the cluster API drives
+    its own event loop, and stopping or starting a node blocks."""
+    value = await asyncio.to_thread(context.__enter__)
+    try:
+        yield value
+    except BaseException as error:
+        if not await asyncio.to_thread(context.__exit__, type(error), error, error.__traceback__):
+            raise
+    else:
+        await asyncio.to_thread(context.__exit__, None, None, None)
+
+
+@contextlib.asynccontextmanager
 async def running_cluster_async(
     *,
     replicas: int = 2,
@@ -121,17 +138,12 @@ async def running_cluster_async(
     name: str = "cluster",
     manager: Manager = Manager.NATIVE,
     wal_sizes: WalSizes | None = None,
+    prefix: str = "replikit-",
 ) -> AsyncIterator[Cluster]:
-    """:func:`running_cluster` for async tests: building and stopping run in a worker thread,
-    because the cluster API drives its own event loop."""
+    """:func:`running_cluster` for async tests, built and stopped in a worker thread, because
+    the cluster API drives its own event loop."""
     context = running_cluster(
-        replicas=replicas, sync=sync, name=name, manager=manager, wal_sizes=wal_sizes
+        replicas=replicas, sync=sync, name=name, manager=manager, wal_sizes=wal_sizes, prefix=prefix
     )
-    cluster = await asyncio.to_thread(context.__enter__)
-    try:
+    async with in_thread(context) as cluster:
         yield cluster
-    except BaseException as error:
-        if not await asyncio.to_thread(context.__exit__, type(error), error, error.__traceback__):
-            raise
-    else:
-        await asyncio.to_thread(context.__exit__, None, None, None)

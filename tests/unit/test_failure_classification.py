@@ -1,6 +1,6 @@
 """The rule of service/routing/failures.py, on the exception types asyncpg, SQLAlchemy and
 the socket layer really raise: only evidence that a node is down marks it; every timeout is
-"busy"."""
+"busy"; a full disk is "full", neither down nor the request's own fault."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from service.db.driver_pools import DriverPoolExhaustedError
-from service.routing.failures import Verdict, classify, is_busy, is_node_failure
+from service.routing.failures import (
+    Verdict,
+    classify,
+    is_busy,
+    is_node_failure,
+    is_storage_full,
+)
 
 DOWN = [
     ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"),
@@ -36,6 +42,12 @@ BUSY = [
     PoolTimeoutError("QueuePool limit of size 10 overflow 10 reached"),
     DriverPoolExhaustedError(),
 ]
+FULL = [
+    asyncpg.exceptions.DiskFullError('could not extend file "base/16387/16411"'),
+    OSError(errno.ENOSPC, "No space left on device"),  # the filesystem blob store's write
+    OSError(errno.EDQUOT, "Disk quota exceeded"),
+    DBAPIError("INSERT", {}, asyncpg.exceptions.DiskFullError("could not extend file")),
+]
 REQUEST = [
     asyncpg.UniqueViolationError("duplicate key value violates unique constraint"),
     asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
@@ -54,6 +66,22 @@ def test_timeouts_and_full_pools_are_busy_never_down(error: BaseException) -> No
     assert classify(error) is Verdict.BUSY
     assert is_busy(error)
     assert not is_node_failure(error)
+
+
+@pytest.mark.parametrize("error", FULL, ids=lambda e: type(e).__name__)
+def test_a_full_disk_is_full_never_down_nor_busy(error: BaseException) -> None:
+    # ENOSPC is an OSError like a refused connection: before this verdict it marked a
+    # healthy primary down.
+    assert classify(error) is Verdict.FULL
+    assert is_storage_full(error)
+    assert not is_node_failure(error)
+    assert not is_busy(error)
+
+
+def test_a_full_disk_raised_from_inside_a_wrapper_is_still_full() -> None:
+    error = RuntimeError("upload failed")
+    error.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    assert classify(error) is Verdict.FULL
 
 
 @pytest.mark.parametrize("error", REQUEST, ids=lambda e: type(e).__name__)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 from collections import Counter
 from typing import Any
 
+import asyncpg
 import pytest
 
+from service.errors import StorageFullError
 from service.routing.consistency import Consistency, RequestRouting
 from service.routing.metrics import ServiceMetrics
 from service.routing.nodes import Probe, Role
@@ -199,3 +202,36 @@ def test_simple_policies_cover_every_candidate() -> None:
     for chooser in (RoundRobin(), RandomChoice(), Weighted(), LeastLag()):
         picked: set[str] = {chooser.choose(candidates).name for _ in range(200)}
         assert picked == {"pg1", "pg2"}
+
+
+async def test_a_full_disk_on_a_write_is_storage_full_and_never_marks_the_writer() -> None:
+    router = make_router(storage_full_hold=30.0)
+    writer = router.nodes[0]
+    with pytest.raises(StorageFullError) as refused:
+        async with router.write_session(routing()):
+            raise asyncpg.exceptions.DiskFullError('could not extend file "base/1/2"')
+    assert refused.value.status_code == 503
+    assert refused.value.details == {"node": "pg0", "reason": "disk_full", "where": "database"}
+    assert refused.value.headers == {"Retry-After": "30"}
+    # The node still serves reads and stays the writer: nothing for the monitor to do.
+    assert not writer.suspect
+    assert router.writer is writer
+    assert router.view()["nodes"][0]["storage_full"] is True
+    # Within the hold, the next upload is refused before its body is read ...
+    with pytest.raises(StorageFullError) as early:
+        router.require_writer_with_room()
+    assert 1 <= int(early.value.headers["Retry-After"]) <= 30
+    # ... and after it, one tries the database again (space may have been freed).
+    writer.full_until = 0.0
+    assert router.require_writer_with_room() is writer
+
+
+async def test_a_full_blob_directory_is_named_and_a_hold_of_zero_holds_nothing() -> None:
+    router = make_router(storage_full_hold=0.0)
+    with pytest.raises(StorageFullError) as refused:
+        async with router.write_session(routing()):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert refused.value.details["where"] == "blob_directory"
+    assert refused.value.message.startswith("The blob directory has no disk space left")
+    assert not router.nodes[0].suspect
+    assert router.require_writer_with_room() is router.nodes[0]

@@ -79,12 +79,24 @@ UPLOAD_BODY: dict[str, Any] = {
 }
 
 
+# Every 503 an upload can get, each with Retry-After.
+UPLOAD_UNAVAILABLE = (
+    "Retry after Retry-After seconds. error.code: STORAGE_FULL (no disk space left on the "
+    "primary or in the blob directory; nothing was stored), PRIMARY_UNAVAILABLE, "
+    "DATABASE_UNAVAILABLE, DATABASE_BUSY, DECODER_BUSY or SERVER_BUSY."
+)
+
+
 @router.post(
     "/upload",
     operation_id=UPLOAD_IMAGE,
     status_code=201,
     response_model=ImageCreated,
-    responses={201: {"links": UPLOADED_LINKS}, **errors(400, 408, 413, 415, 422, 429, 503)},
+    responses={
+        201: {"links": UPLOADED_LINKS},
+        **errors(400, 408, 413, 415, 422, 429),
+        503: {"model": ErrorBody, "description": UPLOAD_UNAVAILABLE},
+    },
     openapi_extra=UPLOAD_BODY,
 )
 async def upload_image(
@@ -101,7 +113,8 @@ async def upload_image(
     """
     try:
         routing = get_request_routing(request)
-        db_router.require_writer()  # a known-dead primary is a 503 before the body is read
+        # A known-dead (or just found full) primary is a 503 before the body is read.
+        db_router.require_writer_with_room()
         client_ip = client_address(request)
         if client_ip and settings.upload_rate_limit > 0:
             async with db_router.write_connection(routing) as connection:
