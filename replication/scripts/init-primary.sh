@@ -17,6 +17,7 @@
 #   REPLIKIT_WAL_KEEP_SIZE    (default 256MB), REPLIKIT_MAX_CONNECTIONS (default 200)
 #   REPLIKIT_MONITOR_PASSWORD when set, a login role (REPLIKIT_MONITOR_USER, default monitor)
 #                             with only pg_monitor's rights, for metrics exporters
+#   REPLIKIT_ARCHIVE_COMMAND, REPLIKIT_ARCHIVE_TIMEOUT   continuous WAL archiving (lib.sh)
 #
 # The superuser is reachable on the local socket only by the OS account that runs this script
 # (the one that owns the cluster and runs its server: `postgres` as root or in a container, the
@@ -47,6 +48,7 @@ if [ -s "$PGDATA/PG_VERSION" ]; then
     if [ -f "$marker" ]; then
         log "already initialised; node settings rewritten"
         write_node_conf
+        write_archive_conf
         exit 0
     fi
     fail "$PGDATA holds a PostgreSQL cluster that replikit did not finish initialising; remove it and run again"
@@ -105,6 +107,7 @@ CONF
     echo ""
     echo "include = 'replikit.conf'"
     echo "include_if_exists = 'replikit-node.conf'"
+    echo "include_if_exists = 'replikit-archive.conf'"
 } >>"$PGDATA/postgresql.conf"
 
 {
@@ -126,10 +129,11 @@ CONF
     echo "replikit   \"$os_user\"  \"$superuser\""
 } >"$PGDATA/pg_ident.conf"
 write_node_conf
+write_archive_conf
 
 log "creating roles and database"
 pg_ctl --pgdata="$PGDATA" --wait --timeout=60 --log="$workdir/server.log" \
-    -o "-c listen_addresses='' -c unix_socket_directories='$workdir' -c synchronous_standby_names=''" \
+    -o "-c listen_addresses='' -c unix_socket_directories='$workdir' -c synchronous_standby_names='' -c archive_mode=off" \
     start >/dev/null || { cat "$workdir/server.log" >&2; fail "temporary server did not start"; }
 psql --host="$workdir" --port="$PGPORT" --username="$superuser" --dbname=postgres \
     --no-psqlrc --quiet --set=ON_ERROR_STOP=1 \

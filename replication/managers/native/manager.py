@@ -18,10 +18,13 @@ from replication.ports import require_free_ports
 
 
 class NativeManager(ClusterManager):
+    archives_wal = True
+
     def build(self) -> None:
         driver, state = self.driver, self.state
         driver.init_primary(state.primary_node)
         driver.start(state.primary_node)
+        self.primary_started()
         for node in state.replicas:
             driver.bootstrap_replica(node, state.primary_node)
             driver.start(node)
