@@ -56,8 +56,10 @@ def running_cluster(
     sync: SyncMode = SyncMode.OFF,
     name: str = "cluster",
     manager: Manager = Manager.NATIVE,
+    archive: bool = False,
 ) -> Iterator[Cluster]:
-    """A fresh cluster that is stopped and deleted afterwards, also when the test fails."""
+    """A fresh cluster that is stopped and deleted afterwards, also when the test fails
+    (with ``archive``, it archives WAL into its own repository: ``cluster up --archive``)."""
     root = reachable_temp_dir(f"replikit-{name}-")
     data_dir = root / "cluster"
     try:
@@ -67,6 +69,7 @@ def running_cluster(
             sync=sync,
             base_port=free_base_port(replicas + 1),
             manager=manager,
+            archive=archive,
         )
         yield cluster
     finally:
