@@ -222,13 +222,17 @@ class PgBackRest(BackupTool):
                 return node
         return None
 
-    def backup(self, kind: BackupType) -> tuple[BackupInfo, str]:
+    def _running_primary(self, doing: str) -> NodeSpec:
         primary = self.state.primary_node
         if not self.driver.is_running(primary):
             raise BadInputError(
                 f"The primary {primary.name} is not running; start it ('replikit cluster up') "
-                "or fail over ('replikit cluster failover') before taking a backup."
+                f"or fail over ('replikit cluster failover') before {doing}."
             )
+        return primary
+
+    def backup(self, kind: BackupType) -> tuple[BackupInfo, str]:
+        primary = self._running_primary("taking a backup")
         standby = self._standby()
         nodes = [primary] if standby is None else [primary, standby]
         self._write_config(nodes, backup_standby=standby is not None)
@@ -257,7 +261,7 @@ class PgBackRest(BackupTool):
         )
 
     def flush(self) -> None:
-        primary = self.state.primary_node
+        primary = self._running_primary("archiving its current WAL")
         # A transaction with an id writes a commit record: a restore to any moment before it
         # has a commit after its target to stop at.
         fetchval(self.state, primary, "SELECT txid_current()")

@@ -156,3 +156,44 @@ def test_backup_list_shows_each_backup_and_the_window(archived: Cluster) -> None
     window = catalog["window"]
     assert window["earliest_time"] <= window["latest_time"]
     assert Path(archived.data_dir / "backup" / "pgbackrest.conf").stat().st_mode & 0o077 == 0
+
+
+async def _write_for(cluster: Cluster, seconds: float) -> tuple[int, datetime]:
+    """Commit numbered rows every 20 ms; returns the last number and when it was acknowledged."""
+    state = cluster.state
+    connection = await asyncpg.connect(
+        host=state.host,
+        port=state.primary_node.port,
+        user=state.superuser,
+        password=state.passwords.superuser,
+        database="postgres",
+        timeout=5,
+    )
+    number, acknowledged = 0, datetime.now(UTC)
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            number += 1
+            await connection.execute("INSERT INTO marks VALUES ($1)", number)
+            acknowledged = datetime.now(UTC)
+            await asyncio.sleep(0.02)
+    finally:
+        await connection.close()
+    return number, acknowledged
+
+
+def test_losing_every_node_loses_at_most_the_last_five_seconds_of_commits() -> None:
+    with running_cluster(replicas=1, name="archived-lost", archive=True) as cluster:
+        sql(cluster, "CREATE TABLE marks (value int PRIMARY KEY, at timestamptz DEFAULT now())")
+        cluster.manager.backups().backup(BackupType.FULL)
+        last, acknowledged = asyncio.run(_write_for(cluster, 4.0))
+        for node in [cluster.state.primary, *(n.name for n in cluster.state.replicas)]:
+            cluster.manager.kill(node)  # a crash, primary first: nothing more is archived
+        with restored(cluster, "--latest") as (new, output):
+            assert new is not None, output
+            back = sql(new, "SELECT count(*), max(value), max(at) FROM marks")[0]
+            assert back[0] == back[1]  # every commit up to the newest one restored: no hole
+            rpo = (acknowledged - back[2]).total_seconds()
+            print(f"acknowledged {last}, restored {back[1]}, RPO {rpo:.2f} s")
+            assert back[1] <= last
+            assert rpo <= 5.0
