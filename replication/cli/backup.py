@@ -181,7 +181,8 @@ def restore(
         as_json,
         f"Restored backup {result.backup} to {target.describe()} into {result.data_dir} in "
         f"{result.seconds:.1f} s: primary pg0 on port {result.primary_port}, "
-        f"{result.replicas} replicas. Point the service at it: "
+        f"{result.replicas} replica{'' if result.replicas == 1 else 's'}. Point the service "
+        f"at it: "
         f'eval "$(replikit cluster env --data-dir {result.data_dir})" and restart '
         f"'replikit serve'; take its first backup with 'replikit backup --data-dir "
         f"{result.data_dir}'.",

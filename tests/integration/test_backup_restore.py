@@ -18,7 +18,15 @@ import pytest
 
 from replication.backup.base import BackupType
 from replication.cluster import Cluster, cluster_down
-from tests.integration.clusters import force_stop, reachable_temp_dir, replikit, running_cluster
+from replication.pgbin import find_pg_binaries
+from replication.topology import SyncMode, build_state, save_state
+from tests.integration.clusters import (
+    force_stop,
+    free_base_port,
+    reachable_temp_dir,
+    replikit,
+    running_cluster,
+)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pgbackrest") is None,
@@ -197,3 +205,44 @@ def test_losing_every_node_loses_at_most_the_last_five_seconds_of_commits() -> N
             print(f"acknowledged {last}, restored {back[1]}, RPO {rpo:.2f} s")
             assert back[1] <= last
             assert rpo <= 5.0
+
+
+def test_archiving_is_refused_for_the_patroni_manager_before_anything_is_written() -> None:
+    data_dir = reachable_temp_dir("replikit-no-archive-") / "cluster"
+    result = replikit(
+        "cluster",
+        "up",
+        "--archive",
+        "--manager",
+        "patroni",
+        "--base-port",
+        str(free_base_port(3)),
+        "--data-dir",
+        str(data_dir),
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: WAL archiving and backups are built for the native")
+    assert not data_dir.exists()
+
+
+def test_backups_of_a_cluster_that_archives_nothing_are_refused_naming_the_option() -> None:
+    data_dir = reachable_temp_dir("replikit-no-archive-")
+    binaries = find_pg_binaries()
+    state = build_state(
+        replicas=1,
+        sync=SyncMode.OFF,
+        base_port=free_base_port(2),
+        pg_bin=binaries.directory,
+        pg_major=binaries.major_version,
+    )
+    save_state(data_dir, state)  # a cluster's record; no node needs to run to be refused
+    for command in (["backup"], ["backup", "list"], ["backup", "verify"]):
+        result = replikit(*command, "--data-dir", str(data_dir))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "does not archive WAL" in result.stderr
+        assert "replikit cluster up --archive" in result.stderr
+    restore = replikit(
+        "restore", "--latest", "--from", str(data_dir), "--data-dir", str(data_dir / "new")
+    )
+    assert restore.returncode == 2
+    assert "does not archive WAL" in restore.stderr
