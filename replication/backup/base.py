@@ -9,6 +9,7 @@ for every tool (:mod:`replication.backup.restore`).
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from typing import Any
 from replication.drivers.local.driver import LocalDriver
 from replication.errors import BadInputError
 from replication.topology import ArchiveSettings, ClusterState, NodeSpec
-from service.routing.lsn import format_lsn
+from service.routing.lsn import format_lsn, parse_lsn
 
 
 class BackupType(StrEnum):
@@ -175,6 +176,46 @@ def archive_gaps(catalog: Catalog) -> list[str]:
     ]
 
 
+WAL_FILE_NAME = re.compile(r"[0-9A-F]{24}")
+
+
+def segments_to_rescue(
+    *, wal_files: list[str], history: str, archived: list[ArchivedSegment], segment_bytes: int
+) -> list[str]:
+    """The WAL files of a just promoted primary's parent timeline that lie wholly before the
+    switch and are missing from the archive, oldest first.
+
+    A primary that crashes right after completing a segment never archives it, and replicas
+    archive nothing (``archive_mode = on``); the replica promoted in its place received the
+    segment, though, and still holds it. ``history`` is the text of the new timeline's
+    ``.history`` file (its last line: parent timeline, switch LSN). Segments past the switch
+    are never taken: a standby's pg_wal also holds recycled files named after future ones.
+    """
+    lines = [line.split() for line in history.splitlines() if line.strip()]
+    entries = [line for line in lines if line and line[0].isdigit() and len(line) >= 2]
+    if not entries:
+        return []
+    parent, switch = int(entries[-1][0]), parse_lsn(entries[-1][1])
+    switch_segment = switch // segment_bytes
+    present: dict[int, int] = {}
+    for segment in archived:
+        number = segment.segment_number(segment_bytes)
+        present[number] = max(present.get(number, 0), segment.timeline)
+    wanted = []
+    for name in sorted(wal_files):
+        if not WAL_FILE_NAME.fullmatch(name):
+            continue
+        candidate = ArchivedSegment(name, datetime.now(UTC))
+        number = candidate.segment_number(segment_bytes)
+        if (
+            candidate.timeline == parent
+            and number < switch_segment
+            and present.get(number, 0) < parent
+        ):
+            wanted.append(name)
+    return wanted
+
+
 @dataclass(frozen=True)
 class Verification:
     """What ``backup verify`` found: the archive takes WAL now, and no segment is missing
@@ -240,6 +281,11 @@ class BackupTool(ABC):
     def primary_started(self, primary: NodeSpec) -> None:
         """Called once the first primary of a new cluster accepts connections: create the
         repository's record of this cluster and check that a WAL segment reaches it."""
+
+    @abstractmethod
+    def primary_changed(self, primary: NodeSpec) -> list[str]:
+        """Called once a replica was promoted: archive what it holds of the old timeline and
+        the archive lacks (see :func:`segments_to_rescue`); returns those WAL files."""
 
     @abstractmethod
     def backup(self, kind: BackupType) -> tuple[BackupInfo, str]:

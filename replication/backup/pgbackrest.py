@@ -36,6 +36,7 @@ from replication.backup.base import (
     Catalog,
     RestoreTarget,
     TargetKind,
+    segments_to_rescue,
     utc_from_epoch,
 )
 from replication.errors import BadInputError
@@ -214,6 +215,28 @@ class PgBackRest(BackupTool):
         self._write_config([primary])
         self._run(f"--stanza={STANZA}", "stanza-create", what="stanza-create")
         self._run(f"--stanza={STANZA}", "check", what="check")
+
+    def primary_changed(self, primary: NodeSpec) -> list[str]:
+        wal = self.driver.pgdata(primary) / "pg_wal"
+        histories = sorted(wal.glob("*.history"))
+        if not histories:
+            return []
+        self._write_config([primary])
+        rescued = segments_to_rescue(
+            wal_files=[path.name for path in wal.iterdir()],
+            history=histories[-1].read_text(),
+            archived=self.catalog().segments,
+            segment_bytes=WAL_SEGMENT_BYTES,
+        )
+        for name in rescued:
+            self._run(
+                f"--stanza={STANZA}",
+                f"--pg1-path={self.driver.pgdata(primary)}",
+                "archive-push",
+                str(wal / name),
+                what=f"archive-push of {name} from {primary.name}",
+            )
+        return rescued
 
     def _standby(self) -> NodeSpec | None:
         """A replica to copy a backup from: running and not fenced."""

@@ -80,6 +80,17 @@ class ClusterManager(ABC):
         if self.archive is not None:
             self.archive.prepare()
 
+    def primary_changed(self) -> dict[str, Any]:
+        """Called after a failover or switchover: the archive gets what the new primary holds
+        of the old timeline and the archive lacks. The role change has happened whatever
+        this finds, so a failure is reported, not raised."""
+        if self.archive is None:
+            return {}
+        try:
+            return {"archive_rescued": self.archive.primary_changed(self.state.primary_node)}
+        except ReplikitError as error:
+            return {"archive_error": str(error)}
+
     def primary_started(self) -> None:
         """Called by ``build`` once a new cluster's first primary accepts connections."""
         if self.archive is not None:

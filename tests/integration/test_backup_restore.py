@@ -134,14 +134,30 @@ def test_a_target_outside_the_recoverable_window_is_refused_naming_the_window(
         assert "outside the recoverable window" in output, output
 
 
+def wait_received(cluster: Cluster, port: int, lsn: str) -> None:
+    deadline = time.monotonic() + 30
+    query = f"SELECT pg_last_wal_receive_lsn() >= '{lsn}'::pg_lsn"
+    while not sql(cluster, query, port=port)[0][0]:
+        assert time.monotonic() < deadline, f"the replica did not receive {lsn} in 30 s"
+        time.sleep(0.05)
+
+
 def test_restore_to_latest_after_a_failover_includes_the_writes_on_the_new_timeline() -> None:
+    """The primary dies with a completed segment it never archived (its archiving is broken
+    here, as a crash right after a segment switch does by chance): the promoted replica
+    archives it, so the archive has no gap and --latest brings back both timelines."""
     with running_cluster(replicas=1, name="archived-failover", archive=True) as cluster:
         sql(cluster, "CREATE TABLE marks (value int PRIMARY KEY)")
         cluster.manager.backups().backup(BackupType.FULL)
+        sql(cluster, "ALTER SYSTEM SET archive_command = 'false'")
+        sql(cluster, "SELECT pg_reload_conf()")
         write(cluster, 1)
+        switched = sql(cluster, "SELECT pg_switch_wal()::text")[0][0]
+        wait_received(cluster, cluster.state.replicas[0].port, switched)
         cluster.manager.kill("primary")
         result = cluster.manager.failover()
         assert result["timeline"] == 2
+        assert result["archive_rescued"], result  # the segment holding row 1
         write(cluster, 2)  # on the new primary, timeline 2
         verify = replikit("backup", "verify", "--data-dir", str(cluster.data_dir))
         assert verify.returncode == 0, verify.stdout + verify.stderr

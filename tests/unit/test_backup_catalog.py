@@ -17,6 +17,7 @@ from replication.backup.base import (
     RestoreTarget,
     TargetKind,
     archive_gaps,
+    segments_to_rescue,
 )
 from replication.backup.pgbackrest import parse_backups, parse_segments, render_config
 from replication.backup.restore import choose_backup
@@ -202,3 +203,33 @@ def test_nothing_to_restore_without_a_backup() -> None:
     catalog = Catalog(backups=[], segments=[], segment_bytes=MB16)
     with pytest.raises(BadInputError, match="replikit backup"):
         choose_backup(catalog, RestoreTarget(TargetKind.LATEST))
+
+
+def test_a_promoted_replica_archives_the_old_timeline_segments_the_archive_lacks() -> None:
+    history = "1\t0/5000000\tno recovery target specified\n"  # timeline 2 began in segment 5
+    wal_files = [
+        "000000010000000000000003",  # archived already
+        "000000010000000000000004",  # completed by the dead primary, never archived
+        "000000010000000000000005.partial",
+        "000000020000000000000005",  # the new timeline: its own archiver's
+        "000000010000000000000006",  # a recycled file named after a future segment
+        "00000002.history",
+        "archive_status",
+    ]
+    rescued = segments_to_rescue(
+        wal_files=wal_files,
+        history=history,
+        archived=segments("000000010000000000000003"),
+        segment_bytes=MB16,
+    )
+    assert rescued == ["000000010000000000000004"]
+    nothing_missing = segments_to_rescue(
+        wal_files=wal_files,
+        history=history,
+        archived=segments("000000010000000000000003", "000000010000000000000004"),
+        segment_bytes=MB16,
+    )
+    assert nothing_missing == []
+    assert (
+        segments_to_rescue(wal_files=wal_files, history="", archived=[], segment_bytes=MB16) == []
+    )

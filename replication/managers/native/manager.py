@@ -64,10 +64,12 @@ class NativeManager(ClusterManager):
             raise ClusterTimeoutError(" ".join(errors))
 
     def failover(self, *, to: str | None = None, force: bool = False) -> dict[str, Any]:
-        return roles.failover(self, to=to, force=force)
+        result = roles.failover(self, to=to, force=force)
+        return {**result, **self.primary_changed()}
 
     def switchover(self, *, to: str | None = None) -> dict[str, Any]:
-        return roles.switchover(self, to=to)
+        result = roles.switchover(self, to=to)
+        return {**result, **self.primary_changed()}
 
     def rejoin(self, name: str) -> dict[str, Any]:
         return roles.rejoin(self, name)
