@@ -154,6 +154,15 @@ def recovery_window(
     )
 
 
+def newest_timelines(segments: list[ArchivedSegment], segment_bytes: int) -> dict[int, int]:
+    """Segment number -> the newest timeline on which the archive holds it."""
+    present: dict[int, int] = {}
+    for segment in segments:
+        number = segment.segment_number(segment_bytes)
+        present[number] = max(present.get(number, 0), segment.timeline)
+    return present
+
+
 def archive_gaps(catalog: Catalog) -> list[str]:
     """The segments missing from the oldest backup's first WAL to the newest archived one:
     each must be in the archive on the backup's timeline or a later one (a failover moves the
@@ -162,10 +171,7 @@ def archive_gaps(catalog: Catalog) -> list[str]:
         return []
     size = catalog.segment_bytes
     first = ArchivedSegment(catalog.backups[0].first_wal, catalog.backups[0].started_at)
-    present: dict[int, int] = {}
-    for segment in catalog.segments:
-        number = segment.segment_number(size)
-        present[number] = max(present.get(number, 0), segment.timeline)
+    present = newest_timelines(catalog.segments, size)
     last = max(present)
     per_log = 0x1_0000_0000 // size
     newest_timeline = max(present.values())
@@ -197,10 +203,7 @@ def segments_to_rescue(
         return []
     parent, switch = int(entries[-1][0]), parse_lsn(entries[-1][1])
     switch_segment = switch // segment_bytes
-    present: dict[int, int] = {}
-    for segment in archived:
-        number = segment.segment_number(segment_bytes)
-        present[number] = max(present.get(number, 0), segment.timeline)
+    present = newest_timelines(archived, segment_bytes)
     wanted = []
     for name in sorted(wal_files):
         if not WAL_FILE_NAME.fullmatch(name):

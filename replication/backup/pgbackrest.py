@@ -5,7 +5,8 @@ Layout under the cluster's data directory::
     backup/pgbackrest.conf   the tool's configuration (0600: it holds the passphrase)
     backup/repo/             the repository: backups and archived WAL, zstd-compressed and
                              encrypted with aes-256-cbc
-    backup/lock/             the tool's lock files
+    backup/lock/, spool/     the tool's lock files and queues (never the system-wide ones:
+                             an ordinary user cannot write there)
     backup/sockets/          every node's Unix socket (pgBackRest reaches servers only there)
     logs/replikit-*.log      the tool's own logs
 
@@ -86,6 +87,7 @@ def render_config(
         "compress-type=zst",
         "compress-level=3",
         f"lock-path={directory / 'lock'}",
+        f"spool-path={directory / 'spool'}",
         f"log-path={log_dir}",
         "log-level-console=warn",
         "log-level-file=info",
@@ -181,7 +183,7 @@ class PgBackRest(BackupTool):
     def prepare(self) -> None:
         user = self.driver.user
         user.make_dir(self.directory, mode=0o750)
-        for name in ("repo", "lock", "sockets"):
+        for name in ("repo", "lock", "spool", "sockets"):
             user.make_dir(self.directory / name, mode=0o750)
         self._write_config([self.state.primary_node])
 
