@@ -32,6 +32,7 @@ from replication.cluster import Cluster, discard_new_cluster
 from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
 from replication.ports import find_free_port_range, require_free_ports
 from replication.server_user import ServerUser
+from replication.steps import StepClock
 from replication.topology import ClusterState, NodeSpec, load_state, save_state, validate_shape
 
 PROMOTION_TIMEOUT_SECONDS = 600.0
@@ -45,6 +46,7 @@ class RestoredCluster:
     seconds: float
     primary_port: int
     replicas: int
+    steps: list[dict[str, Any]]
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "data_dir": str(self.data_dir)}
@@ -147,7 +149,7 @@ def _wait_promoted(cluster: Cluster, primary: NodeSpec, log: Path) -> None:
 def restore_cluster(
     *, source: Path, new_dir: Path, target: RestoreTarget, base_port: int | None = None
 ) -> RestoredCluster:
-    started = time.monotonic()
+    clock = StepClock("restore")
     origin = Cluster.open(source)
     tool = origin.manager.backups()
     new_dir = new_dir.absolute()
@@ -160,6 +162,7 @@ def restore_cluster(
             f"{new_dir} already holds a cluster; a restore builds a new one: give a new --data-dir."
         )
     backup = choose_backup(_catalog_reaching(tool, target), target)
+    clock.step("chose_backup", backup=backup.label, target=target.describe())
     ServerUser.detect().require_reachable(new_dir)
     state = _new_state(origin.state, new_dir, base_port)
     created = not new_dir.exists()
@@ -171,17 +174,21 @@ def restore_cluster(
         driver = cluster.driver
         pgdata = new_dir / primary.name
         tool.restore_node(backup=backup, target=target, pgdata=pgdata)
+        clock.step("restored_files", node=primary.name)
         driver.init_primary(primary)  # the new ports, sockets and archive
         driver.start(primary)
         _wait_promoted(cluster, primary, new_dir / "logs" / f"{primary.name}.log")
+        clock.step("recovered_and_promoted", node=primary.name)
         # What recovery needed (and a standby's settings, when the backup came from one)
         # must not reach the new replicas' copies.
         execute(state, primary, "ALTER SYSTEM RESET ALL", "SELECT pg_reload_conf()")
         cluster.manager.primary_started()
+        clock.step("archiving")
         for node in state.replicas:
             driver.bootstrap_replica(node, primary)
             driver.start(node)
         cluster.wait_streaming()
+        clock.step("replicas_streaming", nodes=[node.name for node in state.replicas])
     except BaseException:
         discard_new_cluster(cluster, remove_dir=created)
         raise
@@ -189,7 +196,8 @@ def restore_cluster(
         data_dir=new_dir,
         backup=backup.label,
         target=target.describe(),
-        seconds=round(time.monotonic() - started, 2),
+        seconds=round(clock.elapsed, 2),
         primary_port=primary.port,
         replicas=len(state.replicas),
+        steps=clock.steps,
     )
