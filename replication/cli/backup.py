@@ -20,7 +20,8 @@ from replication.errors import BadInputError
 from service.routing.lsn import parse_lsn
 
 backup_app = typer.Typer(
-    help="Backups of a cluster that archives WAL (replikit cluster up --archive).",
+    help="Take a backup (from a replica when one runs), or list or verify them; for a cluster "
+    "built with 'replikit cluster up --archive'.",
     no_args_is_help=False,
     invoke_without_command=True,
 )
@@ -172,8 +173,11 @@ def restore(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Build a NEW cluster (primary and replicas) from a backup and the archive, recovered to
-    a time, an LSN or the latest archived WAL; the source cluster is not touched."""
+    """Build a NEW cluster from a backup, recovered to a time, an LSN or the latest WAL.
+
+    Primary and replicas, with the source's names and passwords and ports of their own; the
+    source cluster is not touched.
+    """
     target = _target(to, lsn, latest)
     result = restore_cluster(source=source, new_dir=new_dir, target=target, base_port=base_port)
     report(
