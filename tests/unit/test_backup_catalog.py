@@ -87,26 +87,24 @@ def segments(*names: str) -> list[ArchivedSegment]:
     return [ArchivedSegment(name, T0 + timedelta(minutes=10)) for name in names]
 
 
+def info_entry(label: str, kind: str, start: int, segment: int) -> dict[str, Any]:
+    """One backup as ``pgbackrest info --output=json`` shows it."""
+    return {
+        "label": label,
+        "type": kind,
+        "timestamp": {"start": start, "stop": start + 5},
+        "lsn": {"start": f"0/{segment:X}000028", "stop": f"0/{segment:X}000100"},
+        "info": {"size": 30000000, "repository": {"delta": 1000}},
+        "archive": {"start": f"0000000100000000000000{segment:02X}"},
+    }
+
+
 def test_pgbackrest_info_and_listing_are_read_into_backups_and_segments() -> None:
     info = [
         {
             "backup": [
-                {
-                    "label": "20261205-060500F_20261205-061000I",
-                    "type": "incr",
-                    "timestamp": {"start": 1796450000, "stop": 1796450010},
-                    "lsn": {"start": "0/5000028", "stop": "0/5000100"},
-                    "info": {"size": 30000000, "repository": {"delta": 1000}},
-                    "archive": {"start": "000000010000000000000005"},
-                },
-                {
-                    "label": "20261205-060500F",
-                    "type": "full",
-                    "timestamp": {"start": 1796440000, "stop": 1796440005},
-                    "lsn": {"start": "0/3000028", "stop": "0/3000100"},
-                    "info": {"size": 30000000, "repository": {"delta": 3000000}},
-                    "archive": {"start": "000000010000000000000003"},
-                },
+                info_entry("20261205-060500F_20261205-061000I", "incr", 1796450000, 5),
+                info_entry("20261205-060500F", "full", 1796440000, 3),
             ]
         }
     ]
