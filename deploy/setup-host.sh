@@ -35,6 +35,11 @@ command -v docker-compose >/dev/null || missing+=(docker-compose)
 if [ "$(id -u)" = 0 ] && [ -z "${REPLIKIT_SKIP_PATRONI:-}" ]; then
     command -v etcd >/dev/null || missing+=(etcd-server)
 fi
+# pgBackRest for WAL archiving, `replikit backup` and `replikit restore` on local clusters;
+# optional (clusters built without --archive need none), so only root installs it here.
+if [ "$(id -u)" = 0 ]; then
+    command -v pgbackrest >/dev/null || missing+=(pgbackrest)
+fi
 
 # What needs root is installed here only when we are root; otherwise (an ordinary user, or a
 # system without apt-get) everything that needs no privileges is still done, then the one

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from replication.backup.tools import DEFAULT_TOOL, TOOLS, backup_tool
 from replication.drivers.base import NodeDriver, StopMode
 from replication.drivers.compose.driver import ComposeDriver
 from replication.drivers.local.driver import LocalDriver
@@ -59,7 +60,9 @@ def _local_driver(data_dir: Path, state: ClusterState, pg_bin: str | None) -> Lo
 
 def _native_local(data_dir: Path, state: ClusterState, pg_bin: str | None) -> ClusterManager:
     driver = _local_driver(data_dir, state, pg_bin)
-    return NativeManager(data_dir=data_dir, state=state, driver=driver)
+    manager = NativeManager(data_dir=data_dir, state=state, driver=driver)
+    manager.archive = backup_tool(driver)
+    return manager
 
 
 def _native_compose(data_dir: Path, state: ClusterState, pg_bin: str | None) -> ClusterManager:
@@ -142,7 +145,13 @@ def _check_matches(
     sync: SyncMode | None,
     base_port: int | None,
     manager: Manager | None = None,
+    archive: bool = False,
 ) -> None:
+    if archive and state.archive is None:
+        raise BadInputError(
+            f"The cluster in {data_dir} was built without --archive; run 'replikit cluster "
+            f"down --purge' first to rebuild it with WAL archiving."
+        )
     if manager is not None and manager != state.manager:
         raise BadInputError(
             f"The cluster in {data_dir} is managed by {state.manager.value}; "
@@ -176,6 +185,7 @@ def cluster_up(
     wal_keep_size: str = "256MB",
     max_slot_wal_keep_size: str = DEFAULT_MAX_SLOT_WAL_KEEP_SIZE,
     manager: Manager | None = None,
+    archive: bool = False,
 ) -> tuple[Cluster, list[NodeStatus]]:
     """Create, restart or just report the cluster in ``data_dir``; idempotent.
 
@@ -186,7 +196,13 @@ def cluster_up(
     state = load_state(data_dir)
     if state is not None:
         _check_matches(
-            state, data_dir, replicas=replicas, sync=sync, base_port=base_port, manager=manager
+            state,
+            data_dir,
+            replicas=replicas,
+            sync=sync,
+            base_port=base_port,
+            manager=manager,
+            archive=archive,
         )
         cluster = Cluster.assemble(data_dir, state, pg_bin)
         cluster.manager.prepare()
@@ -210,6 +226,13 @@ def cluster_up(
         max_slot_wal_keep_size=max_slot_wal_keep_size,
     )
     state.manager = manager or Manager.NATIVE
+    if archive:
+        if not manager_class(state.manager).archives_wal:
+            raise BadInputError(
+                f"WAL archiving and backups are built for the native manager so far; drop "
+                f"--archive or build the cluster with --manager {Manager.NATIVE.value}."
+            )
+        state.archive = TOOLS[DEFAULT_TOOL].configure_new(state, data_dir)
     manager_class(state.manager).configure_new(state)
     created_dir = not data_dir.exists()
     cluster = Cluster.assemble(data_dir, state, str(binaries.directory))
@@ -219,11 +242,12 @@ def cluster_up(
         cluster.manager.build()
         return cluster, cluster.wait_streaming()
     except BaseException:
-        _discard_new_cluster(cluster, remove_dir=created_dir)
+        discard_new_cluster(cluster, remove_dir=created_dir)
         raise
 
 
-def _discard_new_cluster(cluster: Cluster, *, remove_dir: bool) -> None:
+def discard_new_cluster(cluster: Cluster, *, remove_dir: bool) -> None:
+    """Stop what a half-built cluster started and remove what it wrote."""
     cluster.manager.discard()
     if remove_dir:
         shutil.rmtree(cluster.data_dir, ignore_errors=True)

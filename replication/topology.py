@@ -59,6 +59,29 @@ class PatroniSettings(BaseModel):
         return ",".join(f"{LOOPBACK}:{port}" for port in self.etcd_client_ports)
 
 
+class ArchiveSettings(BaseModel):
+    """Continuous WAL archiving of a local cluster (``cluster up --archive``): which backup tool
+    (:mod:`replication.backup`), the directory under the cluster's own that holds its
+    repository and configuration, the repository's generated passphrase, and what every node
+    is started with: the archive command, the archive timeout and the socket directory the
+    tool reaches the servers through."""
+
+    tool: str
+    directory: str
+    cipher_pass: str
+    archive_command: str
+    archive_timeout: str = "1s"
+    socket_dir: str
+
+    def script_env(self) -> dict[str, str]:
+        """What the node scripts read (lib.sh's write_archive_conf, write_node_conf)."""
+        return {
+            "REPLIKIT_ARCHIVE_COMMAND": self.archive_command,
+            "REPLIKIT_ARCHIVE_TIMEOUT": self.archive_timeout,
+            "REPLIKIT_SOCKET_DIR": self.socket_dir,
+        }
+
+
 class Passwords(BaseModel):
     superuser: str
     replication: str
@@ -120,6 +143,8 @@ class ClusterState(BaseModel):
     driver: str = "local"  # local | compose
     manager: Manager = Manager.NATIVE
     patroni: PatroniSettings | None = None
+    # None: the nodes archive no WAL and there are no backups.
+    archive: ArchiveSettings | None = None
     compose_file: str | None = None
     # The compose project and env file the stack was brought up with (None: compose's default),
     # so every compose call addresses that stack and no other.

@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from replication.cli.backup import backup_app, restore
 from replication.cli.cluster import cluster_app
 from replication.cli.compose import compose_app
 from replication.cli.experiment import experiment_app
@@ -18,6 +19,8 @@ app = typer.Typer(
     help="Run and experiment with a replicated PostgreSQL service.", no_args_is_help=True
 )
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(backup_app, name="backup")
+app.command("restore")(restore)
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(compose_app, name="compose")
 app.command("migrate")(migrate)

@@ -57,6 +57,14 @@ def up(
             "patroni (Patroni agents over a 3-member etcd fail over by themselves)."
         ),
     ] = None,
+    archive: Annotated[
+        bool,
+        typer.Option(
+            "--archive",
+            help="Archive WAL continuously with pgBackRest into <data-dir>/backup, for "
+            "'replikit backup' and 'replikit restore' (native manager; needs pgbackrest).",
+        ),
+    ] = False,
 ) -> None:
     """Create (or restart) the primary and its replicas and wait until every one streams."""
     _require_size("--wal-keep-size", wal_keep_size)
@@ -70,6 +78,7 @@ def up(
         wal_keep_size=wal_keep_size,
         max_slot_wal_keep_size=max_slot_wal_keep_size,
         manager=manager,
+        archive=archive,
     )
     print_status(rows)
     for row in rows:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from replication.backup.base import BackupTool
 from replication.drivers.base import NodeDriver, StopMode
 from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
 from replication.lag import LagChange, set_lag
@@ -48,11 +49,24 @@ class ClusterManager(ABC):
     promotes_by_itself: ClassVar[bool] = False
     #: Why the failover experiment cannot drive this manager's clusters (None: it can).
     experiment_refusal: ClassVar[str | None] = None
+    #: True when this manager's clusters can archive WAL (``cluster up --archive``).
+    archives_wal: ClassVar[bool] = False
 
     def __init__(self, *, data_dir: Path, state: ClusterState, driver: NodeDriver) -> None:
         self.data_dir = data_dir
         self.state = state
         self.driver = driver
+        # The backup tool of a cluster that archives WAL, set by the composition root.
+        self.archive: BackupTool | None = None
+
+    def backups(self) -> BackupTool:
+        """The cluster's backup tool; refuses for a cluster that archives no WAL."""
+        if self.archive is None:
+            raise BadInputError(
+                f"The cluster in {self.data_dir} does not archive WAL, so it has no backups; "
+                "build one with 'replikit cluster up --archive'."
+            )
+        return self.archive
 
     # building and running ----------------------------------------------------------------
     @classmethod
@@ -63,6 +77,24 @@ class ClusterManager(ABC):
     def prepare(self) -> None:
         """Create what every node needs before the first one starts (``cluster up``)."""
         self.driver.prepare()
+        if self.archive is not None:
+            self.archive.prepare()
+
+    def primary_changed(self) -> dict[str, Any]:
+        """Called after a failover or switchover: the archive gets what the new primary holds
+        of the old timeline and the archive lacks. The role change has happened whatever
+        this finds, so a failure is reported, not raised."""
+        if self.archive is None:
+            return {}
+        try:
+            return {"archive_rescued": self.archive.primary_changed(self.state.primary_node)}
+        except ReplikitError as error:
+            return {"archive_error": str(error)}
+
+    def primary_started(self) -> None:
+        """Called by ``build`` once a new cluster's first primary accepts connections."""
+        if self.archive is not None:
+            self.archive.primary_started(self.state.primary_node)
 
     @abstractmethod
     def build(self) -> None:

@@ -26,6 +26,7 @@
 #   REPLIKIT_APP_STATEMENT_TIMEOUT  the app role's statement_timeout on the server (default 30s):
 #                             what bounds its statements behind a transaction pooler, which
 #                             cannot pass the service's own start-up setting through
+#   REPLIKIT_ARCHIVE_COMMAND, REPLIKIT_ARCHIVE_TIMEOUT   continuous WAL archiving (lib.sh)
 #
 # The superuser is reachable on the local socket only by the OS account that runs this script
 # (the one that owns the cluster and runs its server: `postgres` as root or in a container, the
@@ -56,6 +57,7 @@ if [ -s "$PGDATA/PG_VERSION" ]; then
     if [ -f "$marker" ]; then
         log "already initialised; node settings rewritten"
         write_node_conf
+        write_archive_conf
         exit 0
     fi
     fail "$PGDATA holds a PostgreSQL cluster that replikit did not finish initialising; remove it and run again"
@@ -115,6 +117,7 @@ CONF
     echo ""
     echo "include = 'replikit.conf'"
     echo "include_if_exists = 'replikit-node.conf'"
+    echo "include_if_exists = 'replikit-archive.conf'"
 } >>"$PGDATA/postgresql.conf"
 
 {
@@ -136,10 +139,11 @@ CONF
     echo "replikit   \"$os_user\"  \"$superuser\""
 } >"$PGDATA/pg_ident.conf"
 write_node_conf
+write_archive_conf
 
 log "creating roles and database"
 pg_ctl --pgdata="$PGDATA" --wait --timeout=60 --log="$workdir/server.log" \
-    -o "-c listen_addresses='' -c unix_socket_directories='$workdir' -c synchronous_standby_names=''" \
+    -o "-c listen_addresses='' -c unix_socket_directories='$workdir' -c synchronous_standby_names='' -c archive_mode=off" \
     start >/dev/null || { cat "$workdir/server.log" >&2; fail "temporary server did not start"; }
 psql --host="$workdir" --port="$PGPORT" --username="$superuser" --dbname=postgres \
     --no-psqlrc --quiet --set=ON_ERROR_STOP=1 \

@@ -53,6 +53,23 @@ write_node_conf() {
     } >"$PGDATA/replikit-node.conf"
 }
 
+# WAL archiving lives in its own file, written only when REPLIKIT_ARCHIVE_COMMAND is set and
+# rewritten like the node settings, so that a restored copy can be pointed at a new repository.
+# The command must name no node-specific path: every replica gets this file from its base
+# backup, and archives from the moment it is promoted (archive_mode=on: pgBackRest refuses
+# always).
+#   REPLIKIT_ARCHIVE_COMMAND  archive_command (unset: the node does not archive)
+#   REPLIKIT_ARCHIVE_TIMEOUT  archive_timeout, the longest a commit waits to be archived (1s)
+write_archive_conf() {
+    [ -n "${REPLIKIT_ARCHIVE_COMMAND:-}" ] || return 0
+    {
+        echo "# Written by replikit: continuous WAL archiving; rewritten on every bootstrap."
+        echo "archive_mode = on"
+        echo "archive_command = $(conf_quote "$REPLIKIT_ARCHIVE_COMMAND")"
+        echo "archive_timeout = $(conf_quote "${REPLIKIT_ARCHIVE_TIMEOUT:-1s}")"
+    } >"$PGDATA/replikit-archive.conf"
+}
+
 # Written next to standby.signal when a failed-over primary is fenced; only a rejoin removes it.
 # A container entrypoint refuses to start such a node: started, it would be a read-only node on
 # the old timeline, following nobody, that readers could take for a replica.

@@ -74,8 +74,10 @@ def running_cluster(
     manager: Manager = Manager.NATIVE,
     wal_sizes: WalSizes | None = None,
     prefix: str = "replikit-",
+    archive: bool = False,
 ) -> Iterator[Cluster]:
-    """A fresh cluster that is stopped and deleted afterwards, also when the test fails."""
+    """A fresh cluster that is stopped and deleted afterwards, also when the test fails
+    (with ``archive``, it archives WAL into its own repository: ``cluster up --archive``)."""
     root = reachable_temp_dir(f"{prefix}{name}-")
     data_dir = root / "cluster"
     try:
@@ -86,6 +88,7 @@ def running_cluster(
             base_port=free_base_port(replicas + 1),
             manager=manager,
             **asdict(wal_sizes or WalSizes()),
+            archive=archive,
         )
         yield cluster
     finally:

@@ -34,8 +34,9 @@ def _fake_host(tmp_path: Path, *, uid: int) -> tuple[Path, dict[str, str]]:
     calls = tmp_path / "calls"
     for tool in ("uv", "apt-get", "sudo"):
         (bin_dir / tool).write_text(RECORDER.format(calls=calls))
-    # etcd and the Patroni virtualenv are there unless a test removes them.
+    # etcd, pgbackrest and the Patroni virtualenv are there unless a test removes them.
     (bin_dir / "etcd").write_text("#!/bin/bash\n")
+    (bin_dir / "pgbackrest").write_text("#!/bin/bash\n")
     venv_bin = tmp_path / "patroni-venv" / "bin"
     venv_bin.mkdir(parents=True)
     (venv_bin / "patroni").write_text("#!/bin/bash\necho patroni 4.1.5\n")
@@ -120,3 +121,15 @@ def test_root_installs_etcd_for_the_patroni_manager_with_the_other_packages(
         "apt-get update -qq",
         "apt-get install -y -qq --no-install-recommends shellcheck docker-compose etcd-server",
     ], result.stderr
+
+
+@pytest.mark.skipif(not Path(PYTHON).exists(), reason="needs the system python3")
+def test_root_installs_pgbackrest_for_archiving_with_the_other_packages(tmp_path: Path) -> None:
+    repo, env = _fake_host(tmp_path, uid=0)
+    (tmp_path / "bin" / "pgbackrest").unlink()
+    result = _run_setup(repo, env)
+    assert result.returncode == 0, result.stderr
+    assert _calls(tmp_path)[:2] == [
+        "apt-get update -qq",
+        "apt-get install -y -qq --no-install-recommends shellcheck docker-compose pgbackrest",
+    ]

@@ -71,7 +71,9 @@ class LocalDriver:
 
     def script_env(self, node: NodeSpec) -> dict[str, str]:
         state = self.state
+        archive = state.archive.script_env() if state.archive is not None else {}
         return {
+            **archive,
             "PGDATA": str(self.pgdata(node)),
             "PGPORT": str(node.port),
             "PGBIN": str(self.binaries.directory),

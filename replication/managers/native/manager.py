@@ -18,10 +18,13 @@ from replication.ports import require_free_ports
 
 
 class NativeManager(ClusterManager):
+    archives_wal = True
+
     def build(self) -> None:
         driver, state = self.driver, self.state
         driver.init_primary(state.primary_node)
         driver.start(state.primary_node)
+        self.primary_started()
         for node in state.replicas:
             driver.bootstrap_replica(node, state.primary_node)
             driver.start(node)
@@ -61,10 +64,12 @@ class NativeManager(ClusterManager):
             raise ClusterTimeoutError(" ".join(errors))
 
     def failover(self, *, to: str | None = None, force: bool = False) -> dict[str, Any]:
-        return roles.failover(self, to=to, force=force)
+        result = roles.failover(self, to=to, force=force)
+        return {**result, **self.primary_changed()}
 
     def switchover(self, *, to: str | None = None) -> dict[str, Any]:
-        return roles.switchover(self, to=to)
+        result = roles.switchover(self, to=to)
+        return {**result, **self.primary_changed()}
 
     def rejoin(self, name: str) -> dict[str, Any]:
         return roles.rejoin(self, name)

@@ -1,0 +1,319 @@
+"""pgBackRest as the backup tool of a local cluster.
+
+Layout under the cluster's data directory::
+
+    backup/pgbackrest.conf   the tool's configuration (0600: it holds the passphrase)
+    backup/repo/             the repository: backups and archived WAL, zstd-compressed and
+                             encrypted with aes-256-cbc
+    backup/lock/, spool/     the tool's lock files and queues (never the system-wide ones:
+                             an ordinary user cannot write there)
+    backup/sockets/          every node's Unix socket (pgBackRest reaches servers only there)
+    logs/replikit-*.log      the tool's own logs
+
+Every node archives with the same command (``archive-push`` naming its own data directory as
+the server's working directory), so a replica built by a base backup, rewound or re-cloned
+archives correctly the moment it is promoted. The configuration names the current primary
+(and a streaming replica to copy backups from); it is rewritten before each command from the
+state file, so it follows failovers without being told.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+from replication.admin import fetchval
+from replication.backup.base import (
+    ArchivedSegment,
+    BackupInfo,
+    BackupTool,
+    BackupType,
+    Catalog,
+    RestoreTarget,
+    TargetKind,
+    segments_to_rescue,
+    utc_from_epoch,
+)
+from replication.errors import BadInputError
+from replication.topology import ArchiveSettings, ClusterState, NodeSpec
+from service.routing.lsn import format_lsn, parse_lsn
+
+STANZA = "replikit"
+# init-primary.sh keeps initdb's default WAL segment size.
+WAL_SEGMENT_BYTES = 16 * 1024 * 1024
+# What a Unix socket path may hold (sun_path is 108 bytes with its terminating NUL).
+MAX_SOCKET_PATH = 107
+SEGMENT_FILE = re.compile(r"(?:^|/)([0-9A-F]{24})-[0-9a-f]{40}(?:\.\w+)?$")
+BACKUP_TIMEOUT_SECONDS = 3600.0
+COMMAND_TIMEOUT_SECONDS = 180.0
+# Full backups kept (older ones expire with the WAL only they need, after each backup).
+RETENTION_FULL = 2
+
+
+def _binary() -> str:
+    found = shutil.which("pgbackrest")
+    if found is None:
+        raise BadInputError(
+            "pgbackrest is not installed; install it (apt-get install pgbackrest, or run "
+            "'make setup' as root) or build the cluster without --archive."
+        )
+    return found
+
+
+def render_config(
+    *,
+    settings: ArchiveSettings,
+    log_dir: Path,
+    superuser: str,
+    hosts: list[tuple[Path, int]],
+    backup_standby: bool,
+) -> str:
+    """pgbackrest.conf: the repository in [global], the cluster's servers in the stanza
+    (``hosts``: data directory and port of the primary first, then a standby to copy from)."""
+    directory = Path(settings.directory)
+    lines = [
+        "# Written by replikit before each pgBackRest command; changes here are overwritten.",
+        "[global]",
+        f"repo1-path={directory / 'repo'}",
+        "repo1-cipher-type=aes-256-cbc",
+        f"repo1-cipher-pass={settings.cipher_pass}",
+        f"repo1-retention-full={RETENTION_FULL}",
+        "compress-type=zst",
+        "compress-level=3",
+        f"lock-path={directory / 'lock'}",
+        f"spool-path={directory / 'spool'}",
+        f"log-path={log_dir}",
+        "log-level-console=warn",
+        "log-level-file=info",
+        "start-fast=y",
+        "process-max=1",
+        "archive-timeout=60",
+        "",
+        f"[{STANZA}]",
+    ]
+    for index, (pgdata, port) in enumerate(hosts, start=1):
+        lines += [
+            f"pg{index}-path={pgdata}",
+            f"pg{index}-port={port}",
+            f"pg{index}-socket-path={settings.socket_dir}",
+            f"pg{index}-user={superuser}",
+        ]
+    if backup_standby:
+        lines.append("backup-standby=y")
+    return "\n".join(lines) + "\n"
+
+
+def _lsn(text: str) -> int:
+    return parse_lsn(text)
+
+
+def parse_backups(info: list[dict[str, Any]]) -> list[BackupInfo]:
+    """The backups of ``pgbackrest info --output=json``, oldest first."""
+    backups = []
+    for stanza in info:
+        for entry in stanza.get("backup", []):
+            backups.append(
+                BackupInfo(
+                    label=entry["label"],
+                    type=BackupType(entry["type"]),
+                    started_at=utc_from_epoch(entry["timestamp"]["start"]),
+                    stopped_at=utc_from_epoch(entry["timestamp"]["stop"]),
+                    start_lsn=_lsn(entry["lsn"]["start"]),
+                    stop_lsn=_lsn(entry["lsn"]["stop"]),
+                    size_bytes=int(entry["info"]["size"]),
+                    repository_bytes=int(entry["info"]["repository"]["delta"]),
+                    first_wal=entry["archive"]["start"],
+                )
+            )
+    return sorted(backups, key=lambda backup: backup.stopped_at)
+
+
+def parse_segments(listing: dict[str, dict[str, Any]]) -> list[ArchivedSegment]:
+    """The complete WAL segments in a ``repo-ls --recurse --output=json`` of the archive
+    (history files, backup labels and ``.partial`` segments are not segments)."""
+    segments = []
+    for path, entry in listing.items():
+        match = SEGMENT_FILE.search(path)
+        if match and entry.get("type") == "file":
+            segments.append(ArchivedSegment(match.group(1), utc_from_epoch(entry["time"])))
+    return sorted(segments, key=lambda segment: segment.name)
+
+
+class PgBackRest(BackupTool):
+    name = "pgbackrest"
+
+    @classmethod
+    def configure_new(cls, state: ClusterState, data_dir: Path) -> ArchiveSettings:
+        binary = _binary()
+        directory = data_dir / "backup"
+        socket_dir = directory / "sockets"
+        longest = f"{socket_dir}/.s.PGSQL.{state.base_port + len(state.nodes)}"
+        if len(longest) > MAX_SOCKET_PATH:
+            raise BadInputError(
+                f"{data_dir} is too long a path for the nodes' Unix sockets ({longest} passes "
+                f"{MAX_SOCKET_PATH} characters); choose a shorter --data-dir."
+            )
+        command = (
+            f"{shlex.quote(binary)} --config={shlex.quote(str(directory / 'pgbackrest.conf'))} "
+            f'--stanza={STANZA} --pg1-path="$(pwd)" archive-push %p'
+        )
+        return ArchiveSettings(
+            tool=cls.name,
+            directory=str(directory),
+            cipher_pass=secrets.token_urlsafe(48),
+            archive_command=command,
+            socket_dir=str(socket_dir),
+        )
+
+    # paths and running -------------------------------------------------------------------
+    @property
+    def directory(self) -> Path:
+        return Path(self.settings.directory)
+
+    @property
+    def config_file(self) -> Path:
+        return self.directory / "pgbackrest.conf"
+
+    def prepare(self) -> None:
+        user = self.driver.user
+        user.make_dir(self.directory, mode=0o750)
+        for name in ("repo", "lock", "spool", "sockets"):
+            user.make_dir(self.directory / name, mode=0o750)
+        self._write_config([self.state.primary_node])
+
+    def _write_config(self, nodes: list[NodeSpec], *, backup_standby: bool = False) -> None:
+        text = render_config(
+            settings=self.settings,
+            log_dir=self.driver.data_dir / "logs",
+            superuser=self.state.superuser,
+            hosts=[(self.driver.pgdata(node), node.port) for node in nodes],
+            backup_standby=backup_standby,
+        )
+        tmp = self.config_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        user = self.driver.user
+        if user.switch:
+            os.chown(tmp, user.uid, user.gid)
+        os.replace(tmp, self.config_file)
+
+    def _run(self, *args: str, what: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> str:
+        return self.driver.user.run(
+            [_binary(), f"--config={self.config_file}", *args],
+            cwd=self.driver.data_dir,
+            what=f"pgbackrest {what}",
+            timeout=timeout,
+        ).stdout
+
+    # BackupTool --------------------------------------------------------------------------
+    def primary_started(self, primary: NodeSpec) -> None:
+        self._write_config([primary])
+        self._run(f"--stanza={STANZA}", "stanza-create", what="stanza-create")
+        self._run(f"--stanza={STANZA}", "check", what="check")
+
+    def primary_changed(self, primary: NodeSpec) -> list[str]:
+        wal = self.driver.pgdata(primary) / "pg_wal"
+        histories = sorted(wal.glob("*.history"))
+        if not histories:
+            return []
+        self._write_config([primary])
+        rescued = segments_to_rescue(
+            wal_files=[path.name for path in wal.iterdir()],
+            history=histories[-1].read_text(),
+            archived=self.catalog().segments,
+            segment_bytes=WAL_SEGMENT_BYTES,
+        )
+        for name in rescued:
+            self._run(
+                f"--stanza={STANZA}",
+                f"--pg1-path={self.driver.pgdata(primary)}",
+                "archive-push",
+                str(wal / name),
+                what=f"archive-push of {name} from {primary.name}",
+            )
+        return rescued
+
+    def _standby(self) -> NodeSpec | None:
+        """A replica to copy a backup from: running and not fenced."""
+        for node in self.state.replicas:
+            if node.name not in self.state.fenced and self.driver.is_running(node):
+                return node
+        return None
+
+    def _running_primary(self, doing: str) -> NodeSpec:
+        primary = self.state.primary_node
+        if not self.driver.is_running(primary):
+            raise BadInputError(
+                f"The primary {primary.name} is not running; start it ('replikit cluster up') "
+                f"or fail over ('replikit cluster failover') before {doing}."
+            )
+        return primary
+
+    def backup(self, kind: BackupType) -> tuple[BackupInfo, str]:
+        primary = self._running_primary("taking a backup")
+        standby = self._standby()
+        nodes = [primary] if standby is None else [primary, standby]
+        self._write_config(nodes, backup_standby=standby is not None)
+        try:
+            self._run(
+                f"--stanza={STANZA}",
+                f"--type={kind.value}",
+                "backup",
+                what=f"{kind.value} backup",
+                timeout=BACKUP_TIMEOUT_SECONDS,
+            )
+        finally:
+            self._write_config([primary])
+        newest = self.catalog().backups[-1]
+        return newest, (standby or primary).name
+
+    def catalog(self) -> Catalog:
+        info = json.loads(self._run(f"--stanza={STANZA}", "--output=json", "info", what="info"))
+        listing = json.loads(
+            self._run("--recurse", "--output=json", "repo-ls", f"archive/{STANZA}", what="repo-ls")
+        )
+        return Catalog(
+            backups=parse_backups(info),
+            segments=parse_segments(listing),
+            segment_bytes=WAL_SEGMENT_BYTES,
+        )
+
+    def flush(self) -> None:
+        primary = self._running_primary("archiving its current WAL")
+        # A transaction with an id writes a commit record: a restore to any moment before it
+        # has a commit after its target to stop at.
+        fetchval(self.state, primary, "SELECT txid_current()")
+        self._write_config([primary])
+        self._run(f"--stanza={STANZA}", "check", what="check")
+
+    def restore_node(self, *, backup: BackupInfo, target: RestoreTarget, pgdata: Path) -> None:
+        recovery = {
+            TargetKind.LATEST: ["--type=default"],
+            TargetKind.TIME: [
+                "--type=time",
+                f"--target={target.time.isoformat(sep=' ') if target.time else ''}",
+                "--target-action=promote",
+            ],
+            TargetKind.LSN: [
+                "--type=lsn",
+                f"--target={format_lsn(target.lsn or 0)}",
+                "--target-action=promote",
+            ],
+        }[target.kind]
+        self.driver.user.make_dir(pgdata, mode=0o700)
+        self._run(
+            f"--stanza={STANZA}",
+            f"--set={backup.label}",
+            f"--pg1-path={pgdata}",
+            *recovery,
+            "restore",
+            what=f"restore of {backup.label}",
+            timeout=BACKUP_TIMEOUT_SECONDS,
+        )
