@@ -17,6 +17,9 @@
 #   REPLIKIT_POOLER_MAX_DB_CONNECTIONS  server connections to the node in all (default 100:
 #                                  half of the nodes' max_connections, 200)
 #   REPLIKIT_POOLER_MAX_CLIENTS    client connections accepted (default 2000)
+#   REPLIKIT_MONITOR_PASSWORD      when set, the monitor role (REPLIKIT_MONITOR_USER, default
+#                                  monitor) may read the admin console's SHOW commands (a stats
+#                                  user), as the monitoring profile's PgBouncer exporter does
 set -euo pipefail
 
 fail() { printf 'pgbouncer entrypoint: %s\n' "$*" >&2; exit 1; }
@@ -34,7 +37,14 @@ done
 conf=/run/pgbouncer
 umask 077
 # auth_file: "user" "password" per line, a double quote doubled.
-printf '"%s" "%s"\n' "$lookup_user" "${REPLIKIT_POOLER_PASSWORD//\"/\"\"}" >"$conf/auth_users.txt"
+auth_line() { printf '"%s" "%s"\n' "${1//\"/\"\"}" "${2//\"/\"\"}"; }
+auth_line "$lookup_user" "$REPLIKIT_POOLER_PASSWORD" >"$conf/auth_users.txt"
+stats_users=$lookup_user
+if [ -n "${REPLIKIT_MONITOR_PASSWORD:-}" ]; then
+    monitor_user=${REPLIKIT_MONITOR_USER:-monitor}
+    auth_line "$monitor_user" "$REPLIKIT_MONITOR_PASSWORD" >>"$conf/auth_users.txt"
+    stats_users+=", $monitor_user"
+fi
 cat >"$conf/pgbouncer.ini" <<INI
 [databases]
 $database = host=$REPLIKIT_POOLER_TARGET_HOST port=${REPLIKIT_POOLER_TARGET_PORT:-5432} dbname=$database
@@ -53,7 +63,7 @@ auth_file = $conf/auth_users.txt
 auth_user = $lookup_user
 auth_dbname = $database
 auth_query = SELECT usename, passwd FROM pooler.lookup(\$1)
-stats_users = $lookup_user
+stats_users = $stats_users
 default_pool_size = $REPLIKIT_POOL_SIZE
 max_db_connections = $REPLIKIT_POOLER_MAX_DB_CONNECTIONS
 max_client_conn = $REPLIKIT_POOLER_MAX_CLIENTS

@@ -9,6 +9,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import socket
 import subprocess
 import time
@@ -405,10 +406,26 @@ def dashboard_queries() -> list[str]:
     return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", []) if t.get("expr")]
 
 
+NODES = ["pg0", "pg1", "pg2"]
+
+
+def prometheus_nodes(client: httpx.Client, prometheus: str, query: str) -> list[str]:
+    """The nodes with a series for ``query``, once Prometheus has one for each (or after 30 s:
+    the exporters' first scrapes come a few seconds after their targets are up)."""
+    deadline = time.monotonic() + 30
+    while True:
+        answer = client.get(f"{prometheus}/api/v1/query", params={"query": query}).json()
+        nodes = sorted({series["metric"]["node"] for series in answer["data"]["result"]})
+        if nodes == NODES or time.monotonic() > deadline:
+            return nodes
+        time.sleep(2)
+
+
 def test_monitoring_profile_has_every_target_up_and_the_dashboard_queries_return_series(
     stack: ComposeStack,
 ) -> None:
-    monitoring = ["prometheus", "pg0-exporter", "pg1-exporter", "pg2-exporter"]
+    exporters = [f"{kind}{i}-exporter" for kind in ("pg", "pooler") for i in range(3)]
+    monitoring = ["prometheus", *exporters]
     stack.up(profiles=["monitoring"], services=monitoring, timeout=120)
     prometheus = f"http://127.0.0.1:{settings_of(stack)['REPLIKIT_PROMETHEUS_PORT']}"
     with httpx.Client(timeout=10) as client:
@@ -431,20 +448,25 @@ def test_monitoring_profile_has_every_target_up_and_the_dashboard_queries_return
             targets = answer.json()["data"]["activeTargets"]
             health = sorted((t["labels"]["job"], t["health"]) for t in targets)
             jobs = {job for job, _ in health}
-            if jobs == {"replikit-service", "postgres"} and all(h == "up" for _, h in health):
+            if jobs == {"replikit-service", "postgres", "pgbouncer"} and all(
+                h == "up" for _, h in health
+            ):
                 break
             assert time.monotonic() < deadline, health
             time.sleep(2)
-        assert len(targets) == 2 + 3  # two app instances, three exporters
-        # The exporters log in as `monitor`, with pg_monitor's rights and nothing more.
-        deadline = time.monotonic() + 30
-        while True:
-            up = client.get(f"{prometheus}/api/v1/query", params={"query": "pg_up"}).json()
-            values = sorted(r["value"][1] for r in up["data"]["result"])
-            if values == ["1", "1", "1"] or time.monotonic() > deadline:
-                break
-            time.sleep(2)
-        assert values == ["1", "1", "1"], up
+        assert len(targets) == 2 + 3 + 3  # two app instances, three node and three pooler exporters
+        # The exporters log in as `monitor`: to PostgreSQL with pg_monitor's rights and nothing
+        # more, to each pooler's admin console as a stats user.
+        for metric in ("pg_up", "pgbouncer_up"):
+            assert prometheus_nodes(client, prometheus, f"{metric} == 1") == NODES, metric
+        # Each pooler's state, and every metric its alert rules watch, for every node.
+        rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+        (pooler_group,) = [g for g in rules["groups"] if g["name"] == "replikit-poolers"]
+        watched = {
+            m for rule in pooler_group["rules"] for m in re.findall(r"pgbouncer_\w+", rule["expr"])
+        }
+        for metric in watched | {"pgbouncer_pools_server_active_connections"}:
+            assert prometheus_nodes(client, prometheus, metric) == NODES, metric
         (role,) = superuser_fetch(
             stack, "pg0", "SELECT rolsuper, pg_has_role(oid, 'pg_monitor', 'MEMBER') AS monitor "
             "FROM pg_roles WHERE rolname = 'monitor'",

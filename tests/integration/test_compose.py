@@ -139,6 +139,7 @@ def test_every_image_is_built_from_the_one_pinned_debian_base_and_runs_unprivile
         "etcd",
         "haproxy",
         "pgbouncer",
+        "pgbouncer-exporter",
         "postgres",
         "postgres-exporter",
         "prometheus",
@@ -169,7 +170,8 @@ def test_every_profile_combination_parses(workdir: Path, profiles: list[str]) ->
     if "loadtest" in profiles:
         assert {"locust-master", "locust-worker"} <= services
     if "monitoring" in profiles:
-        assert {"prometheus", "pg0-exporter", "pg1-exporter", "pg2-exporter"} <= services
+        exporters = {f"{kind}{i}-exporter" for kind in ("pg", "pooler") for i in range(3)}
+        assert {"prometheus", *exporters} <= services
 
 
 def test_dashboard_queries_name_metrics_that_are_exported(migrated: Cluster) -> None:
