@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
 import asyncpg
@@ -48,3 +49,35 @@ async def wait_until(
             pytest.fail(f"{what} did not happen within {within} s")
         await asyncio.sleep(0.05)
     return time.monotonic() - started
+
+
+async def insert_marker(cluster: Cluster) -> str:
+    """A fresh row in the test table ``replication_markers`` (made by the schema's owner when
+    missing), written on the primary."""
+    marker = str(uuid.uuid4())
+    owner = await connect(cluster, cluster.state.primary_node, owner=True)
+    try:
+        await owner.execute("CREATE TABLE IF NOT EXISTS replication_markers (marker text)")
+        await owner.execute("INSERT INTO replication_markers VALUES ($1)", marker)
+    finally:
+        await owner.close()
+    return marker
+
+
+async def wait_for_marker(cluster: Cluster, node: NodeSpec, marker: str, *, within: float) -> None:
+    """Wait until ``node`` has replayed the row :func:`insert_marker` wrote (a table that has
+    not reached it yet counts as not there)."""
+
+    async def replayed() -> bool:
+        connection = await connect(cluster, node)
+        try:
+            found = await connection.fetchval(
+                "SELECT count(*) FROM replication_markers WHERE marker = $1", marker
+            )
+        except asyncpg.UndefinedTableError:
+            return False
+        finally:
+            await connection.close()
+        return bool(found)
+
+    await wait_until(replayed, within=within, what=f"{node.name} replaying the marker row")

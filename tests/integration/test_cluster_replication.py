@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 
 import asyncpg
 import pytest
@@ -13,7 +12,7 @@ from replication.cluster import Cluster, cluster_up
 from replication.drivers.local.driver import LocalDriver
 from replication.probe import cluster_status
 from tests.integration.clusters import REPLIKIT, replikit
-from tests.integration.conftest import connect, wait_until
+from tests.integration.conftest import connect, insert_marker, wait_for_marker, wait_until
 
 STATUS_KEYS = {
     "name",
@@ -29,29 +28,9 @@ STATUS_KEYS = {
 
 
 async def test_row_written_on_primary_is_readable_on_every_replica(cluster: Cluster) -> None:
-    marker = str(uuid.uuid4())
-    primary = await connect(cluster, cluster.state.primary_node, owner=True)
-    try:
-        await primary.execute("CREATE TABLE IF NOT EXISTS replication_probe (marker text)")
-        await primary.execute("INSERT INTO replication_probe VALUES ($1)", marker)
-    finally:
-        await primary.close()
+    marker = await insert_marker(cluster)
     for replica in cluster.state.replicas:
-        connection = await connect(cluster, replica)
-        try:
-
-            async def visible(conn: asyncpg.Connection = connection) -> bool:
-                try:
-                    found = await conn.fetchval(
-                        "SELECT count(*) FROM replication_probe WHERE marker = $1", marker
-                    )
-                except asyncpg.UndefinedTableError:
-                    return False
-                return bool(found)
-
-            await wait_until(visible, within=5, what=f"the row reaching {replica.name}")
-        finally:
-            await connection.close()
+        await wait_for_marker(cluster, replica, marker, within=5)
 
 
 async def test_status_json_shows_one_primary_and_streaming_replicas_at_rest(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -15,9 +14,9 @@ import yaml
 
 from replication.cluster import Cluster
 from replication.probe import cluster_status
-from replication.topology import Manager, NodeSpec
+from replication.topology import Manager
 from tests.integration.clusters import WalSizes, replikit, running_cluster_async
-from tests.integration.conftest import connect, wait_until
+from tests.integration.conftest import connect, insert_marker, wait_for_marker
 
 # 10-35 s on a shared 2-core machine: a cluster, five CLI calls and a base backup.
 pytestmark = [pytest.mark.destructive, pytest.mark.slow]
@@ -40,32 +39,6 @@ async def _write_past_the_limit(primary: asyncpg.Connection, slot: str) -> list[
         row = await primary.fetchrow(SLOT_QUERY, slot)
         statuses.append(row["wal_status"] if row else "dropped")
     return statuses
-
-
-async def _insert_marker(cluster: Cluster) -> str:
-    """A row written after the replica went down; only a replica that streams again has it."""
-    marker = str(uuid.uuid4())
-    owner = await connect(cluster, cluster.state.primary_node, owner=True)
-    try:
-        await owner.execute("CREATE TABLE IF NOT EXISTS retention_marker (marker text)")
-        await owner.execute("INSERT INTO retention_marker VALUES ($1)", marker)
-    finally:
-        await owner.close()
-    return marker
-
-
-async def _wait_for_marker(cluster: Cluster, node: NodeSpec, marker: str) -> None:
-    async def replicated() -> bool:
-        replica = await connect(cluster, node)
-        try:
-            found = await replica.fetchval(
-                "SELECT count(*) FROM retention_marker WHERE marker = $1", marker
-            )
-        finally:
-            await replica.close()
-        return bool(found)
-
-    await wait_until(replicated, within=30, what=f"{node.name} replaying the new rows")
 
 
 async def _exporter_slot_rows(cluster: Cluster) -> dict[str, asyncpg.Record]:
@@ -121,7 +94,7 @@ async def test_replica_past_the_slot_limit_is_invalidated_and_rejoin_reclones_it
         finally:
             await primary.close()
         # The primary stays up and writable: the slot gave way, not the primary's disk.
-        marker = await _insert_marker(cluster)
+        marker = await insert_marker(cluster)
 
         lost = await _status_json(cluster)
         assert (lost["pg0"]["role"], lost["pg0"]["state"]) == ("primary", "writable")
@@ -156,7 +129,7 @@ async def test_replica_past_the_slot_limit_is_invalidated_and_rejoin_reclones_it
         ]
         assert rows[1].slot_wal_status == "reserved"
 
-        await _wait_for_marker(cluster, pg1, marker)
+        await wait_for_marker(cluster, pg1, marker, within=30)
 
 
 async def test_under_patroni_a_member_whose_wal_is_gone_is_recloned_on_rejoin() -> None:
@@ -187,7 +160,7 @@ async def test_under_patroni_a_member_whose_wal_is_gone_is_recloned_on_rejoin() 
         finally:
             await primary.close()
         assert "lost" in statuses, statuses
-        marker = await _insert_marker(cluster)
+        marker = await insert_marker(cluster)
 
         rejoin = await asyncio.to_thread(replikit, "cluster", "rejoin", member.name, "--json", *d)
         assert rejoin.returncode == 0, rejoin.stderr
@@ -200,4 +173,4 @@ async def test_under_patroni_a_member_whose_wal_is_gone_is_recloned_on_rejoin() 
             "agent_restarted_empty",
             "streaming",
         ]
-        await _wait_for_marker(cluster, member, marker)
+        await wait_for_marker(cluster, member, marker, within=30)
