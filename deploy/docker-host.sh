@@ -7,7 +7,10 @@
 #
 # Exit status: 0 ready, 1 not possible here (the last line on stderr says why).
 # Environment: REPLIKIT_DOCKERD_LOG (default .replikit/dockerd.log), REPLIKIT_DOCKERD_PIDFILE
-# (default .replikit/dockerd.pid: written only when this script started dockerd).
+# (default .replikit/dockerd.pid: written only when this script started dockerd),
+# REPLIKIT_DOCKERD_WAIT (seconds a new engine has to answer, default 120: a first start on a
+# busy 2-core machine took over 30 s). An engine this script started that does not answer in
+# time is stopped again, so a failure leaves nothing running.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -55,13 +58,26 @@ else
     say "starting dockerd (no service manager here); log: $log"
     # setsid: the engine outlives this script and the make that ran it.
     setsid dockerd >>"$log" 2>&1 </dev/null &
-    echo $! >"$pidfile"
+    started=$!
+    echo "$started" >"$pidfile"
 fi
-for _ in $(seq 1 60); do
+wait_seconds=${REPLIKIT_DOCKERD_WAIT:-120}
+[[ $wait_seconds =~ ^[1-9][0-9]*$ ]] || { say "REPLIKIT_DOCKERD_WAIT must be a number of seconds, not '$wait_seconds'"; exit 1; }
+deadline=$((SECONDS + wait_seconds))
+while [ "$SECONDS" -lt "$deadline" ]; do
     if docker info >/dev/null 2>&1; then
         exit 0
     fi
+    if [ -n "${started:-}" ] && ! kill -0 "$started" 2>/dev/null; then
+        rm -f "$pidfile"
+        say "dockerd exited at start; see $log"
+        exit 1
+    fi
     sleep 0.5
 done
-say "the Docker engine did not answer within 30 s; see $log"
+if [ -n "${started:-}" ]; then
+    kill "$started" 2>/dev/null || true
+    rm -f "$pidfile"
+fi
+say "the Docker engine did not answer within $wait_seconds s; see $log"
 exit 1
