@@ -76,6 +76,8 @@ class RestoreRun:
                 "--before and --after take at least 1 second each: uploads on both sides of "
                 "the mistake are what the experiment checks."
             )
+        if self.clients < 1 or self.instances < 1:
+            raise BadInputError("--clients and --instances take 1 or more.")
 
 
 @dataclass(frozen=True)
