@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from loadtests.benchmarks.backups import rpo_round
 from replication.backup.base import BackupType
 from replication.cluster import Cluster, cluster_down
 from replication.pgbin import find_pg_binaries
@@ -300,3 +301,16 @@ def test_restore_experiment_brings_back_every_upload_acknowledged_before_the_mis
     assert_plots(out, ["timeline.png"])
     assert "Restore experiment: **pass**" in (out / "summary.md").read_text()
     assert not (restore_dir / "state.json").exists()  # the restored cluster was removed
+
+
+def test_bench_rpo_round_after_sigkill_of_every_node_restores_all_but_the_last_seconds() -> None:
+    """One round of the backups bench's RPO part (loadtests/benchmarks/backups.py): uploads
+    through a service, every node's processes SIGKILLed, restore --latest; every upload older
+    than the newest one that came back is back too, and the RPO is within the goal."""
+    scratch = reachable_temp_dir("replikit-bench-backups-")
+    measured = rpo_round(scratch, free_base_port(2), load_seconds=3)
+    assert measured["acknowledged"] > 10, measured
+    assert measured["lost"] < measured["acknowledged"], measured
+    assert measured["holes"] == [], measured
+    assert 0 <= measured["rpo_seconds"] <= 5.0, measured
+    assert not list(scratch.glob("*/state.json")), "the bench left a cluster behind"
