@@ -265,6 +265,13 @@ def write_restore_report(out: Path, s: dict[str, Any]) -> None:
     steps = ", ".join(
         f"{step['step'].replace('_', ' ')} {step['elapsed_seconds']} s" for step in r["steps"]
     )
+    kept = (
+        f"\nThe restored cluster still runs in {r['data_dir']}: point the service at it with "
+        f'`eval "$(replikit cluster env --data-dir {r["data_dir"]})"`; remove it with '
+        f"`replikit cluster down --purge --data-dir {r['data_dir']}`.\n"
+        if r["kept"]
+        else ""
+    )
     text = f"""# Restore experiment: **{s["verdict"]}**
 
 {p["clients"]} clients uploaded through {_service(p)} after a full backup ({s["backup"]["label"]},
@@ -288,5 +295,5 @@ from backup {r["backup"]} in **{r["seconds"]} s** ({steps}).
 Each upload was read back byte for byte through a service instance started on the restored
 cluster. `timeline.png`: acknowledged uploads per half second (came back / absent), the backup,
 T and the restore target marked, the restore's duration shaded.
-"""
+{kept}"""
     (out / "summary.md").write_text(text)

@@ -296,6 +296,7 @@ def run_restore(*, data_dir: Path, results: Path, run: RestoreRun) -> Path:
         marks={
             "backup": since(backup_done),
             "mistake (T)": since(mistake_at),
+            "mistake done": since(mistake_done),
             "restore target": since(target.time.timestamp()) if target.time else since(mistake_at),
         },
         restore=(since(restore_started), since(restore_done)),
