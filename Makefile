@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup requirements test lint up serve down status clean demo consistency soak soak-ci bench bench-failover compose-up compose-down compose-purge \
+.PHONY: setup requirements test lint up serve down status clean demo consistency soak soak-ci restore-experiment bench-backups bench bench-failover compose-up compose-down compose-purge \
 	compose-logs compose-load compose-monitoring compose-failover compose-rejoin \
 	compose-ha-up compose-ha-down compose-ha-purge compose-ha-logs
 
@@ -50,7 +50,9 @@ clean: down
 	$(BIN)/replikit cluster down --purge
 
 # A short failover experiment, a short lag matrix and a short consistency run on a cluster of
-# their own (.replikit/demo, ports 6442-6444), about 2.5 minutes on 2 cores; results in results/.
+# their own (.replikit/demo, ports 6442-6444), then a short restore experiment on an archiving
+# cluster of its own (.replikit/restore, ports 6472-6474); about 3.5 minutes on 2 cores;
+# results in results/.
 DEMO := --data-dir .replikit/demo
 demo: setup
 	$(BIN)/replikit cluster up $(DEMO) --sync on --base-port 6442
@@ -60,6 +62,27 @@ demo: setup
 	$(BIN)/replikit experiment consistency $(DEMO) --apply-delay 0,1500ms \
 		--consistency eventual,read_your_writes,monotonic --duration 5
 	$(BIN)/replikit cluster down $(DEMO)
+	$(MAKE) restore-experiment RESTORE_ARGS="--before 6 --after 3"
+
+# Issue 22's restore experiment: uploads under load, every image deleted at T, a restore to
+# just before T into a new cluster, which acknowledged uploads came back; on an archiving
+# cluster of its own (.replikit/restore, ports 6472-6474; the restored one takes the next free
+# ports and is removed at the end), about 1 minute; results in results/restore-*/.
+# RESTORE_ARGS="--mistake api" deletes through the API instead of DELETE FROM images.
+RESTORE := --data-dir .replikit/restore
+RESTORE_ARGS ?=
+restore-experiment: setup
+	$(BIN)/replikit cluster up $(RESTORE) --archive --base-port 6472
+	$(BIN)/replikit experiment restore $(RESTORE) $(RESTORE_ARGS); \
+		status=$$?; $(BIN)/replikit cluster down $(RESTORE); exit $$status
+
+# Issue 22's measurements of backups and restore (RPO after losing every node, backup
+# throughput and uploads during a full backup, restore seconds per GB of images, archive
+# continuity across 5 failovers), each on a scratch cluster of its own, removed afterwards;
+# about 15 minutes on 2 cores; results in results/bench-backups-*/. See docs/benchmarks.md.
+BACKUP_BENCH_ARGS ?=
+bench-backups: setup
+	$(BIN)/python -m loadtests.benchmarks.backups $(BACKUP_BENCH_ARGS)
 
 # Issue 15's consistency experiment: read-your-writes and monotonic-read anomalies, lost writes
 # and the cost of each consistency mode, clients spread over 2 instances, replicas 0 and 1.5 s

@@ -53,7 +53,9 @@ from replication.topology import Manager, SyncMode, require_state
 from service import migrate
 
 
-async def _on_primary(data_dir: Path, work: Any, *, as_owner: bool = False) -> Any:
+async def on_primary(data_dir: Path, work: Any, *, as_owner: bool = False) -> Any:
+    """``await work(connection)`` on the cluster's primary, as the service's role (or, with
+    ``as_owner``, as the schema's owner)."""
     state = require_state(data_dir)
     node = state.primary_node
     connect = owner_connect if as_owner else app_connect
@@ -133,7 +135,7 @@ def run_failover(
     check_timing(plan, data_dir, duration=duration, kill_at=kill_at)
     cluster = prepare_cluster(data_dir, sync, plan.manager)
     out = results_dir(results, "failover")
-    asyncio.run(_on_primary(data_dir, prepare, as_owner=True))  # creates its table
+    asyncio.run(on_primary(data_dir, prepare, as_owner=True))  # creates its table
     heartbeat = Heartbeat(data_dir)
     watch = LeaderWatch(cluster) if plan.automatic else None
     events: dict[str, float] = {}
@@ -175,7 +177,7 @@ def run_failover(
         if plan.automatic:
             Cluster.open(data_dir).status()  # the state file follows Patroni's leader
         db_window = asyncio.run(
-            _on_primary(
+            on_primary(
                 data_dir,
                 (lambda c: database_gap(c, events["kill"])) if plan.automatic else database_window,
             )
@@ -185,7 +187,7 @@ def run_failover(
             for r in records
             if r["kind"] == "write" and r["status"] == 201 and r["image_id"]
         ]
-        lost = asyncio.run(_on_primary(data_dir, lambda c: _missing(c, uploaded)))
+        lost = asyncio.run(on_primary(data_dir, lambda c: _missing(c, uploaded)))
         rejoin_method = _restore_after_fault(data_dir, plan, old_primary)
         samples = list(run.samples)
 

@@ -304,3 +304,49 @@ def overload_plot(path: Path, steps: list[dict[str, Any]], sustainable: float, t
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def restore_timeline_plot(
+    path: Path,
+    *,
+    acked: list[tuple[float, bool]],
+    marks: dict[str, float],
+    restore: tuple[float, float],
+    title: str,
+) -> None:
+    """Acknowledged uploads per half second, split into those the restore brought back and
+    those it did not, with the backup, the mistake and the restore target marked and the
+    restore's duration shaded (seconds since the experiment started)."""
+    bucket = 0.5
+    end = max([restore[1], *(at for at, _ in acked)], default=1.0)
+    edges = [i * bucket for i in range(int(end / bucket) + 2)]
+    back = [0] * len(edges)
+    absent = [0] * len(edges)
+    for at, came_back in acked:
+        (back if came_back else absent)[int(at / bucket)] += 1
+    figure, axis = plt.subplots(figsize=(10, 4.5))
+    axis.bar(edges, back, width=bucket, align="edge", color="tab:green", label="came back")
+    axis.bar(
+        edges, absent, width=bucket, align="edge", bottom=back, color="tab:red", label="absent"
+    )
+    axis.axvspan(*restore, color="tab:blue", alpha=0.15, label="restore (new cluster)")
+    axis.annotate(
+        f"restore {restore[1] - restore[0]:.1f} s",
+        ((restore[0] + restore[1]) / 2, 0.5),
+        xycoords=("data", "axes fraction"),
+        ha="center",
+        fontsize=8,
+    )
+    for label, at in _merge_close(marks, span=end).items():
+        axis.axvline(at, linestyle="--", color="gray")
+        axis.annotate(
+            label, (at, 0.98), xycoords=("data", "axes fraction"), rotation=90, fontsize=8,
+            ha="right", va="top",
+        )  # fmt: skip
+    axis.set_xlabel("seconds since start (upload acknowledged at)")
+    axis.set_ylabel(f"acknowledged uploads per {bucket} s")
+    axis.set_title(title)
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

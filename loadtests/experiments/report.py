@@ -249,3 +249,51 @@ p50/p99 are wrk's, over every answer; with several instances, the highest of the
 ![goodput and p99](overload.png)
 """
     )
+
+
+def _ids(ids: list[str]) -> str:
+    return ", ".join(f"`{i}`" for i in ids[:10]) + (" …" if len(ids) > 10 else "") or "none"
+
+
+def write_restore_report(out: Path, s: dict[str, Any]) -> None:
+    p, m, r, u = s["parameters"], s["mistake"], s["restore"], s["uploads"]
+    what = (
+        "`DELETE FROM images` as the schema's owner"
+        if m["kind"] == "sql"
+        else "every image uploaded so far deleted through the API (`DELETE /api/v1/images/{id}`)"
+    )
+    steps = ", ".join(
+        f"{step['step'].replace('_', ' ')} {step['elapsed_seconds']} s" for step in r["steps"]
+    )
+    kept = (
+        f"\nThe restored cluster still runs in {r['data_dir']}: point the service at it with "
+        f'`eval "$(replikit cluster env --data-dir {r["data_dir"]})"`; remove it with '
+        f"`replikit cluster down --purge --data-dir {r['data_dir']}`.\n"
+        if r["kept"]
+        else ""
+    )
+    text = f"""# Restore experiment: **{s["verdict"]}**
+
+{p["clients"]} clients uploaded through {_service(p)} after a full backup ({s["backup"]["label"]},
+from {s["backup"]["source"]}). At T = {m["at"]} s ({m["at_time"]}) the mistake: {what}, {m["deleted"]}
+images in {m["seconds"]} s ({m["images_left_in_source"]} left in the source at the end, uploaded after it). The
+uploads went on for {p["after_seconds"]} s; then `replikit restore --to T` built a new cluster
+from backup {r["backup"]} in **{r["seconds"]} s** ({steps}).
+
+| acknowledged uploads | total | back in the restored cluster |
+| --- | --- | --- |
+| acknowledged before T (each must be back) | {u["before_t"]["total"]} | **{u["before_t"]["back"]}** |
+| in flight at T (sent before, acknowledged after: either way) | {u["in_flight_at_t"]["total"]} | {u["in_flight_at_t"]["back"]} |
+| sent after T (each must be absent) | {u["after_t"]["total"]} | **{len(u["after_t"]["back"])}** ({u["after_t"]["absent"]} absent) |
+
+- RPO: **{s["rpo_seconds"]} s** (from the oldest upload acknowledged before T that did not come
+  back, to T); the newest one that came back was acknowledged {_fmt(u["newest_back_before_t_seconds"], " s")} before T.
+- Lost (acknowledged before T, not back): {_ids(u["before_t"]["lost"])}.
+- Back although sent after T: {_ids(u["after_t"]["back"])}.
+- Uploads that failed (not acknowledged): {s["failed_uploads"]}.
+
+Each upload was read back byte for byte through a service instance started on the restored
+cluster. `timeline.png`: acknowledged uploads per half second (came back / absent), the backup,
+T and the restore target marked, the restore's duration shaded.
+{kept}"""
+    (out / "summary.md").write_text(text)

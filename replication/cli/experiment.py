@@ -1,4 +1,4 @@
-"""``replikit experiment ...``: failover, replica-lag, consistency, soak and overload
+"""``replikit experiment ...``: failover, replica-lag, consistency, soak, overload and restore
 experiments."""
 
 from __future__ import annotations
@@ -15,8 +15,15 @@ from replication.cluster import DEFAULT_DATA_DIR
 from replication.topology import Manager, SyncMode
 
 experiment_app = typer.Typer(
-    help="Failover, replica-lag, consistency and overload experiments.", no_args_is_help=True
+    help="Failover, replica-lag, consistency, soak, overload and restore experiments.",
+    no_args_is_help=True,
 )
+
+
+def exit_unless_passed(out: Path) -> None:
+    """A failed check fails the command (make soak-ci, make restore-experiment, CI jobs)."""
+    if json.loads((out / "summary.json").read_text())["verdict"] != "pass":
+        raise typer.Exit(1)
 
 
 @experiment_app.command("failover")
@@ -201,8 +208,57 @@ def experiment_soak(
             data_dir=data_dir.absolute(), results=results, run=run, sync=sync, manager=manager
         )
     show_results(out)
-    if json.loads((out / "summary.json").read_text())["verdict"] != "pass":
-        raise typer.Exit(1)  # a failed check fails the command (make soak-ci, CI jobs)
+    exit_unless_passed(out)
+
+
+@experiment_app.command("restore")
+def experiment_restore(
+    before: Annotated[float, typer.Option(help="Seconds of uploads before the mistake.")] = 10.0,
+    after: Annotated[float, typer.Option(help="Seconds of uploads after the mistake.")] = 4.0,
+    mistake: Annotated[
+        str,
+        typer.Option(
+            help="sql (DELETE FROM images as the schema's owner) or api (every image "
+            "uploaded so far deleted through the API)."
+        ),
+    ] = "sql",
+    clients: Annotated[int, typer.Option(help="Clients uploading one image at a time.")] = 2,
+    instances: Annotated[int, typer.Option(help="Service instances to start.")] = 1,
+    restore_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the restored cluster goes (default: beside --data-dir, "
+            "removed at the end unless --keep-restored)."
+        ),
+    ] = None,
+    keep_restored: Annotated[
+        bool, typer.Option("--keep-restored", help="Leave the restored cluster running.")
+    ] = False,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    results: ResultsOption = Path("results"),
+) -> None:
+    """Upload under load, delete every image by mistake at T, restore to just before T into a
+    new cluster, and check which acknowledged uploads came back (a cluster built with
+    'replikit cluster up --archive'; a new one is)."""
+    from loadtests.experiments.common import cluster_for_experiment
+    from loadtests.experiments.restore import Mistake, RestoreRun, run_restore
+    from replication.errors import BadInputError
+
+    if mistake not in {m.value for m in Mistake}:
+        raise BadInputError(f"--mistake takes sql or api, not {mistake!r}.")
+    run = RestoreRun(
+        before_seconds=before,
+        after_seconds=after,
+        clients=clients,
+        instances=instances,
+        mistake=Mistake(mistake),
+        restore_dir=restore_dir,
+        keep_restored=keep_restored,
+    )
+    with cluster_for_experiment(data_dir.absolute()):
+        out = run_restore(data_dir=data_dir.absolute(), results=results, run=run)
+    show_results(out)
+    exit_unless_passed(out)
 
 
 QUICK_MULTIPLES = "0.5,2,4"

@@ -12,10 +12,12 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
+from loadtests.benchmarks.backups import rpo_round
 from replication.backup.base import BackupType
 from replication.cluster import Cluster, cluster_down
 from replication.pgbin import find_pg_binaries
@@ -27,6 +29,7 @@ from tests.integration.clusters import (
     replikit,
     running_cluster,
 )
+from tests.integration.test_experiments import assert_plots, assert_valid
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pgbackrest") is None,
@@ -262,3 +265,52 @@ def test_backups_of_a_cluster_that_archives_nothing_are_refused_naming_the_optio
     )
     assert restore.returncode == 2
     assert "does not archive WAL" in restore.stderr
+
+
+def test_restore_experiment_brings_back_every_upload_acknowledged_before_the_mistake() -> None:
+    """``replikit experiment restore`` for real, CI-sized: uploads through a service instance,
+    every image deleted through the API at T, a restore to T into a new cluster; its verdict
+    holds only if each upload acknowledged before T is back byte for byte and none sent
+    after T is."""
+    results = reachable_temp_dir("replikit-results-")
+    restore_dir = reachable_temp_dir("replikit-restored-") / "cluster"
+    with running_cluster(replicas=1, name="restore-experiment", archive=True) as cluster:
+        done = replikit(
+            "experiment",
+            "restore",
+            "--before", "4",
+            "--after", "2",
+            "--mistake", "api",
+            "--restore-dir", str(restore_dir),
+            "--data-dir", str(cluster.data_dir),
+            "--results", str(results),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert cluster.driver.is_running(cluster.state.primary_node)  # left as it was found
+    (out,) = results.glob("restore-*")
+    summary: dict[str, Any] = assert_valid(out / "summary.json", "restore.schema.json")
+    uploads = summary["uploads"]
+    assert summary["verdict"] == "pass"
+    assert uploads["before_t"]["total"] > 10
+    assert uploads["before_t"]["back"] == uploads["before_t"]["total"]
+    assert uploads["after_t"]["total"] > 0
+    assert uploads["after_t"]["absent"] == uploads["after_t"]["total"]
+    assert summary["mistake"]["deleted"] >= uploads["before_t"]["total"]
+    assert summary["rpo_seconds"] == 0
+    assert 0 < summary["restore_seconds"] < 120
+    assert_plots(out, ["timeline.png"])
+    assert "Restore experiment: **pass**" in (out / "summary.md").read_text()
+    assert not (restore_dir / "state.json").exists()  # the restored cluster was removed
+
+
+def test_bench_rpo_round_after_sigkill_of_every_node_restores_all_but_the_last_seconds() -> None:
+    """One round of the backups bench's RPO part (loadtests/benchmarks/backups.py): uploads
+    through a service, every node's processes SIGKILLed, restore --latest; every upload older
+    than the newest one that came back is back too, and the RPO is within the goal."""
+    scratch = reachable_temp_dir("replikit-bench-backups-")
+    measured = rpo_round(scratch, free_base_port(2), load_seconds=3)
+    assert measured["acknowledged"] > 10, measured
+    assert measured["lost"] < measured["acknowledged"], measured
+    assert measured["holes"] == [], measured
+    assert 0 <= measured["rpo_seconds"] <= 5.0, measured
+    assert not list(scratch.glob("*/state.json")), "the bench left a cluster behind"
