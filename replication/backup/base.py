@@ -17,8 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from replication.drivers.local.driver import LocalDriver
-from replication.errors import BadInputError
+from replication.steps import StepClock
 from replication.topology import ArchiveSettings, ClusterState, NodeSpec
 from service.routing.lsn import format_lsn, parse_lsn
 
@@ -249,26 +248,50 @@ class Verification:
         )
 
 
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What a restore builds: the source's state, the backup chosen for the target, and
+    where the new cluster goes (a compose stack also gets a project name)."""
+
+    source: ClusterState
+    backup: BackupInfo
+    target: RestoreTarget
+    new_dir: Path
+    base_port: int | None
+    project: str | None
+    clock: StepClock
+
+
+@dataclass(frozen=True)
+class RestoredCluster:
+    data_dir: Path
+    backup: str
+    target: str
+    seconds: float
+    primary_port: int
+    replicas: int
+    steps: list[dict[str, Any]]
+    #: How to use the new cluster, in one or two sentences.
+    next_steps: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "data_dir": str(self.data_dir)}
+
+
 def utc_from_epoch(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 class BackupTool(ABC):
-    """One cluster's archive and backups, as one tool keeps them (local clusters: the tool
-    runs on this machine as the server account, through the local driver)."""
+    """One cluster's archive and backups, as one tool keeps them where the cluster's nodes
+    run: on this machine as the server account (local clusters, :mod:`.pgbackrest`), or in
+    the nodes' containers with the repository in a volume (compose stacks, :mod:`.containers`)."""
 
     #: The name recorded in the state file's ``archive.tool``.
     name: str
 
-    def __init__(self, driver: LocalDriver) -> None:
-        if driver.state.archive is None:
-            raise BadInputError(
-                f"The cluster in {driver.data_dir} was built without WAL archiving; "
-                "build one with 'replikit cluster up --archive' to take backups."
-            )
-        self.driver = driver
-        self.state = driver.state
-        self.settings: ArchiveSettings = driver.state.archive
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
 
     @classmethod
     @abstractmethod
@@ -312,5 +335,6 @@ class BackupTool(ABC):
 
     @abstractmethod
     def restore_node(self, *, backup: BackupInfo, target: RestoreTarget, pgdata: Path) -> None:
-        """Restore ``backup`` into the empty ``pgdata``, set to recover to ``target`` from
-        this archive and then be promoted."""
+        """Restore ``backup`` into the empty ``pgdata`` on this machine, set to recover to
+        ``target`` from this archive and then be promoted (or refuse in one sentence, saying
+        how this kind of cluster is restored instead)."""

@@ -40,6 +40,7 @@ from replication.backup.base import (
     segments_to_rescue,
     utc_from_epoch,
 )
+from replication.drivers.local.driver import LocalDriver
 from replication.errors import BadInputError
 from replication.topology import ArchiveSettings, ClusterState, NodeSpec
 from service.routing.lsn import format_lsn, parse_lsn
@@ -147,6 +148,16 @@ def parse_segments(listing: dict[str, dict[str, Any]]) -> list[ArchivedSegment]:
 
 class PgBackRest(BackupTool):
     name = "pgbackrest"
+
+    def __init__(self, driver: LocalDriver) -> None:
+        if driver.state.archive is None:
+            raise BadInputError(
+                f"The cluster in {driver.data_dir} was built without WAL archiving; "
+                "build one with 'replikit cluster up --archive' to take backups."
+            )
+        super().__init__(driver.state)
+        self.driver = driver
+        self.settings: ArchiveSettings = driver.state.archive
 
     @classmethod
     def configure_new(cls, state: ClusterState, data_dir: Path) -> ArchiveSettings:

@@ -6,7 +6,7 @@ from replication.backup.base import BackupTool
 from replication.backup.pgbackrest import PgBackRest
 from replication.drivers.local.driver import LocalDriver
 
-TOOLS: dict[str, type[BackupTool]] = {PgBackRest.name: PgBackRest}
+TOOLS: dict[str, type[PgBackRest]] = {PgBackRest.name: PgBackRest}
 DEFAULT_TOOL = PgBackRest.name
 
 
