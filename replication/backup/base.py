@@ -185,7 +185,12 @@ WAL_FILE_NAME = re.compile(r"[0-9A-F]{24}")
 
 
 def segments_to_rescue(
-    *, wal_files: list[str], history: str, archived: list[ArchivedSegment], segment_bytes: int
+    *,
+    wal_files: list[str],
+    history: str,
+    archived: list[ArchivedSegment],
+    segment_bytes: int,
+    oldest_needed: str | None = None,
 ) -> list[str]:
     """The WAL files of a just promoted primary's parent timeline that lie wholly before the
     switch and are missing from the archive, oldest first.
@@ -194,7 +199,9 @@ def segments_to_rescue(
     archive nothing (``archive_mode = on``); the replica promoted in its place received the
     segment, though, and still holds it. ``history`` is the text of the new timeline's
     ``.history`` file (its last line: parent timeline, switch LSN). Segments past the switch
-    are never taken: a standby's pg_wal also holds recycled files named after future ones.
+    are never taken: a standby's pg_wal also holds recycled files named after future ones;
+    nor are those before ``oldest_needed`` (the oldest backup's first WAL), which the
+    retention expired on purpose.
     """
     lines = [line.split() for line in history.splitlines() if line.strip()]
     entries = [line for line in lines if line and line[0].isdigit() and len(line) >= 2]
@@ -203,6 +210,9 @@ def segments_to_rescue(
     parent, switch = int(entries[-1][0]), parse_lsn(entries[-1][1])
     switch_segment = switch // segment_bytes
     present = newest_timelines(archived, segment_bytes)
+    first = 0
+    if oldest_needed is not None:
+        first = ArchivedSegment(oldest_needed, datetime.now(UTC)).segment_number(segment_bytes)
     wanted = []
     for name in sorted(wal_files):
         if not WAL_FILE_NAME.fullmatch(name):
@@ -211,7 +221,7 @@ def segments_to_rescue(
         number = candidate.segment_number(segment_bytes)
         if (
             candidate.timeline == parent
-            and number < switch_segment
+            and first <= number < switch_segment
             and present.get(number, 0) < parent
         ):
             wanted.append(name)
@@ -276,6 +286,22 @@ class RestoredCluster:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "data_dir": str(self.data_dir)}
+
+    @classmethod
+    def of(
+        cls, request: RestoreRequest, *, primary_port: int, replicas: int, next_steps: str
+    ) -> RestoredCluster:
+        """What ``request`` built, timed by its clock."""
+        return cls(
+            data_dir=request.new_dir,
+            backup=request.backup.label,
+            target=request.target.describe(),
+            seconds=round(request.clock.elapsed, 2),
+            primary_port=primary_port,
+            replicas=replicas,
+            steps=request.clock.steps,
+            next_steps=next_steps,
+        )
 
 
 def utc_from_epoch(seconds: float) -> datetime:

@@ -16,7 +16,6 @@ its own SSH or TLS protocol (docs/backup.md, "Compose stacks").
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 from replication.admin import fetchval
@@ -31,10 +30,8 @@ from replication.backup.base import (
 from replication.backup.pgbackrest import (
     BACKUP_TIMEOUT_SECONDS,
     COMMAND_TIMEOUT_SECONDS,
-    STANZA,
     WAL_SEGMENT_BYTES,
-    parse_backups,
-    parse_segments,
+    read_catalog,
 )
 from replication.drivers.compose.driver import ComposeDriver
 from replication.errors import BadInputError
@@ -103,17 +100,7 @@ class ContainerPgBackRest(BackupTool):
 
     def catalog(self) -> Catalog:
         node = self._any_node()
-        info = json.loads(self._run(node, "--output=json", "info", what="info"))
-        listing = json.loads(
-            self._run(
-                node, "--recurse", "--output=json", "repo-ls", f"archive/{STANZA}", what="repo-ls"
-            )
-        )
-        return Catalog(
-            backups=parse_backups(info),
-            segments=parse_segments(listing),
-            segment_bytes=WAL_SEGMENT_BYTES,
-        )
+        return read_catalog(lambda *args, what: self._run(node, *args, what=what))
 
     def flush(self) -> None:
         primary = self._primary("archiving its current WAL")
@@ -137,11 +124,13 @@ class ContainerPgBackRest(BackupTool):
         names, _, history = listing.partition(HISTORY_MARK)
         if not history.strip():
             return []
+        catalog = self.catalog()
         rescued = segments_to_rescue(
             wal_files=names.split(),
             history=history,
-            archived=self.catalog().segments,
+            archived=catalog.segments,
             segment_bytes=WAL_SEGMENT_BYTES,
+            oldest_needed=catalog.backups[0].first_wal if catalog.backups else None,
         )
         for name in rescued:
             self.driver.run_in(

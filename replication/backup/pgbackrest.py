@@ -26,7 +26,7 @@ import secrets
 import shlex
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from replication.admin import fetchval
 from replication.backup.base import (
@@ -146,6 +146,25 @@ def parse_segments(listing: dict[str, dict[str, Any]]) -> list[ArchivedSegment]:
     return sorted(segments, key=lambda segment: segment.name)
 
 
+class PgBackRestCommand(Protocol):
+    """Runs pgBackRest with these arguments where the repository is; returns its output."""
+
+    def __call__(self, *args: str, what: str) -> str: ...
+
+
+def read_catalog(run: PgBackRestCommand) -> Catalog:
+    """The backups (``info``) and archived WAL (``repo-ls`` of the archive) of the stanza."""
+    info = json.loads(run(f"--stanza={STANZA}", "--output=json", "info", what="info"))
+    listing = json.loads(
+        run("--recurse", "--output=json", "repo-ls", f"archive/{STANZA}", what="repo-ls")
+    )
+    return Catalog(
+        backups=parse_backups(info),
+        segments=parse_segments(listing),
+        segment_bytes=WAL_SEGMENT_BYTES,
+    )
+
+
 class PgBackRest(BackupTool):
     name = "pgbackrest"
 
@@ -235,11 +254,13 @@ class PgBackRest(BackupTool):
         if not histories:
             return []
         self._write_config([primary])
+        catalog = self.catalog()
         rescued = segments_to_rescue(
             wal_files=[path.name for path in wal.iterdir()],
             history=histories[-1].read_text(),
-            archived=self.catalog().segments,
+            archived=catalog.segments,
             segment_bytes=WAL_SEGMENT_BYTES,
+            oldest_needed=catalog.backups[0].first_wal if catalog.backups else None,
         )
         for name in rescued:
             self._run(
@@ -286,15 +307,7 @@ class PgBackRest(BackupTool):
         return newest, (standby or primary).name
 
     def catalog(self) -> Catalog:
-        info = json.loads(self._run(f"--stanza={STANZA}", "--output=json", "info", what="info"))
-        listing = json.loads(
-            self._run("--recurse", "--output=json", "repo-ls", f"archive/{STANZA}", what="repo-ls")
-        )
-        return Catalog(
-            backups=parse_backups(info),
-            segments=parse_segments(listing),
-            segment_bytes=WAL_SEGMENT_BYTES,
-        )
+        return read_catalog(self._run)
 
     def flush(self) -> None:
         primary = self._running_primary("archiving its current WAL")

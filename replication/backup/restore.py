@@ -207,14 +207,10 @@ def _restore_local(request: RestoreRequest, tool: BackupTool) -> RestoredCluster
     except BaseException:
         discard_new_cluster(cluster, remove_dir=created)
         raise
-    return RestoredCluster(
-        data_dir=new_dir,
-        backup=request.backup.label,
-        target=target.describe(),
-        seconds=round(clock.elapsed, 2),
+    return RestoredCluster.of(
+        request,
         primary_port=primary.port,
         replicas=len(state.replicas),
-        steps=clock.steps,
         next_steps=(
             f'Point the service at it: eval "$(replikit cluster env --data-dir {new_dir})" '
             f"and restart 'replikit serve'; take its first backup with 'replikit backup "

@@ -23,7 +23,6 @@ from pathlib import Path
 from replication.backup.base import BackupTool, RestoredCluster, RestoreRequest, TargetKind
 from replication.compose.attach import attach_compose, compose_cluster_state
 from replication.compose.env import DEFAULT_PORTS, ensure_env_file, free_ports, read_env
-from replication.compose.stack import ComposeStack
 from replication.errors import BadInputError, NodeCommandError
 from replication.ports import require_free_ports
 from replication.topology import save_state
@@ -106,6 +105,10 @@ def _recovery_env(request: RestoreRequest) -> dict[str, str]:
 
 def restore_stack(request: RestoreRequest, tool: BackupTool) -> RestoredCluster:
     """Build the new stack (see the module's docstring); on failure, remove what it made."""
+    # Imported here: packaging (which the stack's wheelhouse code needs) is not in the
+    # service image, whose CLI imports this module.
+    from replication.compose.stack import ComposeStack
+
     source = request.source
     if source.compose_file is None or source.compose_project is None:
         raise BadInputError(
@@ -150,14 +153,10 @@ def restore_stack(request: RestoreRequest, tool: BackupTool) -> RestoredCluster:
             shutil.rmtree(new_dir, ignore_errors=True)
         raise
     down = f"replikit compose down --env-file {env_file} -p {project} --volumes"
-    return RestoredCluster(
-        data_dir=new_dir,
-        backup=request.backup.label,
-        target=request.target.describe(),
-        seconds=round(clock.elapsed, 2),
+    return RestoredCluster.of(
+        request,
         primary_port=state.primary_node.port,
         replicas=len(state.replicas),
-        steps=clock.steps,
         next_steps=(
             f"It is the compose project {project}, serving on "
             f"http://127.0.0.1:{settings['REPLIKIT_HTTP_PORT']}; its cluster and backup "
