@@ -103,6 +103,7 @@ def test_archive_follows_a_failover_and_a_restore_between_two_uploads_brings_bac
                     "--base-port", reserved["REPLIKIT_HTTP_PORT"],
                 )  # fmt: skip
                 assert result["replicas"] == 2
+                print(f"compose restore: {result['seconds']} s, steps {result['steps']}")
                 restored = ComposeStack(
                     root=ROOT, env_file=restored_dir / ".env", project_name=restored_project
                 )
