@@ -7,6 +7,10 @@ own archive: the restored primary gets the new cluster's node and archive settin
 starts, its recovery settings are cleared once it is promoted, and the replicas are built from
 it as ``cluster up`` builds them. The source cluster is only read (and, when its primary runs,
 asked to archive its current WAL so that every moment up to now can be reached).
+
+Choosing the backup and refusing a target outside the window is the same for every cluster;
+building the new one depends on where the source's nodes run (:data:`NEW_CLUSTER`): local
+processes here, a new compose stack in :mod:`.stack_restore`.
 """
 
 from __future__ import annotations

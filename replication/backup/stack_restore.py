@@ -25,7 +25,7 @@ from replication.compose.attach import attach_compose, compose_cluster_state
 from replication.compose.env import DEFAULT_PORTS, ensure_env_file, free_ports, read_env
 from replication.errors import BadInputError, NodeCommandError
 from replication.ports import require_free_ports
-from replication.topology import save_state
+from replication.topology import save_state, state_path
 from service.routing.lsn import format_lsn
 
 # Where the one-off restore container sees the source's repository (read-only).
@@ -104,7 +104,8 @@ def _recovery_env(request: RestoreRequest) -> dict[str, str]:
 
 
 def restore_stack(request: RestoreRequest, tool: BackupTool) -> RestoredCluster:
-    """Build the new stack (see the module's docstring); on failure, remove what it made."""
+    """Build the new stack (see the module's docstring); on failure, remove what it made.
+    ``tool`` chose the backup already: the restore reads the source's repository volume."""
     # Imported here: packaging (which the stack's wheelhouse code needs) is not in the
     # service image, whose CLI imports this module.
     from replication.compose.stack import ComposeStack
@@ -151,6 +152,9 @@ def restore_stack(request: RestoreRequest, tool: BackupTool) -> RestoredCluster:
             stack.down(volumes=True)
         if created:
             shutil.rmtree(new_dir, ignore_errors=True)
+        else:  # it was empty: leave it so
+            for written in (env_file, state_path(new_dir)):
+                written.unlink(missing_ok=True)
         raise
     down = f"replikit compose down --env-file {env_file} -p {project} --volumes"
     return RestoredCluster.of(

@@ -1,4 +1,5 @@
-"""The backup tools by the name a cluster's state file records (``archive.tool``)."""
+"""The backup tools of local clusters by the name their state file records (``archive.tool``);
+a compose stack's tool is set by the composition root (:mod:`replication.cluster`)."""
 
 from __future__ import annotations
 

@@ -27,6 +27,23 @@ full_every=${REPLIKIT_BACKUP_FULL_EVERY:-7}
 
 # As PID 1 nothing stops the script unless it says so; `wait` lets a signal in mid-sleep.
 trap 'exit 0' TERM INT
+
+# Run a pgBackRest command in the primary's container, through its server.
+on_primary() {
+    local primary=$1 command=$2
+    PGPASSWORD=$REPLIKIT_SUPERUSER_PASSWORD psql --no-psqlrc --quiet --host="$primary" \
+        --port=5432 --username="$superuser" --dbname=postgres --set=ON_ERROR_STOP=1 \
+        --command="COPY (SELECT 1) TO PROGRAM '$command >/dev/null'"
+}
+
+# A new primary creates the stanza (init-primary.sh); a node made before the stack archived
+# WAL did not, and its archive_command fails (keeping WAL in pg_wal) until one exists.
+# stanza-create leaves an existing stanza as it is.
+until primary=$(current_primary 5432) && on_primary "$primary" "pgbackrest stanza-create"; do
+    sleep 5 &
+    wait $!
+done
+log "the repository's stanza is in place (primary $primary)"
 if [ "$interval" = 0 ]; then
     log "scheduled backups are off (REPLIKIT_BACKUP_INTERVAL=0)"
     sleep infinity &
@@ -46,9 +63,7 @@ while true; do
         continue
     fi
     started=$SECONDS
-    if PGPASSWORD=$REPLIKIT_SUPERUSER_PASSWORD psql --no-psqlrc --quiet --host="$primary" \
-        --port=5432 --username="$superuser" --dbname=postgres --set=ON_ERROR_STOP=1 \
-        --command="COPY (SELECT 1) TO PROGRAM 'pgbackrest --type=$kind backup >/dev/null'"; then
+    if on_primary "$primary" "pgbackrest --type=$kind backup"; then
         log "$kind backup of $primary taken in $((SECONDS - started)) s"
         taken=$((taken + 1))
     else
