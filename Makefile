@@ -5,7 +5,7 @@ BIN := .venv/bin
 PYTEST_ARGS ?=
 
 .PHONY: setup requirements test lint up serve down status clean demo consistency soak soak-ci restore-experiment bench-backups bench bench-failover compose-up compose-down compose-purge \
-	compose-logs compose-load compose-monitoring compose-failover compose-rejoin \
+	compose-logs compose-load compose-monitoring compose-failover compose-rejoin compose-backup compose-restore \
 	compose-ha-up compose-ha-down compose-ha-purge compose-ha-logs
 
 setup:
@@ -167,6 +167,23 @@ compose-failover: setup
 compose-rejoin: setup
 	$(BIN)/replikit cluster rejoin $(NODE) $(COMPOSE_STATE)
 	$(BIN)/replikit cluster status $(COMPOSE_STATE)
+
+# Backups of the compose stack (docs/backup.md, "Compose stacks"): every node archives WAL
+# into the volume backup-repo; compose-backup takes a backup (TYPE=full|diff|incr), lists the
+# backups and the recoverable window. compose-restore builds a NEW stack (project
+# PROJECT, default <project>-restored; state and .env in INTO) from them, recovered to TO (an
+# ISO time) or, without TO, to the latest archived WAL; the source stack is not touched.
+TYPE ?= full
+INTO ?= .replikit/compose-restored
+compose-backup: setup
+	$(BIN)/replikit cluster attach-compose $(COMPOSE_STATE)
+	$(BIN)/replikit backup --type $(TYPE) $(COMPOSE_STATE)
+	$(BIN)/replikit backup list $(COMPOSE_STATE)
+
+compose-restore: setup
+	$(BIN)/replikit cluster attach-compose $(COMPOSE_STATE)
+	$(BIN)/replikit restore --from .replikit/compose --data-dir $(INTO) \
+		$(if $(TO),--to "$(TO)",--latest) $(if $(PROJECT),--project $(PROJECT))
 
 # The HA variant (deploy/compose/ha.yml): 3 etcd members and 3 Patroni nodes, which fail over
 # by themselves; project <directory>-ha, so its volumes never meet the default stack's. It

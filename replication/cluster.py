@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from replication.backup.containers import ContainerPgBackRest
 from replication.backup.tools import DEFAULT_TOOL, TOOLS, backup_tool
 from replication.drivers.base import NodeDriver, StopMode
 from replication.drivers.compose.driver import ComposeDriver
@@ -66,7 +67,10 @@ def _native_local(data_dir: Path, state: ClusterState, pg_bin: str | None) -> Cl
 
 
 def _native_compose(data_dir: Path, state: ClusterState, pg_bin: str | None) -> ClusterManager:
-    return NativeManager(data_dir=data_dir, state=state, driver=ComposeDriver(state=state))
+    driver = ComposeDriver(state=state)
+    manager = NativeManager(data_dir=data_dir, state=state, driver=driver)
+    manager.archive = ContainerPgBackRest(driver)
+    return manager
 
 
 def _patroni_local(data_dir: Path, state: ClusterState, pg_bin: str | None) -> ClusterManager:
@@ -76,7 +80,9 @@ def _patroni_local(data_dir: Path, state: ClusterState, pg_bin: str | None) -> C
 
 def _patroni_compose(data_dir: Path, state: ClusterState, pg_bin: str | None) -> ClusterManager:
     driver = ComposeDriver(state=state)
-    return ContainerPatroniManager(data_dir=data_dir, state=state, driver=driver)
+    manager = ContainerPatroniManager(data_dir=data_dir, state=state, driver=driver)
+    manager.archive = ContainerPgBackRest(driver)
+    return manager
 
 
 Assembly = Callable[[Path, ClusterState, str | None], ClusterManager]

@@ -45,8 +45,8 @@ from loadtests.experiments.failover import on_primary
 from loadtests.experiments.report import write_restore_report
 from loadtests.experiments.targets import LocalInstances
 from replication import cluster as clusters
-from replication.backup.base import BackupType, RestoreTarget, TargetKind
-from replication.backup.restore import RestoredCluster, restore_cluster
+from replication.backup.base import BackupType, RestoredCluster, RestoreTarget, TargetKind
+from replication.backup.restore import restore_cluster
 from replication.cluster import Cluster, cluster_down, cluster_up
 from replication.errors import BadInputError
 from replication.topology import require_state

@@ -17,8 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from replication.drivers.local.driver import LocalDriver
-from replication.errors import BadInputError
+from replication.steps import StepClock
 from replication.topology import ArchiveSettings, ClusterState, NodeSpec
 from service.routing.lsn import format_lsn, parse_lsn
 
@@ -186,7 +185,12 @@ WAL_FILE_NAME = re.compile(r"[0-9A-F]{24}")
 
 
 def segments_to_rescue(
-    *, wal_files: list[str], history: str, archived: list[ArchivedSegment], segment_bytes: int
+    *,
+    wal_files: list[str],
+    history: str,
+    archived: list[ArchivedSegment],
+    segment_bytes: int,
+    oldest_needed: str | None = None,
 ) -> list[str]:
     """The WAL files of a just promoted primary's parent timeline that lie wholly before the
     switch and are missing from the archive, oldest first.
@@ -195,7 +199,9 @@ def segments_to_rescue(
     archive nothing (``archive_mode = on``); the replica promoted in its place received the
     segment, though, and still holds it. ``history`` is the text of the new timeline's
     ``.history`` file (its last line: parent timeline, switch LSN). Segments past the switch
-    are never taken: a standby's pg_wal also holds recycled files named after future ones.
+    are never taken: a standby's pg_wal also holds recycled files named after future ones;
+    nor are those before ``oldest_needed`` (the oldest backup's first WAL), which the
+    retention expired on purpose.
     """
     lines = [line.split() for line in history.splitlines() if line.strip()]
     entries = [line for line in lines if line and line[0].isdigit() and len(line) >= 2]
@@ -204,6 +210,9 @@ def segments_to_rescue(
     parent, switch = int(entries[-1][0]), parse_lsn(entries[-1][1])
     switch_segment = switch // segment_bytes
     present = newest_timelines(archived, segment_bytes)
+    first = 0
+    if oldest_needed is not None:
+        first = ArchivedSegment(oldest_needed, datetime.now(UTC)).segment_number(segment_bytes)
     wanted = []
     for name in sorted(wal_files):
         if not WAL_FILE_NAME.fullmatch(name):
@@ -212,7 +221,7 @@ def segments_to_rescue(
         number = candidate.segment_number(segment_bytes)
         if (
             candidate.timeline == parent
-            and number < switch_segment
+            and first <= number < switch_segment
             and present.get(number, 0) < parent
         ):
             wanted.append(name)
@@ -249,26 +258,66 @@ class Verification:
         )
 
 
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What a restore builds: the source's state, the backup chosen for the target, and
+    where the new cluster goes (a compose stack also gets a project name)."""
+
+    source: ClusterState
+    backup: BackupInfo
+    target: RestoreTarget
+    new_dir: Path
+    base_port: int | None
+    project: str | None
+    clock: StepClock
+
+
+@dataclass(frozen=True)
+class RestoredCluster:
+    data_dir: Path
+    backup: str
+    target: str
+    seconds: float
+    primary_port: int
+    replicas: int
+    steps: list[dict[str, Any]]
+    #: How to use the new cluster, in one or two sentences.
+    next_steps: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "data_dir": str(self.data_dir)}
+
+    @classmethod
+    def of(
+        cls, request: RestoreRequest, *, primary_port: int, replicas: int, next_steps: str
+    ) -> RestoredCluster:
+        """What ``request`` built, timed by its clock."""
+        return cls(
+            data_dir=request.new_dir,
+            backup=request.backup.label,
+            target=request.target.describe(),
+            seconds=round(request.clock.elapsed, 2),
+            primary_port=primary_port,
+            replicas=replicas,
+            steps=request.clock.steps,
+            next_steps=next_steps,
+        )
+
+
 def utc_from_epoch(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 class BackupTool(ABC):
-    """One cluster's archive and backups, as one tool keeps them (local clusters: the tool
-    runs on this machine as the server account, through the local driver)."""
+    """One cluster's archive and backups, as one tool keeps them where the cluster's nodes
+    run: on this machine as the server account (local clusters, :mod:`.pgbackrest`), or in
+    the nodes' containers with the repository in a volume (compose stacks, :mod:`.containers`)."""
 
     #: The name recorded in the state file's ``archive.tool``.
     name: str
 
-    def __init__(self, driver: LocalDriver) -> None:
-        if driver.state.archive is None:
-            raise BadInputError(
-                f"The cluster in {driver.data_dir} was built without WAL archiving; "
-                "build one with 'replikit cluster up --archive' to take backups."
-            )
-        self.driver = driver
-        self.state = driver.state
-        self.settings: ArchiveSettings = driver.state.archive
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
 
     @classmethod
     @abstractmethod
@@ -312,5 +361,6 @@ class BackupTool(ABC):
 
     @abstractmethod
     def restore_node(self, *, backup: BackupInfo, target: RestoreTarget, pgdata: Path) -> None:
-        """Restore ``backup`` into the empty ``pgdata``, set to recover to ``target`` from
-        this archive and then be promoted."""
+        """Restore ``backup`` into the empty ``pgdata`` on this machine, set to recover to
+        ``target`` from this archive and then be promoted (or refuse in one sentence, saying
+        how this kind of cluster is restored instead)."""

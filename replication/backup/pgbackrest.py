@@ -26,7 +26,7 @@ import secrets
 import shlex
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from replication.admin import fetchval
 from replication.backup.base import (
@@ -40,6 +40,7 @@ from replication.backup.base import (
     segments_to_rescue,
     utc_from_epoch,
 )
+from replication.drivers.local.driver import LocalDriver
 from replication.errors import BadInputError
 from replication.topology import ArchiveSettings, ClusterState, NodeSpec
 from service.routing.lsn import format_lsn, parse_lsn
@@ -145,8 +146,37 @@ def parse_segments(listing: dict[str, dict[str, Any]]) -> list[ArchivedSegment]:
     return sorted(segments, key=lambda segment: segment.name)
 
 
+class PgBackRestCommand(Protocol):
+    """Runs pgBackRest with these arguments where the repository is; returns its output."""
+
+    def __call__(self, *args: str, what: str) -> str: ...
+
+
+def read_catalog(run: PgBackRestCommand) -> Catalog:
+    """The backups (``info``) and archived WAL (``repo-ls`` of the archive) of the stanza."""
+    info = json.loads(run(f"--stanza={STANZA}", "--output=json", "info", what="info"))
+    listing = json.loads(
+        run("--recurse", "--output=json", "repo-ls", f"archive/{STANZA}", what="repo-ls")
+    )
+    return Catalog(
+        backups=parse_backups(info),
+        segments=parse_segments(listing),
+        segment_bytes=WAL_SEGMENT_BYTES,
+    )
+
+
 class PgBackRest(BackupTool):
     name = "pgbackrest"
+
+    def __init__(self, driver: LocalDriver) -> None:
+        if driver.state.archive is None:
+            raise BadInputError(
+                f"The cluster in {driver.data_dir} was built without WAL archiving; "
+                "build one with 'replikit cluster up --archive' to take backups."
+            )
+        super().__init__(driver.state)
+        self.driver = driver
+        self.settings: ArchiveSettings = driver.state.archive
 
     @classmethod
     def configure_new(cls, state: ClusterState, data_dir: Path) -> ArchiveSettings:
@@ -224,11 +254,13 @@ class PgBackRest(BackupTool):
         if not histories:
             return []
         self._write_config([primary])
+        catalog = self.catalog()
         rescued = segments_to_rescue(
             wal_files=[path.name for path in wal.iterdir()],
             history=histories[-1].read_text(),
-            archived=self.catalog().segments,
+            archived=catalog.segments,
             segment_bytes=WAL_SEGMENT_BYTES,
+            oldest_needed=catalog.backups[0].first_wal if catalog.backups else None,
         )
         for name in rescued:
             self._run(
@@ -275,15 +307,7 @@ class PgBackRest(BackupTool):
         return newest, (standby or primary).name
 
     def catalog(self) -> Catalog:
-        info = json.loads(self._run(f"--stanza={STANZA}", "--output=json", "info", what="info"))
-        listing = json.loads(
-            self._run("--recurse", "--output=json", "repo-ls", f"archive/{STANZA}", what="repo-ls")
-        )
-        return Catalog(
-            backups=parse_backups(info),
-            segments=parse_segments(listing),
-            segment_bytes=WAL_SEGMENT_BYTES,
-        )
+        return read_catalog(self._run)
 
     def flush(self) -> None:
         primary = self._running_primary("archiving its current WAL")

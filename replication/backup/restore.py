@@ -7,16 +7,19 @@ own archive: the restored primary gets the new cluster's node and archive settin
 starts, its recovery settings are cleared once it is promoted, and the replicas are built from
 it as ``cluster up`` builds them. The source cluster is only read (and, when its primary runs,
 asked to archive its current WAL so that every moment up to now can be reached).
+
+Choosing the backup and refusing a target outside the window is the same for every cluster;
+building the new one depends on where the source's nodes run (:data:`NEW_CLUSTER`): local
+processes here, a new compose stack in :mod:`.stack_restore`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from replication.admin import execute, fetchval
 from replication.backup.base import (
@@ -24,9 +27,12 @@ from replication.backup.base import (
     BackupTool,
     Catalog,
     RecoveryWindow,
+    RestoredCluster,
+    RestoreRequest,
     RestoreTarget,
     TargetKind,
 )
+from replication.backup.stack_restore import restore_stack
 from replication.backup.tools import TOOLS
 from replication.cluster import Cluster, discard_new_cluster
 from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
@@ -36,20 +42,6 @@ from replication.steps import StepClock
 from replication.topology import ClusterState, NodeSpec, load_state, save_state, validate_shape
 
 PROMOTION_TIMEOUT_SECONDS = 600.0
-
-
-@dataclass(frozen=True)
-class RestoredCluster:
-    data_dir: Path
-    backup: str
-    target: str
-    seconds: float
-    primary_port: int
-    replicas: int
-    steps: list[dict[str, Any]]
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "data_dir": str(self.data_dir)}
 
 
 def _outside(target: RestoreTarget, window: RecoveryWindow) -> str | None:
@@ -147,8 +139,15 @@ def _wait_promoted(cluster: Cluster, primary: NodeSpec, log: Path) -> None:
 
 
 def restore_cluster(
-    *, source: Path, new_dir: Path, target: RestoreTarget, base_port: int | None = None
+    *,
+    source: Path,
+    new_dir: Path,
+    target: RestoreTarget,
+    base_port: int | None = None,
+    project: str | None = None,
 ) -> RestoredCluster:
+    """Build a new cluster in ``new_dir`` from the source's backups, recovered to ``target``,
+    of the same kind as the source: local nodes, or a new compose stack (``project``)."""
     clock = StepClock("restore")
     origin = Cluster.open(source)
     tool = origin.manager.backups()
@@ -163,8 +162,28 @@ def restore_cluster(
         )
     backup = choose_backup(_catalog_reaching(tool, target), target)
     clock.step("chose_backup", backup=backup.label, target=target.describe())
+    request = RestoreRequest(
+        source=origin.state,
+        backup=backup,
+        target=target,
+        new_dir=new_dir,
+        base_port=base_port,
+        project=project,
+        clock=clock,
+    )
+    return NEW_CLUSTER[origin.state.driver](request, tool)
+
+
+def _restore_local(request: RestoreRequest, tool: BackupTool) -> RestoredCluster:
+    """Local nodes: the backup restored into the new pg0, recovered and promoted, then the
+    replicas built from it as ``cluster up`` builds them."""
+    if request.project is not None:
+        raise BadInputError(
+            "--project names a new compose stack, and the source is a local cluster; drop it."
+        )
+    new_dir, target, clock = request.new_dir, request.target, request.clock
     ServerUser.detect().require_reachable(new_dir)
-    state = _new_state(origin.state, new_dir, base_port)
+    state = _new_state(request.source, new_dir, request.base_port)
     created = not new_dir.exists()
     cluster = Cluster.assemble(new_dir, state)
     primary = state.primary_node
@@ -173,7 +192,7 @@ def restore_cluster(
         save_state(new_dir, state)
         driver = cluster.driver
         pgdata = new_dir / primary.name
-        tool.restore_node(backup=backup, target=target, pgdata=pgdata)
+        tool.restore_node(backup=request.backup, target=target, pgdata=pgdata)
         clock.step("restored_files", node=primary.name)
         driver.init_primary(primary)  # the new ports, sockets and archive
         driver.start(primary)
@@ -192,12 +211,20 @@ def restore_cluster(
     except BaseException:
         discard_new_cluster(cluster, remove_dir=created)
         raise
-    return RestoredCluster(
-        data_dir=new_dir,
-        backup=backup.label,
-        target=target.describe(),
-        seconds=round(clock.elapsed, 2),
+    return RestoredCluster.of(
+        request,
         primary_port=primary.port,
         replicas=len(state.replicas),
-        steps=clock.steps,
+        next_steps=(
+            f'Point the service at it: eval "$(replikit cluster env --data-dir {new_dir})" '
+            f"and restart 'replikit serve'; take its first backup with 'replikit backup "
+            f"--data-dir {new_dir}'."
+        ),
     )
+
+
+# A restore builds a new cluster where the source's nodes run (the state file's ``driver``).
+NEW_CLUSTER: dict[str, Callable[[RestoreRequest, BackupTool], RestoredCluster]] = {
+    "local": _restore_local,
+    "compose": restore_stack,
+}

@@ -1,4 +1,5 @@
-"""The backup tools by the name a cluster's state file records (``archive.tool``)."""
+"""The backup tools of local clusters by the name their state file records (``archive.tool``);
+a compose stack's tool is set by the composition root (:mod:`replication.cluster`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from replication.backup.base import BackupTool
 from replication.backup.pgbackrest import PgBackRest
 from replication.drivers.local.driver import LocalDriver
 
-TOOLS: dict[str, type[BackupTool]] = {PgBackRest.name: PgBackRest}
+TOOLS: dict[str, type[PgBackRest]] = {PgBackRest.name: PgBackRest}
 DEFAULT_TOOL = PgBackRest.name
 
 

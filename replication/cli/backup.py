@@ -168,7 +168,16 @@ def restore(
     base_port: Annotated[
         int | None,
         typer.Option(
-            help="Port of the new cluster's pg0 (default: the first free after the source's)."
+            help="Port of the new cluster's pg0 (default: the first free after the source's; "
+            "for a compose stack, the first of its published ports)."
+        ),
+    ] = None,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            "--project",
+            help="A compose source only: the new stack's project name (default: the "
+            "source's plus -restored).",
         ),
     ] = None,
     as_json: JsonOption = False,
@@ -176,18 +185,16 @@ def restore(
     """Build a NEW cluster from a backup, recovered to a time, an LSN or the latest WAL.
 
     Primary and replicas, with the source's names and passwords and ports of their own; the
-    source cluster is not touched.
+    source cluster is not touched. A compose stack is restored into a new compose stack.
     """
     target = _target(to, lsn, latest)
-    result = restore_cluster(source=source, new_dir=new_dir, target=target, base_port=base_port)
+    result = restore_cluster(
+        source=source, new_dir=new_dir, target=target, base_port=base_port, project=project
+    )
     report(
         result.to_json(),
         as_json,
         f"Restored backup {result.backup} to {target.describe()} into {result.data_dir} in "
         f"{result.seconds:.1f} s: primary pg0 on port {result.primary_port}, "
-        f"{result.replicas} replica{'' if result.replicas == 1 else 's'}. Point the service "
-        f"at it: "
-        f'eval "$(replikit cluster env --data-dir {result.data_dir})" and restart '
-        f"'replikit serve'; take its first backup with 'replikit backup --data-dir "
-        f"{result.data_dir}'.",
+        f"{result.replicas} replica{'' if result.replicas == 1 else 's'}. {result.next_steps}",
     )

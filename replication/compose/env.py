@@ -31,6 +31,8 @@ PASSWORD_KEYS = (
     "REPLIKIT_POOLER_PASSWORD",
     # The HA variant's Patroni REST API (its unsafe endpoints: switchover, restart, ...).
     "REPLIKIT_PATRONI_REST_PASSWORD",
+    # pgBackRest's repository key (aes-256-cbc): without it no backup can be read.
+    "REPLIKIT_BACKUP_PASSPHRASE",
 )
 DEFAULT_PORTS = {
     "REPLIKIT_HTTP_PORT": 8080,

@@ -27,24 +27,6 @@ fi
 
 port=${REPLIKIT_PRIMARY_PORT:-5432}
 
-# The peer that answers as a primary (out of recovery), if any.
-current_primary() {
-    local peers=() peer
-    IFS=',' read -r -a peers <<<"${REPLIKIT_PEERS:-}"
-    for peer in "${peers[@]}"; do
-        if [ -z "$peer" ] || [ "$peer" = "${REPLIKIT_NODE_NAME:-}" ]; then
-            continue
-        fi
-        if [ "$(PGPASSWORD=$REPLIKIT_SUPERUSER_PASSWORD PGCONNECT_TIMEOUT=2 psql --no-psqlrc \
-            --host="$peer" --port="$port" --username="$superuser" --dbname=postgres \
-            --tuples-only --no-align --command='SELECT NOT pg_is_in_recovery()' 2>/dev/null)" = t ]; then
-            printf '%s' "$peer"
-            return 0
-        fi
-    done
-    return 1
-}
-
 if [ -f "$PGDATA/$fence_marker" ]; then
     fail "${REPLIKIT_NODE_NAME:-this node} is a fenced former primary and stays down; rejoin it as a replica: make compose-rejoin NODE=${REPLIKIT_NODE_NAME:-<node>} (replikit cluster rejoin ${REPLIKIT_NODE_NAME:-<node>} --data-dir .replikit/compose)"
 fi
@@ -60,7 +42,7 @@ else
     primary=${REPLIKIT_PRIMARY_HOST:-}
     waited=0
     while [ -z "$primary" ]; do
-        if primary=$(current_primary); then
+        if primary=$(current_primary "$port"); then
             break
         fi
         primary=""

@@ -27,6 +27,9 @@
 #                             what bounds its statements behind a transaction pooler, which
 #                             cannot pass the service's own start-up setting through
 #   REPLIKIT_ARCHIVE_COMMAND, REPLIKIT_ARCHIVE_TIMEOUT   continuous WAL archiving (lib.sh)
+#   REPLIKIT_ARCHIVE_INIT_COMMAND  run once (bash -c) while the new cluster's temporary server
+#                             runs, e.g. to create the backup repository's stanza; it finds the
+#                             server's socket directory in REPLIKIT_INIT_SOCKET_DIR
 #
 # The superuser is reachable on the local socket only by the OS account that runs this script
 # (the one that owns the cluster and runs its server: `postgres` as root or in a container, the
@@ -217,6 +220,11 @@ REVOKE ALL ON FUNCTION pooler.lookup(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pooler.lookup(text) TO :"pooler_user";
 SQL
         { pg_ctl --pgdata="$PGDATA" -m fast stop >/dev/null; fail "creating the pooler role failed"; }
+fi
+if [ -n "${REPLIKIT_ARCHIVE_INIT_COMMAND:-}" ]; then
+    log "preparing the WAL archive"
+    REPLIKIT_INIT_SOCKET_DIR=$workdir bash -c "$REPLIKIT_ARCHIVE_INIT_COMMAND" ||
+        { pg_ctl --pgdata="$PGDATA" -m fast stop >/dev/null; fail "preparing the WAL archive failed"; }
 fi
 pg_ctl --pgdata="$PGDATA" --wait --mode=fast stop >/dev/null
 touch "$marker"

@@ -85,3 +85,23 @@ monitor_user=${REPLIKIT_MONITOR_USER:-monitor}
 pooler_user=${REPLIKIT_POOLER_USER:-pooler_auth}
 database=${REPLIKIT_DATABASE:-replikit}
 export superuser replication_user app_user owner_user monitor_user pooler_user database
+
+# The node of REPLIKIT_PEERS (comma-separated host names; this node, REPLIKIT_NODE_NAME, is
+# skipped) that answers on port $1 as a primary (out of recovery), if any; asked as the
+# superuser with REPLIKIT_SUPERUSER_PASSWORD.
+current_primary() {
+    local port=$1 peers=() peer
+    IFS=',' read -r -a peers <<<"${REPLIKIT_PEERS:-}"
+    for peer in "${peers[@]}"; do
+        if [ -z "$peer" ] || [ "$peer" = "${REPLIKIT_NODE_NAME:-}" ]; then
+            continue
+        fi
+        if [ "$(PGPASSWORD=$REPLIKIT_SUPERUSER_PASSWORD PGCONNECT_TIMEOUT=2 psql --no-psqlrc \
+            --host="$peer" --port="$port" --username="$superuser" --dbname=postgres \
+            --tuples-only --no-align --command='SELECT NOT pg_is_in_recovery()' 2>/dev/null)" = t ]; then
+            printf '%s' "$peer"
+            return 0
+        fi
+    done
+    return 1
+}

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -99,7 +100,9 @@ def _live_reservations() -> list[str]:
 
 
 def _free_port_base(held: list[str]) -> int:
-    start = 20000
+    # REPLIKIT_TEST_PORTS=LOW-HIGH keeps a run within its own range (as for local clusters).
+    low = os.environ.get("REPLIKIT_TEST_PORTS", "").partition("-")[0]
+    start = int(low) if low.isdigit() else 20000
     while True:
         base = find_free_port_range(PORT_COUNT, start=start)
         if f"ports-{base}" not in held:
@@ -179,11 +182,13 @@ def compose_stack(
     name: str, variant: Variant = Variant.DEFAULT, **settings: str
 ) -> Iterator[ComposeStack]:
     """A stack of the variant's services, healthy, removed with its volumes afterwards.
-    The project is named ``rkt<name><random>``, or ``<name>-<random>`` for a name that ends
-    in a hyphen (a helper's own prefix)."""
+    The project is named ``rkt<name><random>`` (REPLIKIT_TEST_PROJECT_PREFIX replaces
+    ``rkt``, to keep several people's stacks apart on one engine), or ``<name><random>`` for
+    a name that ends in a hyphen (a helper's own prefix)."""
     scratch = Path(tempfile.mkdtemp(prefix=f"replikit-{name}-"))
     suffix = uuid.uuid4().hex[:6]
-    project = f"{name}{suffix}" if name.endswith("-") else f"rkt{name}{suffix}"
+    prefix = os.environ.get("REPLIKIT_TEST_PROJECT_PREFIX", "rkt")
+    project = f"{name}{suffix}" if name.endswith("-") else f"{prefix}{name}{suffix}"
     with reserved_addresses() as reserved:
         (scratch / ".env").write_text("".join(f"{k}={v}\n" for k, v in reserved.items()))
         write_env(scratch / ".env", **settings)
@@ -213,3 +218,28 @@ def admin_url(stack: ComposeStack) -> str:
 
 def containers_of(stack: ComposeStack, service: str) -> list[str]:
     return [c.name for c in stack.containers() if c.service == service]
+
+
+def replikit(*args: str, check: bool = True, timeout: float = 1200) -> str:
+    """Run the ``replikit`` CLI of this environment in the checkout; its output, after
+    asserting it succeeded (``check``) with the output as the message."""
+    result = replikit_result(*args, timeout=timeout)
+    if check:
+        assert result.returncode == 0, f"replikit {' '.join(args)}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def replikit_result(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "replikit"), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def attach(stack: ComposeStack, data_dir: str) -> None:
+    """``replikit cluster attach-compose`` of the stack into ``data_dir``."""
+    assert stack.project_name is not None
+    replikit(
+        "cluster", "attach-compose", "--env-file", str(stack.env_file),
+        "-p", stack.project_name, "--data-dir", data_dir,
+    )  # fmt: skip

@@ -5,8 +5,6 @@ the stack comes back clean with `up -d`; `down -v` then leaves nothing behind.""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,22 +13,9 @@ import pytest
 
 from loadtests.benchmarks.acked_uploads import AckedUploads, running
 from replication.errors import ClusterTimeoutError
-from tests.compose.stacks import ROOT, api_url, compose_stack, leftovers
+from tests.compose.stacks import api_url, attach, compose_stack, leftovers, replikit
 
 pytestmark = [pytest.mark.compose, pytest.mark.destructive]
-
-
-def replikit(*args: str) -> str:
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "replikit"), *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, f"replikit {' '.join(args)}: {result.stdout}{result.stderr}"
-    return result.stdout
 
 
 def test_crash_of_the_primary_under_uploads_loses_no_acknowledged_upload(
@@ -43,10 +28,7 @@ def test_crash_of_the_primary_under_uploads_loses_no_acknowledged_upload(
         project = stack.project_name
         assert project is not None
         data_dir = ["--data-dir", str(Path(state) / "compose")]
-        replikit(
-            "cluster", "attach-compose", "--env-file", str(stack.env_file), "-p", project,
-            *data_dir,
-        )  # fmt: skip
+        attach(stack, data_dir[1])
         # The app instances reach every node through its pooler (the stack's default): the
         # tokens' promises hold with replicas that disagree (pg2 replays 1.5 s late).
         results = Path(state) / "results"

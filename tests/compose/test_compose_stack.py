@@ -102,7 +102,7 @@ def test_stack_comes_up_healthy_from_empty_volumes(stack: ComposeStack) -> None:
     states = {state.name: state for state in stack.containers()}
     services = sorted({state.service for state in states.values()})
     assert services == [
-        "app", "lb", "migrate", "pg0", "pg1", "pg2", "pooler0", "pooler1", "pooler2",
+        "app", "backup", "lb", "migrate", "pg0", "pg1", "pg2", "pooler0", "pooler1", "pooler2",
     ]  # fmt: skip
     assert all(state.ready for state in states.values()), states
     assert len(containers_of(stack, "app")) == 2

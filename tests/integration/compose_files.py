@@ -23,6 +23,7 @@ def compose_env_file(directory: Path) -> Path:
             f"REPLIKIT_{name}_PASSWORD={secrets.token_hex(16)}\n"
             for name in ("SUPERUSER", "REPLICATION", "OWNER", "APP", "GRAFANA", "POOLER")
         )
+        + f"REPLIKIT_BACKUP_PASSPHRASE={secrets.token_hex(16)}\n"
     )
     return path
 

@@ -49,7 +49,7 @@ def test_compose_file_parses_and_refuses_missing_passwords(workdir: Path) -> Non
 def test_services_health_checks_and_dependencies(config: dict[str, Any]) -> None:
     """What the real run does not show: the wiring that keeps failovers and ports safe."""
     services = config["services"]
-    core = {*PG_SERVICES, "pooler0", "pooler1", "pooler2", "migrate", "app", "lb"}
+    core = {*PG_SERVICES, "pooler0", "pooler1", "pooler2", "migrate", "app", "lb", "backup"}
     assert core <= set(services)
     for name in set(services) - core:  # everything else is opt-in
         assert services[name].get("profiles"), f"{name} runs without a profile"
@@ -64,6 +64,16 @@ def test_services_health_checks_and_dependencies(config: dict[str, Any]) -> None
         assert services[name]["environment"]["REPLIKIT_PEERS"] == ",".join(PG_SERVICES)
         # Nothing may wait on one particular node being healthy: roles move on failover.
         assert "depends_on" not in services[name]
+        # One repository, on the same path in every node, whichever is primary.
+        assert "backup-repo:/var/lib/pgbackrest:rw" in services[name]["volumes"], name
+        assert services[name]["environment"]["REPLIKIT_ARCHIVE_COMMAND"] == (
+            "pgbackrest archive-push %p"
+        )
+    # Scheduled backups ask every node which is the primary; they publish nothing and hold
+    # no repository (the primary's server runs the backup in its own container).
+    assert services["backup"]["environment"]["REPLIKIT_PEERS"] == ",".join(PG_SERVICES)
+    assert "ports" not in services["backup"]
+    assert not any("backup-repo" in volume for volume in services["backup"]["volumes"])
     assert services["pg0"]["environment"]["REPLIKIT_ROLE"] == "primary"
     for name in ("pg1", "pg2"):
         assert services[name]["environment"]["REPLIKIT_ROLE"] == "replica"

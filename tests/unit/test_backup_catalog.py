@@ -228,6 +228,15 @@ def test_a_promoted_replica_archives_the_old_timeline_segments_the_archive_lacks
         segment_bytes=MB16,
     )
     assert nothing_missing == []
+    # Segments older than the oldest backup were expired by the retention: none comes back.
+    expired = segments_to_rescue(
+        wal_files=wal_files,
+        history=history,
+        archived=[],
+        segment_bytes=MB16,
+        oldest_needed="000000010000000000000004",
+    )
+    assert expired == ["000000010000000000000004"]
     assert (
         segments_to_rescue(wal_files=wal_files, history="", archived=[], segment_bytes=MB16) == []
     )

@@ -23,8 +23,8 @@ def test_missing_settings_generate_distinct_passwords_and_keep_what_is_set(
     assert "REPLIKIT_APP_PASSWORD" not in values
     assert "REPLIKIT_OWNER_PASSWORD" in compose_env.PASSWORD_KEYS
     passwords = [values[key] for key in compose_env.PASSWORD_KEYS if key in values]
-    assert len(passwords) == len(compose_env.PASSWORD_KEYS) - 1 == 7
-    assert len(set(passwords)) == 7
+    assert len(passwords) == len(compose_env.PASSWORD_KEYS) - 1 == 8
+    assert len(set(passwords)) == 8
     assert all(len(p) == 48 for p in passwords)
     assert values["REPLIKIT_HTTP_PORT"] == "8080"
     subnet = ipaddress.ip_network(values["REPLIKIT_SUBNET"])

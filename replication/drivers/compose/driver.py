@@ -99,6 +99,13 @@ class ComposeDriver:
             what=what,
         )
 
+    def run_in(self, node: NodeSpec, argv: list[str], *, what: str, timeout: float = 300.0) -> str:
+        """Run ``argv`` as postgres where the node's volumes are: in its running container
+        (``exec``), else in a one-off container of its service; returns the output."""
+        if self.is_running(node):
+            return self._compose("exec", "-T", node.name, *argv, what=what, timeout=timeout)
+        return self._one_off(node, f"exec {shlex.join(argv)}", what=what, env={})
+
     # NodeDriver ---------------------------------------------------------------------------
     def prepare(self) -> None:
         return None
