@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
@@ -70,8 +71,10 @@ class NodeMonitor:
         interval: float,
         metrics: ServiceMetrics,
         loop_lag: LoopLag | None = None,
+        tls: dict[str, Any] | None = None,
     ) -> None:
         self.nodes = list(nodes)
+        self.tls = tls or {}  # asyncpg's ssl argument (engines.tls_arguments)
         self.loop_lag = loop_lag or LoopLag()
         self.interval = interval
         self.metrics = metrics
@@ -123,6 +126,7 @@ class NodeMonitor:
                 plain_dsn(node.url),
                 timeout=self.interval * 2,
                 server_settings={"application_name": "replikit-monitor"},
+                **self.tls,
             )
             self._connections[key] = connection
         try:
