@@ -33,6 +33,7 @@ from replication.server_user import ServerUser
 from replication.tls.authority import DEFAULT_DAYS
 from replication.tls.check import check_layout
 from replication.tls.provision import (
+    adopt_brought_ca,
     cluster_layout,
     copy_layout,
     reissue,
@@ -364,6 +365,8 @@ def rotate_certificates(
     else:
         check_layout(cluster_layout(state, source.absolute()), fix=source_hint(source))
         copy_layout(cluster_layout(state, source.absolute()), cluster_layout(state))
+        adopt_brought_ca(state)
+        save_state(cluster.data_dir, state)
     return cluster.manager.reload_certificates()
 
 

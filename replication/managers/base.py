@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from replication.admin import execute
 from replication.backup.base import BackupTool
 from replication.drivers.base import NodeDriver, StopMode
 from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
@@ -96,7 +95,7 @@ class ClusterManager(ABC):
         reloaded = []
         for node in self.state.nodes:
             if self.driver.is_running(node):
-                execute(self.state, node, "SELECT pg_reload_conf()")
+                self.driver.reload(node)
                 reloaded.append(node.name)
         return reloaded
 

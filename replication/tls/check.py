@@ -44,10 +44,11 @@ def _load_public_key_of(path: Path, fix: str) -> bytes:
             f"{path} is not an unencrypted PEM private key (the servers cannot ask for a "
             f"passphrase); {fix}."
         ) from None
-    return _public_bytes(key.public_key())
+    return public_bytes(key.public_key())
 
 
-def _public_bytes(key: object) -> bytes:
+def public_bytes(key: object) -> bytes:
+    """A public key's DER bytes, to compare two keys."""
     return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -138,6 +139,6 @@ def _check_pair(
     cert = load_certificate(cert_path, fix)
     _check_dates(cert_path, cert, now, fix)
     _check_signed_by(cert_path, cert, ca, fix)
-    if _load_public_key_of(key_path, fix) != _public_bytes(cert.public_key()):
+    if _load_public_key_of(key_path, fix) != public_bytes(cert.public_key()):
         raise CertificateError(f"{key_path} is not the key of {cert_path}; {fix}.")
     return cert

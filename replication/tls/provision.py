@@ -11,10 +11,11 @@ from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from replication.errors import BadInputError
 from replication.tls.authority import DEFAULT_DAYS, issue_all, issue_client, issue_server
-from replication.tls.check import check_layout
+from replication.tls.check import check_layout, public_bytes
 from replication.tls.files import CertificateLayout, ServerIdentity
 from replication.topology import ClusterState, NodeSpec, TlsSettings
 
@@ -99,6 +100,21 @@ def copy_to_new_cluster(state: ClusterState, data_dir: Path) -> None:
     shutil.copytree(source, directory, dirs_exist_ok=True)
     directory.chmod(0o755)
     state.tls = state.tls.model_copy(update={"directory": str(directory)})
+
+
+def adopt_brought_ca(state: ClusterState) -> None:
+    """After copying a user's certificates in: when their ``ca.crt`` is not the kit CA's any
+    more, the kit's ``ca.key`` can sign nothing that is trusted, so it goes, and the cluster's
+    certificates count as brought (a later rotation needs ``--from`` again)."""
+    if state.tls is None:
+        return
+    layout = cluster_layout(state)
+    if layout.ca_key.is_file():
+        ca = x509.load_pem_x509_certificate(layout.ca_cert.read_bytes())
+        key = serialization.load_pem_private_key(layout.ca_key.read_bytes(), password=None)
+        if public_bytes(key.public_key()) != public_bytes(ca.public_key()):
+            layout.ca_key.unlink()
+    state.tls.kit_ca = layout.ca_key.is_file()
 
 
 def reissue(state: ClusterState, data_dir: Path, *, days: int = DEFAULT_DAYS) -> None:

@@ -182,6 +182,7 @@ def tls_cluster() -> Iterator[Cluster]:
         yield built
 
 
+@pytest.mark.destructive
 def test_failover_and_rejoin_with_pg_rewind_over_tls(tls_cluster: Cluster) -> None:
     data_dir = tls_cluster.data_dir
     old = tls_cluster.state.primary
@@ -198,6 +199,7 @@ def test_failover_and_rejoin_with_pg_rewind_over_tls(tls_cluster: Cluster) -> No
     assert all(row.cert_days_left is not None and row.cert_days_left >= 364 for row in rows)
 
 
+@pytest.mark.destructive
 async def test_a_rotation_is_picked_up_by_a_reload_with_no_request_dropped(
     tls_cluster: Cluster,
 ) -> None:
@@ -256,6 +258,35 @@ async def test_a_rotation_is_picked_up_by_a_reload_with_no_request_dropped(
     assert await asyncio.to_thread(Cluster.open(cluster.data_dir).wait_streaming)
 
 
+@pytest.mark.destructive
+def test_certificates_from_another_ca_replace_the_kit_ca_with_a_reload(
+    tls_cluster: Cluster,
+) -> None:
+    data_dir = tls_cluster.data_dir
+    theirs = reachable_temp_dir("replikit-certs-") / "theirs"
+    issued = replikit("certs", "issue", "--out", str(theirs))
+    assert issued.returncode == 0, issued.stderr
+    rotated = replikit("certs", "rotate", "--data-dir", str(data_dir), "--from", str(theirs))
+    assert rotated.returncode == 0, rotated.stderr
+    cluster = Cluster.open(data_dir)
+    layout = layout_of(cluster)
+    assert layout.ca_cert.read_bytes() == (theirs / "ca.crt").read_bytes()
+    assert not layout.ca_key.exists()  # the kit's key signs nothing these clients trust
+    assert cluster.state.tls is not None
+    assert cluster.state.tls.kit_ca is False
+    # Replicas reconnect with the new client certificate against the new CA.
+    for replica in cluster.state.replicas:
+        cluster.driver.stop(replica)
+    assert cluster.start_all() == []
+    cluster.wait_streaming()
+    # The kit can no longer issue: its refusal says what to do instead.
+    again = replikit("certs", "rotate", "--data-dir", str(data_dir))
+    assert again.returncode == 2
+    assert "were brought by you" in again.stderr
+    assert "--from DIR' with new ones from your CA." in again.stderr
+
+
+@pytest.mark.destructive
 def test_with_tls_off_the_cluster_is_plain_text_with_passwords() -> None:
     """``--tls off``, for comparison: plain TCP, and replication logs in with its password."""
     with running_cluster(replicas=1, name="plain", tls=False) as plain:

@@ -247,6 +247,9 @@ class LocalDriver:
             if self.is_running(node):
                 raise ClusterTimeoutError(f"{node.name} did not stop: {error}") from None
 
+    def reload(self, node: NodeSpec) -> None:
+        self._pg_ctl(node, "reload", what=f"reloading {node.name}", timeout=30)
+
     def is_running(self, node: NodeSpec) -> bool:
         """True while the node's postmaster runs. ``pg_ctl status`` alone calls a killed,
         not yet reaped postmaster (a zombie) running, so the recorded pid is checked first."""
