@@ -15,6 +15,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from cryptography import x509
+from prometheus_client.parser import text_string_to_metric_families
 
 from replication.admin import fetchval
 from replication.cluster import Cluster, rotate_certificates
@@ -162,6 +164,20 @@ async def test_the_service_uploads_and_reads_over_verified_tls(migrated: Cluster
             return len(served_by) == len(migrated.state.replicas)
 
         await wait_until(read_from_every_node, within=10, what="reads from both replicas")
+        # The monitor verified each node's certificate and exports when it expires.
+        exported = {
+            sample.labels["node"]: sample.value
+            for family in text_string_to_metric_families((await client.get("/metrics")).text)
+            for sample in family.samples
+            if sample.name == "replikit_node_certificate_expiry_timestamp_seconds"
+        }
+        layout = layout_of(migrated)
+        assert exported == {
+            node.name: x509.load_pem_x509_certificate(
+                layout.server_cert(node.name).read_bytes()
+            ).not_valid_after_utc.timestamp()
+            for node in migrated.state.nodes
+        }
         # Every connection the service holds to every node is TLS.
         for node in migrated.state.nodes:
             sessions = await asyncio.to_thread(
