@@ -31,7 +31,9 @@ def run_migrations(connection: Connection) -> None:
 
 
 async def run_async_migrations() -> None:
-    engine = create_async_engine(database_url())
+    engine = create_async_engine(
+        database_url(), connect_args=config.attributes.get("connect_args", {})
+    )
     async with engine.connect() as connection:
         await connection.run_sync(run_migrations)
     await engine.dispose()

@@ -1,7 +1,9 @@
 """Superuser SQL on one node, for the cluster tools (status, failover, lag).
 
 Each call opens its own short connection: the tools run rarely, and a fresh connection never
-carries state from a node's previous life (a demoted primary, a restarted replica).
+carries state from a node's previous life (a demoted primary, a restarted replica). On a
+cluster with TLS every connection checks the node's certificate against the cluster's CA, as
+``sslmode=verify-full`` does.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from replication.tls.provision import client_context
 from replication.topology import ClusterState, NodeSpec
 
 CONNECT_TIMEOUT_SECONDS = 2.0
@@ -25,6 +28,7 @@ async def admin_connect(state: ClusterState, node: NodeSpec) -> asyncpg.Connecti
         user=state.superuser,
         password=state.passwords.superuser,
         database="postgres",
+        ssl=client_context(state),
         timeout=CONNECT_TIMEOUT_SECONDS,
         server_settings={"application_name": "replikit-admin"},
     )
@@ -40,6 +44,7 @@ async def app_connect(
         user=state.app_user,
         password=state.passwords.app,
         database=state.database,
+        ssl=client_context(state),
         timeout=connect_timeout,
     )
 
@@ -56,6 +61,7 @@ async def owner_connect(
         user=user,
         password=password,
         database=state.database,
+        ssl=client_context(state),
         timeout=connect_timeout,
     )
 

@@ -31,6 +31,16 @@ from replication.pgbin import find_pg_binaries
 from replication.ports import require_free_ports
 from replication.probe import NodeStatus
 from replication.server_user import ServerUser
+from replication.tls.authority import DEFAULT_DAYS
+from replication.tls.check import check_layout
+from replication.tls.provision import (
+    adopt_brought_ca,
+    cluster_layout,
+    copy_layout,
+    reissue,
+    source_hint,
+)
+from replication.tls.provision import configure_new as configure_tls
 from replication.topology import (
     DEFAULT_MAX_SLOT_WAL_KEEP_SIZE,
     ClusterState,
@@ -152,7 +162,20 @@ def _check_matches(
     base_port: int | None,
     manager: Manager | None = None,
     archive: bool = False,
+    tls: bool | None = None,
+    tls_dir: Path | None = None,
 ) -> None:
+    if tls_dir is not None:
+        raise BadInputError(
+            f"The cluster in {data_dir} exists already; bring new certificates with "
+            f"'replikit certs rotate --data-dir {data_dir} --from {tls_dir}'."
+        )
+    if tls is not None and tls != (state.tls is not None):
+        raise BadInputError(
+            f"The cluster in {data_dir} was built with --tls "
+            f"{'on' if state.tls is not None else 'off'}; run 'replikit cluster down --purge' "
+            f"first to rebuild it with --tls {'on' if tls else 'off'}."
+        )
     if archive and state.archive is None:
         raise BadInputError(
             f"The cluster in {data_dir} was built without --archive; run 'replikit cluster "
@@ -192,11 +215,14 @@ def cluster_up(
     max_slot_wal_keep_size: str = DEFAULT_MAX_SLOT_WAL_KEEP_SIZE,
     manager: Manager | None = None,
     archive: bool = False,
+    tls: bool | None = None,
+    tls_dir: Path | None = None,
 ) -> tuple[Cluster, list[NodeStatus]]:
     """Create, restart or just report the cluster in ``data_dir``; idempotent.
 
     All checks run before anything is written. A new cluster that fails half-way is stopped
-    and removed, so the next ``up`` starts clean.
+    and removed, so the next ``up`` starts clean. ``tls`` None means the manager's default
+    (on where it serves TLS); ``tls_dir`` brings the user's own certificates.
     """
     data_dir = data_dir.absolute()
     state = load_state(data_dir)
@@ -209,6 +235,8 @@ def cluster_up(
             base_port=base_port,
             manager=manager,
             archive=archive,
+            tls=tls,
+            tls_dir=tls_dir,
         )
         cluster = Cluster.assemble(data_dir, state, pg_bin)
         cluster.manager.prepare()
@@ -240,9 +268,12 @@ def cluster_up(
             )
         state.archive = TOOLS[DEFAULT_TOOL].configure_new(state, data_dir)
     manager_class(state.manager).configure_new(state)
+    use_tls = _wants_tls(state.manager, tls=tls, tls_dir=tls_dir)
     created_dir = not data_dir.exists()
     cluster = Cluster.assemble(data_dir, state, str(binaries.directory))
     try:
+        if use_tls:
+            configure_tls(state, data_dir, tls_dir)
         cluster.manager.prepare()
         save_state(data_dir, state)
         cluster.manager.build()
@@ -250,6 +281,23 @@ def cluster_up(
     except BaseException:
         discard_new_cluster(cluster, remove_dir=created_dir)
         raise
+
+
+def _wants_tls(manager: Manager, *, tls: bool | None, tls_dir: Path | None) -> bool:
+    """Whether a new cluster gets TLS: asked for, or its manager's default."""
+    serves = manager_class(manager).serves_tls
+    if tls_dir is not None and tls is False:
+        raise BadInputError("--tls-dir brings certificates for TLS; drop it or --tls off.")
+    if (tls or tls_dir is not None) and not serves:
+        raise BadInputError(
+            f"TLS is built for the native manager's local clusters so far; drop --tls on "
+            f"(and --tls-dir) or build the cluster with --manager {Manager.NATIVE.value}."
+        )
+    if tls_dir is not None and not tls_dir.is_dir():
+        raise BadInputError(
+            f"--tls-dir {tls_dir} is not a directory; give the one that holds ca.crt."
+        )
+    return serves if tls is None else tls
 
 
 def discard_new_cluster(cluster: Cluster, *, remove_dir: bool) -> None:
@@ -302,6 +350,30 @@ def rejoin(data_dir: Path, name: str) -> dict[str, Any]:
 
 def lag(data_dir: Path, name: str, change: LagChange) -> dict[str, Any]:
     return Cluster.open(data_dir).manager.lag(name, change)
+
+
+def rotate_certificates(
+    data_dir: Path, *, source: Path | None = None, days: int = DEFAULT_DAYS
+) -> list[str]:
+    """New certificates for every node and the replication role, picked up by a reload:
+    issued by the cluster's kit CA, or copied from ``source`` after checking them there.
+    Returns the nodes that were reloaded."""
+    cluster = Cluster.open(data_dir)
+    state = cluster.state
+    if state.tls is None:
+        raise BadInputError(
+            f"The cluster in {cluster.data_dir} was built with --tls off, so it has no "
+            f"certificates to rotate; rebuild it with TLS ('replikit cluster down --purge', then "
+            f"'replikit cluster up')."
+        )
+    if source is None:
+        reissue(state, cluster.data_dir, days=days)
+    else:
+        check_layout(cluster_layout(state, source.absolute()), fix=source_hint(source))
+        copy_layout(cluster_layout(state, source.absolute()), cluster_layout(state))
+        adopt_brought_ca(state)
+        save_state(cluster.data_dir, state)
+    return cluster.manager.reload_certificates()
 
 
 def env_lines(data_dir: Path) -> list[str]:

@@ -120,6 +120,15 @@ class NodeStatus:
     pooler_clients: int | None = None
     pooler_waiting: int | None = None
     pooler_servers: int | None = None
+    # TLS clusters: when the node's server certificate expires (ISO 8601, UTC) and in how
+    # many whole days (negative once expired).
+    cert_expires: str | None = None
+    cert_days_left: int | None = None
+
+    def add_certificate(self, expires: datetime | None, now: datetime) -> None:
+        if expires is not None:
+            self.cert_expires = expires.isoformat()
+            self.cert_days_left = (expires - now).days
 
     def add_pooler(self, stats: PoolerStats | None) -> None:
         if stats is not None:

@@ -83,6 +83,12 @@ class ServerUser:
             os.chown(path, self.uid, self.gid)
         path.chmod(mode)
 
+    def hand_over(self, path: Path) -> None:
+        """Give this account a file it must own (a server's private key: PostgreSQL refuses
+        one owned by anybody else with mode 0600)."""
+        if self.switch:
+            os.chown(path, self.uid, self.gid)
+
     def can_reach(self, path: Path) -> bool:
         """True when this account can traverse into ``path`` (every parent searchable)."""
         if not self.switch:

@@ -82,6 +82,16 @@ class ArchiveSettings(BaseModel):
         }
 
 
+class TlsSettings(BaseModel):
+    """Transport security of a local cluster (``cluster up --tls on``, the default): the
+    directory holding its certificates (names in :mod:`replication.tls.files`), and whether the
+    kit's CA issued them (its key is there, so ``replikit certs rotate`` issues new ones) or
+    the user brought their own (``cluster up --tls-dir``; rotating copies new ones in)."""
+
+    directory: str
+    kit_ca: bool = True
+
+
 class Passwords(BaseModel):
     superuser: str
     replication: str
@@ -145,6 +155,8 @@ class ClusterState(BaseModel):
     patroni: PatroniSettings | None = None
     # None: the nodes archive no WAL and there are no backups.
     archive: ArchiveSettings | None = None
+    # None: plain TCP (``--tls off``, or a cluster built before TLS existed).
+    tls: TlsSettings | None = None
     compose_file: str | None = None
     # The compose project and env file the stack was brought up with (None: compose's default),
     # so every compose call addresses that stack and no other.

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     db_connect_timeout: float = Field(default=3.0, gt=0)
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    # TLS to the nodes (docs/security.md): set, every connection checks the node's
+    # certificate against this CA and the URL's host, as sslmode=verify-full does.
+    db_ssl_root_cert: Path | None = Field(
+        default=None, description="CA certificate (PEM) the nodes' certificates must chain to."
+    )
 
     # Session router (service/routing): see docs/configuration.md.
     health_interval: float = Field(default=0.5, gt=0)
@@ -151,6 +156,16 @@ class Settings(BaseSettings):
         for url in [value] if isinstance(value, str) else value:
             if not url.startswith("postgresql+asyncpg://"):
                 raise ValueError("database URLs must start with postgresql+asyncpg://")
+        return value
+
+    @field_validator("db_ssl_root_cert")
+    @classmethod
+    def _readable_ca(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(
+                f"{value} is not a file; point it at the cluster's ca.crt ('replikit cluster "
+                f"env' prints it) or unset it"
+            )
         return value
 
     @model_validator(mode="after")

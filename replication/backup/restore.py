@@ -39,6 +39,7 @@ from replication.errors import BadInputError, ClusterTimeoutError, ReplikitError
 from replication.ports import find_free_port_range, require_free_ports
 from replication.server_user import ServerUser
 from replication.steps import StepClock
+from replication.tls.provision import copy_to_new_cluster
 from replication.topology import ClusterState, NodeSpec, load_state, save_state, validate_shape
 
 PROMOTION_TIMEOUT_SECONDS = 600.0
@@ -188,6 +189,7 @@ def _restore_local(request: RestoreRequest, tool: BackupTool) -> RestoredCluster
     cluster = Cluster.assemble(new_dir, state)
     primary = state.primary_node
     try:
+        copy_to_new_cluster(state, new_dir)
         cluster.manager.prepare()
         save_state(new_dir, state)
         driver = cluster.driver

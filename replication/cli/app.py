@@ -8,6 +8,7 @@ import sys
 import typer
 
 from replication.cli.backup import backup_app, restore
+from replication.cli.certs import certs_app
 from replication.cli.cluster import cluster_app
 from replication.cli.compose import compose_app
 from replication.cli.experiment import experiment_app
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(backup_app, name="backup")
+app.add_typer(certs_app, name="certs")
 app.command("restore")(restore)
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(compose_app, name="compose")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,12 @@ from replication.drivers.base import StopMode
 from replication.errors import BadInputError
 from replication.lag import LagChange
 from replication.topology import DEFAULT_MAX_SLOT_WAL_KEEP_SIZE, Manager, SyncMode
+
+
+class TlsMode(StrEnum):
+    ON = "on"
+    OFF = "off"
+
 
 cluster_app = typer.Typer(
     help="A primary-replica cluster: local PostgreSQL processes, or an attached compose stack.",
@@ -65,6 +72,20 @@ def up(
             "'replikit backup' and 'replikit restore' (native manager; needs pgbackrest).",
         ),
     ] = False,
+    tls: Annotated[
+        TlsMode | None,
+        typer.Option(
+            help="TLS on every connection to the nodes (on: the default of native clusters; "
+            "off: plain TCP, for comparison). See docs/security.md."
+        ),
+    ] = None,
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Bring your own certificates from this directory (ca.crt, server-<node>.crt/"
+            ".key, client-replicator.crt/.key) instead of the kit's own CA."
+        ),
+    ] = None,
 ) -> None:
     """Create (or restart) the primary and its replicas and wait until every one streams."""
     _require_size("--wal-keep-size", wal_keep_size)
@@ -79,6 +100,8 @@ def up(
         max_slot_wal_keep_size=max_slot_wal_keep_size,
         manager=manager,
         archive=archive,
+        tls=None if tls is None else tls is TlsMode.ON,
+        tls_dir=tls_dir,
     )
     print_status(rows)
     for row in rows:

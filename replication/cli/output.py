@@ -58,6 +58,11 @@ SLOT_COLUMNS: dict[str, Callable[[NodeStatus], str]] = {
     "wal_status": lambda row: _fmt(row.slot_wal_status),
     "safe_wal_size": lambda row: format_size(row.slot_safe_wal_size),
 }
+CERT_COLUMNS: dict[str, Callable[[NodeStatus], str]] = {
+    "cert_expires": lambda row: (
+        f"{row.cert_expires[:10]} ({row.cert_days_left} d)" if row.cert_expires else "-"
+    ),
+}
 
 
 def print_status(rows: list[NodeStatus]) -> None:
@@ -81,6 +86,9 @@ def print_status(rows: list[NodeStatus]) -> None:
         columns += ["patroni_role", "patroni_state"]
     if any(row.pooler_servers is not None for row in rows):
         columns += ["pooler_clients", "pooler_waiting", "pooler_servers"]
+    if any(row.cert_expires is not None for row in rows):
+        columns += [*CERT_COLUMNS]
+    formatted = {**SLOT_COLUMNS, **CERT_COLUMNS}
     for column in columns:
         right = column.startswith(("lag", "port", "safe"))
         table.add_column(column, justify="right" if right else "left")
@@ -88,7 +96,7 @@ def print_status(rows: list[NodeStatus]) -> None:
         values = row.to_json()
         table.add_row(
             *(
-                SLOT_COLUMNS[column](row) if column in SLOT_COLUMNS else _fmt(values[column])
+                formatted[column](row) if column in formatted else _fmt(values[column])
                 for column in columns
             )
         )

@@ -34,9 +34,11 @@ def migrate(
     from replication.serving.env import resolve_migration_urls
     from service import migrate as migrations
 
-    urls, user = resolve_migration_urls(data_dir)
+    urls, user, ca = resolve_migration_urls(data_dir)
     try:
-        primary_url = migrations.find_primary_url(urls, wait_seconds=wait_for_primary)
+        primary_url = migrations.find_primary_url(
+            urls, wait_seconds=wait_for_primary, ssl_root_cert=ca
+        )
     except migrations.MigrationLoginError as error:
         raise BadInputError(
             f"{error}. Check REPLIKIT_MIGRATION_USER and REPLIKIT_MIGRATION_PASSWORD (the schema "
@@ -48,9 +50,9 @@ def migrate(
             "status' (or pass --wait-for-primary SECONDS while it starts)."
         )
     if down:
-        migrations.downgrade(primary_url, revision)
+        migrations.downgrade(primary_url, revision, ssl_root_cert=ca)
     else:
-        migrations.upgrade(primary_url, revision)
+        migrations.upgrade(primary_url, revision, ssl_root_cert=ca)
     console.print(f"Database {'downgraded' if down else 'upgraded'} to {revision} (as {user}).")
 
 

@@ -46,6 +46,11 @@ class NodeDriver(Protocol):
     def is_running(self, node: NodeSpec) -> bool:
         """True while the node's server process runs."""
 
+    def reload(self, node: NodeSpec) -> None:
+        """Make the running node read its configuration and certificates again (SIGHUP, as
+        ``pg_ctl reload``): no restart, connections stay. Needs no connection to the node, so
+        it works while the node serves a certificate its clients no longer trust."""
+
     def rejoin(self, node: NodeSpec, primary: NodeSpec, *, reclone: bool = False) -> str:
         """Make the stopped node a replica of ``primary`` (runs rejoin-node.sh); ``reclone``
         takes a fresh base backup without trying pg_rewind."""

@@ -17,6 +17,7 @@ import contextlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +28,7 @@ from replication.lag import LagChange, set_lag
 from replication.probe import NodeStatus, cluster_status
 from replication.serving.urls import env_lines
 from replication.steps import StepClock
+from replication.tls.provision import check_cluster, server_expiry
 from replication.topology import ClusterState, NodeSpec, SyncMode
 
 STREAMING_TIMEOUT_SECONDS = 60.0
@@ -51,6 +53,8 @@ class ClusterManager(ABC):
     experiment_refusal: ClassVar[str | None] = None
     #: True when this manager's clusters can archive WAL (``cluster up --archive``).
     archives_wal: ClassVar[bool] = False
+    #: True when this manager's local clusters serve TLS (``cluster up --tls on``, its default).
+    serves_tls: ClassVar[bool] = False
 
     def __init__(self, *, data_dir: Path, state: ClusterState, driver: NodeDriver) -> None:
         self.data_dir = data_dir
@@ -75,10 +79,25 @@ class ClusterManager(ABC):
         return
 
     def prepare(self) -> None:
-        """Create what every node needs before the first one starts (``cluster up``)."""
+        """Create what every node needs before the first one starts (``cluster up``); a
+        missing, expired or mismatched certificate is refused before anything else."""
+        check_cluster(self.state, self.data_dir)
         self.driver.prepare()
         if self.archive is not None:
             self.archive.prepare()
+
+    def reload_certificates(self) -> list[str]:
+        """Check the certificates now on disk, hand the keys to the server account and make
+        every running node read them again (a reload: connections already open keep theirs,
+        nothing restarts). Returns the nodes reloaded."""
+        check_cluster(self.state, self.data_dir)
+        self.driver.prepare()
+        reloaded = []
+        for node in self.state.nodes:
+            if self.driver.is_running(node):
+                self.driver.reload(node)
+                reloaded.append(node.name)
+        return reloaded
 
     def primary_changed(self) -> dict[str, Any]:
         """Called after a failover or switchover: the archive gets what the new primary holds
@@ -155,8 +174,11 @@ class ClusterManager(ABC):
         rather than ``unreachable``."""
         self.follow_primary()
         rows = self.node_rows()
+        now = datetime.now(UTC)
         for row in rows:
-            row.add_pooler(self.driver.pooler_stats(self.state.node(row.name)))
+            node = self.state.node(row.name)
+            row.add_pooler(self.driver.pooler_stats(node))
+            row.add_certificate(server_expiry(self.state, node), now)
         return rows
 
     def node_rows(self) -> list[NodeStatus]:

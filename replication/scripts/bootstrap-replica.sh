@@ -8,6 +8,8 @@
 #   REPLIKIT_PRIMARY_HOST, REPLIKIT_PRIMARY_PORT          required
 #   REPLIKIT_REPLICATION_PASSWORD                         required
 #   PGBIN, REPLIKIT_LISTEN_ADDRESSES, REPLIKIT_SOCKET_DIR as for init-primary.sh
+#   REPLIKIT_SSL_*, REPLIKIT_REPLICATION_SSLCERT/_SSLKEY  TLS (lib.sh): the base backup and the
+#                             stream run over TLS, logged in with the client certificate
 #   REPLIKIT_SLOT_NAME        (default: the node name)
 #
 # Safe to run twice: an existing replica only gets its node settings rewritten.
@@ -36,14 +38,11 @@ if [ -n "$(ls -A "$PGDATA")" ]; then
     fail "$PGDATA is not empty; remove it and run again"
 fi
 
-primary_conninfo="host=$(conninfo_quote "$REPLIKIT_PRIMARY_HOST") port=$REPLIKIT_PRIMARY_PORT"
-primary_conninfo+=" user=$(conninfo_quote "$replication_user")"
-primary_conninfo+=" password=$(conninfo_quote "$REPLIKIT_REPLICATION_PASSWORD")"
-primary_conninfo+=" application_name=$(conninfo_quote "$REPLIKIT_NODE_NAME")"
+primary_conninfo=$(replication_conninfo)
 
 base_backup() {
     PGPASSWORD=$REPLIKIT_REPLICATION_PASSWORD pg_basebackup --pgdata="$PGDATA" \
-        --dbname="host=$REPLIKIT_PRIMARY_HOST port=$REPLIKIT_PRIMARY_PORT user=$replication_user application_name=$REPLIKIT_NODE_NAME" \
+        --dbname="$primary_conninfo" \
         --wal-method=stream --checkpoint=fast --no-password --slot="$slot" "$@"
 }
 

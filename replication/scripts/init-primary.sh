@@ -30,6 +30,9 @@
 #   REPLIKIT_ARCHIVE_INIT_COMMAND  run once (bash -c) while the new cluster's temporary server
 #                             runs, e.g. to create the backup repository's stanza; it finds the
 #                             server's socket directory in REPLIKIT_INIT_SOCKET_DIR
+#   REPLIKIT_SSL_CERT_FILE, REPLIKIT_SSL_KEY_FILE, REPLIKIT_SSL_CA_FILE  TLS (lib.sh): ssl = on,
+#                             pg_hba with hostssl rules only (replication with its client
+#                             certificate) and plain TCP refused by an explicit reject rule
 #
 # The superuser is reachable on the local socket only by the OS account that runs this script
 # (the one that owns the cluster and runs its server: `postgres` as root or in a container, the
@@ -123,18 +126,36 @@ CONF
     echo "include_if_exists = 'replikit-archive.conf'"
 } >>"$PGDATA/postgresql.conf"
 
-{
-    echo "# Written by replikit: SCRAM passwords from $hba_address only;"
-    echo "# replication only for $replication_user."
-    echo "# TYPE  DATABASE     USER                 ADDRESS          METHOD"
-    echo "local   all          $superuser                            peer map=replikit"
-    IFS=',' read -r -a addresses <<<"$hba_address"
-    for address in "${addresses[@]}"; do
-        echo "host    replication  $replication_user    $address     scram-sha-256"
-        echo "host    all          $replication_user    $address     reject"
-        echo "host    all          all                  $address     scram-sha-256"
-    done
-} >"$PGDATA/pg_hba.conf"
+IFS=',' read -r -a addresses <<<"$hba_address"
+if tls_on; then
+    # TLS only: replication logs in with its client certificate (cert: verify-full, CN = role),
+    # everyone else with SCRAM over TLS; plain TCP from anywhere is refused by name.
+    {
+        echo "# Written by replikit: TLS only; SCRAM passwords from $hba_address only;"
+        echo "# replication only for $replication_user, with its client certificate."
+        echo "# TYPE   DATABASE     USER                 ADDRESS          METHOD"
+        echo "local    all          $superuser                            peer map=replikit"
+        for address in "${addresses[@]}"; do
+            echo "hostssl  replication  $replication_user    $address     cert"
+            echo "hostssl  all          $replication_user    $address     reject"
+            echo "hostssl  all          all                  $address     scram-sha-256"
+        done
+        echo "host     all          all                  all              reject"
+        echo "host     replication  all                  all              reject"
+    } >"$PGDATA/pg_hba.conf"
+else
+    {
+        echo "# Written by replikit: SCRAM passwords from $hba_address only;"
+        echo "# replication only for $replication_user."
+        echo "# TYPE  DATABASE     USER                 ADDRESS          METHOD"
+        echo "local   all          $superuser                            peer map=replikit"
+        for address in "${addresses[@]}"; do
+            echo "host    replication  $replication_user    $address     scram-sha-256"
+            echo "host    all          $replication_user    $address     reject"
+            echo "host    all          all                  $address     scram-sha-256"
+        done
+    } >"$PGDATA/pg_hba.conf"
+fi
 {
     echo "# Written by replikit: only the OS account that owns this cluster may log in as"
     echo "# the superuser on the local socket."

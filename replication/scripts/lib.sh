@@ -39,8 +39,40 @@ conninfo_quote() {
     printf "'%s'" "$value"
 }
 
-# Settings that differ per node (port, listen address, name) live in their own file, so a
-# base backup of the primary does not carry the primary's port into a replica.
+# TLS, when the launcher gives the node certificates (replication/tls/):
+#   REPLIKIT_SSL_CERT_FILE, REPLIKIT_SSL_KEY_FILE   this node's server certificate and key
+#   REPLIKIT_SSL_CA_FILE        the CA every certificate is checked against (set: TLS is on)
+#   REPLIKIT_REPLICATION_SSLCERT, REPLIKIT_REPLICATION_SSLKEY  the replication role's client
+#                               certificate (CN = the role), what replicas log in with
+tls_on() {
+    [ -n "${REPLIKIT_SSL_CA_FILE:-}" ]
+}
+
+# Connection options that make libpq check the server as sslmode=verify-full does.
+tls_conninfo() {
+    tls_on || return 0
+    printf ' sslmode=verify-full sslrootcert=%s' "$(conninfo_quote "$REPLIKIT_SSL_CA_FILE")"
+}
+
+# What a replica streams from the primary with (REPLIKIT_PRIMARY_HOST and _PORT): with TLS its
+# client certificate is its login (pg_hba's cert method), so no password is written down.
+replication_conninfo() {
+    local info
+    info="host=$(conninfo_quote "$REPLIKIT_PRIMARY_HOST") port=$REPLIKIT_PRIMARY_PORT"
+    info+=" user=$(conninfo_quote "$replication_user")"
+    if tls_on; then
+        require_env REPLIKIT_REPLICATION_SSLCERT REPLIKIT_REPLICATION_SSLKEY
+        info+="$(tls_conninfo) sslcert=$(conninfo_quote "$REPLIKIT_REPLICATION_SSLCERT")"
+        info+=" sslkey=$(conninfo_quote "$REPLIKIT_REPLICATION_SSLKEY")"
+    else
+        info+=" password=$(conninfo_quote "$REPLIKIT_REPLICATION_PASSWORD")"
+    fi
+    info+=" application_name=$(conninfo_quote "$REPLIKIT_NODE_NAME")"
+    printf '%s' "$info"
+}
+
+# Settings that differ per node (port, listen address, name, its certificate) live in their
+# own file, so a base backup of the primary does not carry the primary's port into a replica.
 write_node_conf() {
     local listen=${REPLIKIT_LISTEN_ADDRESSES:-127.0.0.1}
     local sockets=${REPLIKIT_SOCKET_DIR:-}
@@ -50,6 +82,14 @@ write_node_conf() {
         echo "port = ${PGPORT}"
         echo "listen_addresses = $(conf_quote "$listen")"
         echo "unix_socket_directories = $(conf_quote "$sockets")"
+        if tls_on; then
+            require_env REPLIKIT_SSL_CERT_FILE REPLIKIT_SSL_KEY_FILE
+            echo "ssl = on"
+            echo "ssl_cert_file = $(conf_quote "$REPLIKIT_SSL_CERT_FILE")"
+            echo "ssl_key_file = $(conf_quote "$REPLIKIT_SSL_KEY_FILE")"
+            echo "ssl_ca_file = $(conf_quote "$REPLIKIT_SSL_CA_FILE")"
+            echo "ssl_min_protocol_version = 'TLSv1.2'"
+        fi
     } >"$PGDATA/replikit-node.conf"
 }
 

@@ -9,6 +9,7 @@
 #   REPLIKIT_SUPERUSER_PASSWORD                           required (pg_rewind's source login)
 #   REPLIKIT_REPLICATION_PASSWORD                         required (streaming login)
 #   PGBIN, REPLIKIT_LISTEN_ADDRESSES, REPLIKIT_SOCKET_DIR, REPLIKIT_SLOT_NAME as elsewhere
+#   REPLIKIT_SSL_*, REPLIKIT_REPLICATION_SSLCERT/_SSLKEY  TLS (lib.sh)
 #   REPLIKIT_REJOIN_METHOD    auto (default): pg_rewind, a base backup when that fails;
 #                             reclone: a base backup at once (the node's slot was invalidated,
 #                             so the WAL it would stream from is gone from the primary)
@@ -80,7 +81,9 @@ case "$(cluster_state)" in
         ;;
 esac
 
+# With TLS, pg_rewind checks the primary's certificate (verify-full) and logs in with SCRAM.
 source_server="host=$REPLIKIT_PRIMARY_HOST port=$REPLIKIT_PRIMARY_PORT user=$superuser dbname=postgres"
+source_server+=$(tls_conninfo)
 result=rewound
 log "pg_rewind from $REPLIKIT_PRIMARY_HOST:$REPLIKIT_PRIMARY_PORT"
 if PGPASSWORD=$REPLIKIT_SUPERUSER_PASSWORD pg_rewind --target-pgdata="$PGDATA" \
@@ -95,10 +98,7 @@ fi
 # pg_rewind copies the source's configuration files: restore this node's own settings and
 # point it at the primary through its own slot.
 touch "$PGDATA/standby.signal"
-primary_conninfo="host=$(conninfo_quote "$REPLIKIT_PRIMARY_HOST") port=$REPLIKIT_PRIMARY_PORT"
-primary_conninfo+=" user=$(conninfo_quote "$replication_user")"
-primary_conninfo+=" password=$(conninfo_quote "$REPLIKIT_REPLICATION_PASSWORD")"
-primary_conninfo+=" application_name=$(conninfo_quote "$REPLIKIT_NODE_NAME")"
+primary_conninfo=$(replication_conninfo)
 auto_conf="$PGDATA/postgresql.auto.conf"
 grep -v -E '^[[:space:]]*(primary_conninfo|primary_slot_name|synchronous_standby_names)[[:space:]]*=' \
     "$auto_conf" >"$workdir/auto.conf" || true

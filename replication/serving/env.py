@@ -60,13 +60,15 @@ def resolve_settings(data_dir: Path) -> tuple[Settings, dict[str, str]]:
         return Settings(
             primary_url=filled["REPLIKIT_PRIMARY_URL"],
             replica_urls=filled["REPLIKIT_REPLICA_URLS"],  # split by the validator
+            db_ssl_root_cert=filled.get("REPLIKIT_DB_SSL_ROOT_CERT"),
         ), filled
     except ValidationError as error:
         raise BadInputError(_explain(error)) from None
 
 
-def resolve_migration_urls(data_dir: Path) -> tuple[list[str], str]:
-    """Every configured node's URL with the migrations' credentials, and that user's name.
+def resolve_migration_urls(data_dir: Path) -> tuple[list[str], str, Path | None]:
+    """Every configured node's URL with the migrations' credentials, that user's name, and the
+    CA the nodes' certificates are checked against (None: no TLS setting).
 
     The credentials are REPLIKIT_MIGRATION_USER and REPLIKIT_MIGRATION_PASSWORD when set, else
     the local cluster's owner when the URLs came from it, else the URLs' own (a deployment
@@ -85,8 +87,14 @@ def resolve_migration_urls(data_dir: Path) -> tuple[list[str], str]:
     elif filled and (state := load_state(data_dir.absolute())) is not None:
         user, password = state.migration_credentials
     else:
-        return urls, make_url(settings.primary_url).username or "?"
-    return [
-        make_url(url).set(username=user, password=password).render_as_string(hide_password=False)
-        for url in urls
-    ], user
+        return urls, make_url(settings.primary_url).username or "?", settings.db_ssl_root_cert
+    return (
+        [
+            make_url(url)
+            .set(username=user, password=password)
+            .render_as_string(hide_password=False)
+            for url in urls
+        ],
+        user,
+        settings.db_ssl_root_cert,
+    )

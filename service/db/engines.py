@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -38,6 +40,20 @@ def discard_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) ->
         raise DisconnectionError("the server closed this pooled connection")
 
 
+def tls_arguments(settings: Settings) -> dict[str, Any]:
+    """``ssl``: with ``REPLIKIT_DB_SSL_ROOT_CERT``, a context that checks the node's certificate
+    against that CA and the URL's host name or address (``sslmode=verify-full``); asyncpg then
+    never falls back to plain TCP. Without it, nothing (asyncpg's own default)."""
+    return ssl_argument(settings.db_ssl_root_cert)
+
+
+def ssl_argument(root_cert: Path | None) -> dict[str, Any]:
+    """asyncpg's ``ssl`` argument for verify-full against ``root_cert`` (none: nothing)."""
+    if root_cert is None:
+        return {}
+    return {"ssl": ssl.create_default_context(cafile=str(root_cert))}
+
+
 def connect_arguments(settings: Settings) -> dict[str, Any]:
     """asyncpg's connect arguments for the service's connections (engines and read pools).
 
@@ -46,6 +62,7 @@ def connect_arguments(settings: Settings) -> dict[str, Any]:
     ``REPLIKIT_WRITE_TIMEOUT``.
     """
     return {
+        **tls_arguments(settings),
         "timeout": min(settings.db_connect_timeout, settings.write_timeout),
         "command_timeout": settings.write_timeout,
         "server_settings": {

@@ -100,6 +100,14 @@ class ServiceMetrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.certificate_expiry = Gauge(
+            "replikit_node_certificate_expiry_timestamp_seconds",
+            "When the TLS certificate the node presents expires (Unix time), as the monitor "
+            "verified it (only with REPLIKIT_DB_SSL_ROOT_CERT).",
+            ["node"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.unavailable = Counter(
             "replikit_unavailable_total", "503 responses, by reason.", ["reason"], registry=r
         )

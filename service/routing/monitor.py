@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
@@ -62,6 +64,17 @@ async def _drop_pooled_connections(node: Node) -> None:
         await node.driver_pool.expire_connections()
 
 
+def certificate_expiry(connection: asyncpg.Connection) -> float | None:
+    """When the certificate the server presented on ``connection`` expires (Unix time); None
+    for a plain connection or one that did not verify it (then ``getpeercert`` is empty)."""
+    transport = getattr(connection, "_transport", None)
+    tls = transport.get_extra_info("ssl_object") if transport is not None else None
+    certificate = tls.getpeercert() if tls is not None else None
+    if not certificate or "notAfter" not in certificate:
+        return None
+    return float(ssl.cert_time_to_seconds(str(certificate["notAfter"])))
+
+
 class NodeMonitor:
     def __init__(
         self,
@@ -70,8 +83,10 @@ class NodeMonitor:
         interval: float,
         metrics: ServiceMetrics,
         loop_lag: LoopLag | None = None,
+        tls: dict[str, Any] | None = None,
     ) -> None:
         self.nodes = list(nodes)
+        self.tls = tls or {}  # asyncpg's ssl argument (engines.tls_arguments)
         self.loop_lag = loop_lag or LoopLag()
         self.interval = interval
         self.metrics = metrics
@@ -123,8 +138,10 @@ class NodeMonitor:
                 plain_dsn(node.url),
                 timeout=self.interval * 2,
                 server_settings={"application_name": "replikit-monitor"},
+                **self.tls,
             )
             self._connections[key] = connection
+            node.certificate_expires = certificate_expiry(connection)
         try:
             row = await connection.fetchrow(PROBE_QUERY, timeout=self.interval * 2)
         except BaseException:
@@ -162,6 +179,9 @@ class NodeMonitor:
                 node.probe = result
                 node.last_error = None
                 node.suspect = False
+                if node.certificate_expires is not None:
+                    expiry = self.metrics.certificate_expiry.labels(node=node.name)
+                    expiry.set(node.certificate_expires)
         self._assign_roles(now)
         self.rounds += 1
 

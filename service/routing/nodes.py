@@ -63,6 +63,9 @@ class Node:
     # found its disk full (service/routing/router.py).
     full_until: float = 0.0
     full_where: str = "database"  # or "blob_directory"
+    # When the certificate the node presented to the monitor expires (Unix time); None
+    # without a verified TLS connection (REPLIKIT_DB_SSL_ROOT_CERT unset).
+    certificate_expires: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

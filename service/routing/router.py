@@ -56,7 +56,7 @@ from service.db.driver_pools import (
     acquire,
     open_driver_pool,
 )
-from service.db.engines import address_of, make_engine
+from service.db.engines import address_of, make_engine, tls_arguments
 from service.errors import (
     DatabaseBusyError,
     NoReaderAvailableError,
@@ -108,7 +108,11 @@ class Router:
         ]
         self.loop_lag = LoopLag()
         self.monitor = NodeMonitor(
-            self.nodes, interval=settings.health_interval, metrics=metrics, loop_lag=self.loop_lag
+            self.nodes,
+            interval=settings.health_interval,
+            metrics=metrics,
+            loop_lag=self.loop_lag,
+            tls=tls_arguments(settings),
         )
         self.chooser = make_chooser(settings.read_policy)
 

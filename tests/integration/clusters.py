@@ -75,9 +75,11 @@ def running_cluster(
     wal_sizes: WalSizes | None = None,
     prefix: str = "replikit-",
     archive: bool = False,
+    tls: bool | None = None,
 ) -> Iterator[Cluster]:
     """A fresh cluster that is stopped and deleted afterwards, also when the test fails
-    (with ``archive``, it archives WAL into its own repository: ``cluster up --archive``)."""
+    (with ``archive``, it archives WAL into its own repository: ``cluster up --archive``;
+    ``tls`` as ``--tls on|off``, None: the manager's default)."""
     root = reachable_temp_dir(f"{prefix}{name}-")
     data_dir = root / "cluster"
     try:
@@ -89,6 +91,7 @@ def running_cluster(
             manager=manager,
             **asdict(wal_sizes or WalSizes()),
             archive=archive,
+            tls=tls,
         )
         yield cluster
     finally:

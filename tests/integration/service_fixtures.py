@@ -14,6 +14,7 @@ from PIL import Image
 from sqlalchemy import event
 
 from replication.cluster import Cluster
+from replication.serving.urls import service_urls
 from service import migrate
 from service.app import create_app
 from service.routing.nodes import Node
@@ -29,11 +30,13 @@ def migrated(cluster: Cluster) -> Cluster:
 
 
 def service_settings(cluster: Cluster, *, replicas: bool = False, **overrides: Any) -> Settings:
-    """Settings for the cluster; reads go to the primary unless ``replicas`` (deterministic)."""
+    """Settings for the cluster; reads go to the primary unless ``replicas`` (deterministic).
+    On a TLS cluster every connection checks the nodes' certificates (verify-full)."""
     state = cluster.state
     values: dict[str, Any] = {
         "primary_url": state.app_url(state.primary_node),
         "replica_urls": [state.app_url(n) for n in state.replicas] if replicas else [],
+        "db_ssl_root_cert": service_urls(state).get("REPLIKIT_DB_SSL_ROOT_CERT"),
         "upload_rate_limit": 0,
         # In-process apps have no operations listener; tests read /cluster and /metrics
         # directly (the gate itself is tested against a real server).

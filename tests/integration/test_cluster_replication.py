@@ -145,53 +145,32 @@ async def test_app_role_is_not_superuser_and_cannot_create_roles(cluster: Cluste
         await connection.close()
 
 
-def _identify_system(
-    cluster: Cluster, user: str, password: str
-) -> subprocess.CompletedProcess[str]:
-    node = cluster.state.primary_node
-    return subprocess.run(
-        [
-            "psql",
-            f"host=127.0.0.1 port={node.port} user={user} dbname=replication replication=true",
-            "-c",
-            "IDENTIFY_SYSTEM",
-            "-w",
-        ],
-        capture_output=True,
-        text=True,
-        env={"PGPASSWORD": password, "PATH": "/usr/bin:/bin"},
-        check=False,
-        timeout=30,
-    )
-
-
-def test_replication_connection_needs_the_replicator_password(cluster: Cluster) -> None:
-    state = cluster.state
-    right = _identify_system(cluster, state.replication_user, state.passwords.replication)
-    assert right.returncode == 0, right.stderr
-    wrong = _identify_system(cluster, state.replication_user, "not-the-password")
-    assert wrong.returncode != 0
-    assert "password authentication failed" in wrong.stderr
-    app = _identify_system(cluster, state.app_user, state.passwords.app)
-    assert app.returncode != 0
-    assert "no pg_hba.conf entry" in app.stderr
-
-
-async def test_pg_hba_allows_only_scram_from_loopback(cluster: Cluster) -> None:
+async def test_pg_hba_allows_only_tls_with_scram_or_a_certificate_from_loopback(
+    cluster: Cluster,
+) -> None:
+    """TCP only over TLS from 127.0.0.1: SCRAM, or the replicator's client certificate;
+    plain TCP rejected from anywhere (docs/security.md, "Transport security")."""
     for node in cluster.state.nodes:
         connection = await connect(cluster, node, superuser=True)
         try:
             rules = await connection.fetch(
-                "SELECT type, user_name, address, auth_method, options FROM pg_hba_file_rules"
+                "SELECT type, database, user_name, address, auth_method, options "
+                "FROM pg_hba_file_rules"
             )
             listen = await connection.fetchval("SHOW listen_addresses")
         finally:
             await connection.close()
         assert listen == "127.0.0.1"
+        assert {rule["type"] for rule in rules} == {"local", "hostssl", "host"}
         for rule in rules:
-            assert rule["auth_method"] in {"scram-sha-256", "reject", "peer"}
-            if rule["type"] == "host":
+            assert rule["auth_method"] in {"scram-sha-256", "reject", "peer", "cert"}
+            if rule["type"] == "hostssl":
                 assert rule["address"] == "127.0.0.1"
+            if rule["type"] == "host":
+                assert rule["auth_method"] == "reject"
+            if rule["auth_method"] == "cert":
+                assert rule["user_name"] == [cluster.state.replication_user]
+                assert rule["database"] == ["replication"]
             if rule["auth_method"] == "peer":
                 # Only the superuser, and only for the OS account mapped to it in pg_ident.
                 assert rule["type"] == "local"

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
+from replication.tls.authority import issue_ca
+from replication.tls.files import CertificateLayout
+from service.db.engines import connect_arguments
 from service.settings import BlobBackend, Settings
 
 URL = "postgresql+asyncpg://app:pw@127.0.0.1:6432/replikit"
@@ -34,3 +40,15 @@ def test_invalid_values_are_refused(overrides: dict[str, object]) -> None:
     values: dict[str, object] = {"primary_url": URL, **overrides}
     with pytest.raises(ValidationError):
         Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+def test_a_root_certificate_makes_every_connection_verify_full(tmp_path: Path) -> None:
+    assert "ssl" not in connect_arguments(Settings(_env_file=None, primary_url=URL))
+    layout = CertificateLayout(tmp_path, ())
+    issue_ca(layout)
+    settings = Settings(_env_file=None, primary_url=URL, db_ssl_root_cert=layout.ca_cert)
+    context = connect_arguments(settings)["ssl"]
+    assert context.check_hostname is True
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    with pytest.raises(ValidationError, match="is not a file; point it at the cluster's ca"):
+        Settings(_env_file=None, primary_url=URL, db_ssl_root_cert=tmp_path / "missing.crt")

@@ -261,6 +261,13 @@ class ComposeDriver:
         )  # fmt: skip
         return copied.returncode == 0
 
+    def reload(self, node: NodeSpec) -> None:
+        self._compose(
+            "exec", "-T", "--user", "postgres", node.name,
+            "sh", "-c", 'pg_ctl reload --pgdata="$PGDATA"',
+            what=f"reloading {node.name}",
+        )  # fmt: skip
+
     def controldata(self, node: NodeSpec) -> dict[str, str]:
         output = self._one_off(
             node, 'pg_controldata "$PGDATA"', what=f"pg_controldata of {node.name}", env={}

@@ -22,6 +22,7 @@ from replication.errors import ClusterTimeoutError, NodeCommandError
 from replication.pgbin import PgBinaries
 from replication.poolers import PoolerStats
 from replication.server_user import ServerUser
+from replication.tls.provision import cluster_layout
 from replication.topology import ClusterState, NodeSpec
 
 SCRIPTS_SOURCE = Path(__file__).resolve().parents[2] / "scripts"
@@ -65,15 +66,34 @@ class LocalDriver:
         self.scripts_dir.chmod(0o755)
         for script in self.scripts_dir.iterdir():
             script.chmod(0o755 if script.suffix == ".sh" and script.name != "lib.sh" else 0o644)
+        if self.state.tls is not None:
+            # The servers (and replicas' walreceivers) read the keys as the server account.
+            for _, key in cluster_layout(self.state).pairs():
+                self.user.hand_over(key)
 
     def has_data(self, node: NodeSpec) -> bool:
         return (self.pgdata(node) / "PG_VERSION").is_file()
+
+    def tls_env(self, node: NodeSpec) -> dict[str, str]:
+        """What the node scripts read for TLS (lib.sh); nothing for a cluster without it."""
+        if self.state.tls is None:
+            return {}
+        layout = cluster_layout(self.state)
+        role = self.state.replication_user
+        return {
+            "REPLIKIT_SSL_CERT_FILE": str(layout.server_cert(node.name)),
+            "REPLIKIT_SSL_KEY_FILE": str(layout.server_key(node.name)),
+            "REPLIKIT_SSL_CA_FILE": str(layout.ca_cert),
+            "REPLIKIT_REPLICATION_SSLCERT": str(layout.client_cert(role)),
+            "REPLIKIT_REPLICATION_SSLKEY": str(layout.client_key(role)),
+        }
 
     def script_env(self, node: NodeSpec) -> dict[str, str]:
         state = self.state
         archive = state.archive.script_env() if state.archive is not None else {}
         return {
             **archive,
+            **self.tls_env(node),
             "PGDATA": str(self.pgdata(node)),
             "PGPORT": str(node.port),
             "PGBIN": str(self.binaries.directory),
@@ -226,6 +246,9 @@ class LocalDriver:
         except NodeCommandError as error:
             if self.is_running(node):
                 raise ClusterTimeoutError(f"{node.name} did not stop: {error}") from None
+
+    def reload(self, node: NodeSpec) -> None:
+        self._pg_ctl(node, "reload", what=f"reloading {node.name}", timeout=30)
 
     def is_running(self, node: NodeSpec) -> bool:
         """True while the node's postmaster runs. ``pg_ctl status`` alone calls a killed,

@@ -19,6 +19,7 @@ from replication.ports import require_free_ports
 
 class NativeManager(ClusterManager):
     archives_wal = True
+    serves_tls = True
 
     def build(self) -> None:
         driver, state = self.driver, self.state

@@ -31,6 +31,7 @@ from replication.lag import clear_lag
 from replication.managers.base import ClusterManager
 from replication.probe import NodeReading, Readings
 from replication.steps import StepClock
+from replication.tls.provision import replication_login
 from replication.topology import ClusterState, NodeSpec, SyncMode, save_state
 from service.routing.lsn import format_lsn, parse_lsn
 
@@ -88,7 +89,7 @@ def primary_conninfo(state: ClusterState, node: NodeSpec, primary: NodeSpec) -> 
     host, port = state.replication_address(primary)
     return (
         f"host={host} port={port} user={state.replication_user} "
-        f"password={state.passwords.replication} application_name={node.name}"
+        f"{replication_login(state)} application_name={node.name}"
     )
 
 

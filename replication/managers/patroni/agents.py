@@ -238,6 +238,10 @@ class LocalAgents:
     def has_data(self, node: NodeSpec) -> bool:
         return self.local.has_data(node)
 
+    def reload(self, node: NodeSpec) -> None:
+        """A reload of the node's PostgreSQL (its agent keeps running and notices nothing)."""
+        self.local.reload(node)
+
     def init_primary(self, node: NodeSpec) -> None:
         raise BadInputError("Patroni nodes are built by their agents, not by replikit.")
 
