@@ -21,9 +21,10 @@ requirements: setup
 # Two pytest-xdist workers: most of the suite waits on servers (failovers, Patroni's lease,
 # image builds), so two at once halve the wall time on 2 cores. Each test file stays on one
 # worker and every Docker test on the same one (tests/conftest.py). PYTEST_XDIST=-n0: serial.
+# The 30 slowest steps are listed at the end, so a run that grows shows where.
 PYTEST_XDIST ?= -n 2 --dist loadgroup
 test: setup
-	$(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_XDIST) --durations=30 $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
