@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
 import json
 import re
 import subprocess
@@ -41,6 +39,7 @@ import httpx
 from loadtests.benchmarks.scratch import scratch_dir
 from loadtests.benchmarks.wrk import parse_wrk, wrk_command
 from loadtests.sample_images import make_image
+from replication.compose.balancer import app_servers_up
 from replication.compose.env import ensure_env_file, free_ports, read_env
 from replication.compose.stack import ComposeStack
 
@@ -159,13 +158,6 @@ def bench_stack(scratch: Path) -> Iterator[ComposeStack]:
         stack.down(volumes=True)
 
 
-def haproxy_up(stack: ComposeStack) -> int:
-    admin = read_env(stack.env_file)["REPLIKIT_ADMIN_PORT"]
-    text = httpx.get(f"http://127.0.0.1:{admin}/haproxy;csv", timeout=10).text.lstrip("# ")
-    rows = csv.DictReader(io.StringIO(text))
-    return sum(1 for r in rows if r["pxname"] == "app" and r.get("status") == "UP")
-
-
 def scale(stack: ComposeStack, instances: int, path: str) -> None:
     """``app`` at ``instances`` on ``path``'s URLs (recreated), all of them UP behind HAProxy."""
     stack.run(
@@ -175,7 +167,8 @@ def scale(stack: ComposeStack, instances: int, path: str) -> None:
     )  # fmt: skip
     stack.wait_ready(services=["app", "lb"], timeout=600)
     deadline = time.monotonic() + 120
-    while haproxy_up(stack) < instances:
+    admin = read_env(stack.env_file)["REPLIKIT_ADMIN_PORT"]
+    while app_servers_up(admin) < instances:
         if time.monotonic() > deadline:
             raise RuntimeError(f"HAProxy did not see {instances} app instances UP")
         time.sleep(1)

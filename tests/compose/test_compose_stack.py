@@ -5,7 +5,6 @@ migration gate, scaling, the edge's rules, a Locust run and the monitoring profi
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
 import io
 import json
@@ -22,6 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from replication.compose.balancer import app_servers
 from replication.compose.stack import ComposeStack
 from tests.compose.stacks import ROOT, admin_url, api_url, containers_of, settings_of
 
@@ -353,9 +353,7 @@ def test_a_pooler_restarted_under_load_costs_no_server_error_but_honest_503s(
 
 
 def haproxy_servers(stack: ComposeStack) -> list[dict[str, str]]:
-    text = httpx.get(f"{admin_url(stack)}/haproxy;csv", timeout=10).text.lstrip("# ")
-    rows = list(csv.DictReader(io.StringIO(text)))
-    return [r for r in rows if r["pxname"] == "app" and r["svname"] not in {"BACKEND"}]
+    return app_servers(settings_of(stack)["REPLIKIT_ADMIN_PORT"])
 
 
 def test_scaling_app_to_three_puts_all_three_behind_the_load_balancer(
