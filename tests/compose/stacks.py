@@ -183,12 +183,11 @@ def compose_stack(
 ) -> Iterator[ComposeStack]:
     """A stack of the variant's services, healthy, removed with its volumes afterwards.
     The project is named ``rkt<name><random>`` (REPLIKIT_TEST_PROJECT_PREFIX replaces
-    ``rkt``, to keep several people's stacks apart on one engine), or ``<name><random>`` for
-    a name that ends in a hyphen (a helper's own prefix)."""
+    ``rkt``, to keep several people's stacks apart on one engine)."""
     scratch = Path(tempfile.mkdtemp(prefix=f"replikit-{name}-"))
     suffix = uuid.uuid4().hex[:6]
     prefix = os.environ.get("REPLIKIT_TEST_PROJECT_PREFIX", "rkt")
-    project = f"{name}{suffix}" if name.endswith("-") else f"{prefix}{name}{suffix}"
+    project = f"{prefix}{name}{suffix}"
     with reserved_addresses() as reserved:
         (scratch / ".env").write_text("".join(f"{k}={v}\n" for k, v in reserved.items()))
         write_env(scratch / ".env", **settings)

@@ -55,7 +55,7 @@ def test_archive_follows_a_failover_and_a_restore_between_two_uploads_brings_bac
     docker_images: None,
 ) -> None:
     with (
-        compose_stack("rkhbbackup-", REPLIKIT_UPLOAD_RATE_LIMIT="0") as stack,
+        compose_stack("backup", REPLIKIT_UPLOAD_RATE_LIMIT="0") as stack,
         tempfile.TemporaryDirectory(prefix="replikit-compose-backup-") as scratch,
     ):
         project = stack.project_name
@@ -142,7 +142,7 @@ def test_archive_follows_a_failover_and_a_restore_between_two_uploads_brings_bac
 
 def test_the_ha_variant_archives_on_across_a_patroni_leader_change(ha_images: None) -> None:
     with (
-        compose_stack("rkhbhabackup-", Variant.HA, REPLIKIT_UPLOAD_RATE_LIMIT="0") as stack,
+        compose_stack("habackup", Variant.HA, REPLIKIT_UPLOAD_RATE_LIMIT="0") as stack,
         tempfile.TemporaryDirectory(prefix="replikit-ha-backup-") as scratch,
     ):
         ha = HaStack(stack)

@@ -43,7 +43,7 @@ SAMPLE_INTERVAL = 0.2
 
 @pytest.fixture(scope="module")
 def ha(ha_images: None) -> Iterator[HaStack]:
-    with compose_stack("hacompose-", Variant.HA, REPLIKIT_UPLOAD_RATE_LIMIT="0") as stack:
+    with compose_stack("hacompose", Variant.HA, REPLIKIT_UPLOAD_RATE_LIMIT="0") as stack:
         yield HaStack(stack)
         project = stack.project_name
         stack.down(volumes=True)
