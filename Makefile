@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup requirements test lint up serve down status clean demo consistency soak soak-ci restore-experiment bench-backups bench bench-failover compose-up compose-down compose-purge \
+.PHONY: setup requirements test lint up serve down status clean demo consistency soak soak-ci restore-experiment bench-backups bench bench-tls bench-failover compose-up compose-down compose-purge \
 	compose-logs compose-load compose-monitoring compose-failover compose-rejoin compose-backup compose-restore \
 	compose-ha-up compose-ha-down compose-ha-purge compose-ha-logs
 
@@ -119,6 +119,13 @@ soak-ci: setup
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/replikit bench $(BENCH_ARGS)
+
+# Issue 23's TLS cost: a --tls on and a --tls off cluster side by side, rounds alternating
+# (one service worker's reads, connection set-up, pg_basebackup rate); about 4 minutes on
+# 2 cores; results in results/bench-tls-*/. See docs/benchmarks.md.
+TLS_BENCH_ARGS ?=
+bench-tls: setup
+	$(BIN)/python -m loadtests.benchmarks.tls_cost $(TLS_BENCH_ARGS)
 
 # Failover as a client sees it (fault -> first acknowledged upload), on clusters of its own,
 # removed afterwards; results in results/bench-failover-*/. FAILOVER_ARGS picks the targets,

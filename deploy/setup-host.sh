@@ -78,6 +78,29 @@ elif [ -z "$packages_needed" ]; then
     packages_needed="uv could not be installed; install python3-venv or put uv on PATH"
 fi
 
+# promtool checks and unit-tests the Prometheus alert rules (tests/unit/test_alert_rules.py).
+# Only that one program is taken out of Debian's prometheus package, into .tools/bin: installing
+# the package would also start a Prometheus server on this host.
+if ! command -v promtool >/dev/null && [ ! -x .tools/bin/promtool ]; then
+    if command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
+        echo "setup: extracting promtool from Debian's prometheus package into .tools/bin" >&2
+        deb_dir=$(mktemp -d)
+        if [ "$(id -u)" = 0 ] && [ "${#missing[@]}" = 0 ]; then
+            apt-get update -qq  # the package lists a download needs (done above otherwise)
+        fi
+        if (cd "$deb_dir" && apt-get download -qq prometheus >/dev/null) \
+            && dpkg-deb -x "$deb_dir"/prometheus_*.deb "$deb_dir/root"; then
+            mkdir -p .tools/bin
+            install -m 0755 "$deb_dir/root/usr/bin/promtool" .tools/bin/promtool
+        fi
+        rm -rf "$deb_dir"
+    fi
+    if [ ! -x .tools/bin/promtool ] && [ -z "$packages_needed" ]; then
+        packages_needed="promtool could not be extracted; put it on PATH (Debian's prometheus"
+        packages_needed+=" package has it)"
+    fi
+fi
+
 # The Patroni virtualenv for `replikit cluster up --manager patroni` (etcd is installed above);
 # as root only, since it writes under /opt. `cluster up --manager patroni` runs it when missing.
 if [ "$(id -u)" = 0 ] && [ -z "${REPLIKIT_SKIP_PATRONI:-}" ]; then

@@ -24,6 +24,16 @@ class SampleImage:
     data: bytes
 
 
+def noise_png(seed: int = 13, side: int = 184) -> bytes:
+    """A PNG of random pixels, which do not compress: ~100 KB at the default side (the
+    benches' "100 KB file" reads)."""
+    rng = random.Random(seed)
+    noise = Image.frombytes("RGB", (side, side), rng.randbytes(side * side * 3))
+    encoded = io.BytesIO()
+    noise.save(encoded, format="PNG")
+    return encoded.getvalue()
+
+
 def make_image(fmt: str, side: int, seed: int) -> SampleImage:
     rng = random.Random(seed)
     noise = Image.effect_noise((side, side), rng.randint(20, 90)).convert("RGB")

@@ -47,11 +47,13 @@ def multihost_dsn(state: ClusterState, target_session_attrs: str) -> str:
 
 
 @contextlib.contextmanager
-def replikit_service(scratch: Path, env: dict[str, str], workers: int = 1) -> Iterator[Endpoint]:
+def replikit_service(
+    scratch: Path, env: dict[str, str], workers: int = 1, port_start: int = 43000
+) -> Iterator[Endpoint]:
     """``replikit serve`` with ``workers`` processes and ``env`` on top of the bench's own
-    settings."""
+    settings, on the first free port from ``port_start``."""
     record_dir = scratch / f"service-{time.monotonic_ns()}"
-    port = find_free_port_range(1, start=43000)
+    port = find_free_port_range(1, start=port_start)
     try:
         # start_service stops the process itself when it fails or is interrupted before it
         # answers; once it answers, it is recorded and stop_service finds it.

@@ -25,7 +25,6 @@ import io
 import json
 import os
 import platform
-import random
 import shutil
 import statistics
 import tempfile
@@ -54,6 +53,7 @@ from loadtests.benchmarks.wrk import (
     run_wrk,
     write_mix_script,
 )
+from loadtests.sample_images import noise_png
 from replication.cluster import Cluster, failover, kill, lag, rejoin
 from replication.drivers.base import StopMode
 from replication.lag import LagChange
@@ -196,10 +196,6 @@ class Bench:
 
     def write_rows(self) -> BenchRows:
         """Upload the read targets through a pinned service, and build the mix's body once."""
-        rng = random.Random(13)
-        noise = Image.frombytes("RGB", (184, 184), rng.randbytes(184 * 184 * 3))
-        big = io.BytesIO()
-        noise.save(big, format="PNG")  # random pixels do not compress: ~100 KB
         small = io.BytesIO()
         Image.new("RGB", (64, 48), (40, 90, 160)).save(small, format="JPEG", quality=80)
         body = multipart_file(
@@ -213,7 +209,7 @@ class Bench:
         ):
             created = client.post(
                 "/api/v1/images/upload",
-                files={"file": ("bench.png", big.getvalue(), "image/png")},
+                files={"file": ("bench.png", noise_png(), "image/png")},
             )
             created.raise_for_status()
             image = created.json()

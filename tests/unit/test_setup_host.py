@@ -34,9 +34,10 @@ def _fake_host(tmp_path: Path, *, uid: int) -> tuple[Path, dict[str, str]]:
     calls = tmp_path / "calls"
     for tool in ("uv", "apt-get", "sudo"):
         (bin_dir / tool).write_text(RECORDER.format(calls=calls))
-    # etcd, pgbackrest and the Patroni virtualenv are there unless a test removes them.
+    # etcd, pgbackrest, promtool and the Patroni virtualenv are there unless a test removes them.
     (bin_dir / "etcd").write_text("#!/bin/bash\n")
     (bin_dir / "pgbackrest").write_text("#!/bin/bash\n")
+    (bin_dir / "promtool").write_text("#!/bin/bash\n")
     venv_bin = tmp_path / "patroni-venv" / "bin"
     venv_bin.mkdir(parents=True)
     (venv_bin / "patroni").write_text("#!/bin/bash\necho patroni 4.1.5\n")
@@ -133,3 +134,24 @@ def test_root_installs_pgbackrest_for_archiving_with_the_other_packages(tmp_path
         "apt-get update -qq",
         "apt-get install -y -qq --no-install-recommends shellcheck docker-compose pgbackrest",
     ]
+
+
+@pytest.mark.skipif(not Path(PYTHON).exists(), reason="needs the system python3")
+def test_promtool_is_taken_out_of_the_prometheus_package_not_installed(tmp_path: Path) -> None:
+    repo, env = _fake_host(tmp_path, uid=0)
+    (tmp_path / "bin" / "promtool").unlink()
+    for tool in ("mktemp", "rm"):
+        program = shutil.which(tool)
+        assert program
+        (tmp_path / "bin" / tool).symlink_to(program)
+    # No .deb was downloaded, so the real dpkg-deb would fail too.
+    recorder = RECORDER.format(calls=tmp_path / "calls")
+    (tmp_path / "bin" / "dpkg-deb").write_text(recorder + "exit 1\n")
+    (tmp_path / "bin" / "dpkg-deb").chmod(0o755)
+    result = _run_setup(repo, env)
+    calls = _calls(tmp_path)
+    assert "apt-get download -qq prometheus" in calls, calls
+    assert not any(call.startswith("apt-get install") and "prometheus" in call for call in calls)
+    # The recording apt-get downloads nothing, so there is no promtool: setup says so and fails.
+    assert result.returncode == 1
+    assert "promtool could not be extracted" in result.stderr
