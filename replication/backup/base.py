@@ -35,9 +35,11 @@ class BackupSource(StrEnum):
     PRIMARY = "primary"
 
 
-#: What ``nice`` and ``ionice`` make of a backup taken at low priority: the lowest CPU share,
-#: and the idle I/O class (which only schedulers that honour classes, like BFQ, apply).
-LOW_PRIORITY = ("nice", "-n", "19", "ionice", "-c", "3")
+#: A backup taken at low priority runs under these: the lowest CPU share, then the idle I/O
+#: class (which only schedulers that honour classes, like BFQ, apply). The compose node image
+#: has no ``ionice``, so a compose stack's backup gets the first part alone.
+LOW_CPU_PRIORITY = ("nice", "-n", "19")
+LOW_PRIORITY = (*LOW_CPU_PRIORITY, "ionice", "-c", "3")
 
 
 class TargetKind(StrEnum):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from replication.admin import fetchval
 from replication.backup.base import (
-    LOW_PRIORITY,
+    LOW_CPU_PRIORITY,
     BackupInfo,
     BackupSource,
     BackupTool,
@@ -103,7 +103,7 @@ class ContainerPgBackRest(BackupTool):
         self.driver.run_in(
             primary,
             [
-                *(LOW_PRIORITY if low_priority else ()),
+                *(LOW_CPU_PRIORITY if low_priority else ()),
                 "pgbackrest",
                 f"--type={kind.value}",
                 *source_annotations(primary, BackupSource.PRIMARY),
