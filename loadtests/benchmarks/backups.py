@@ -1,6 +1,7 @@
 """Backups and restore, measured side by side in one run (issue 22):
 
     .venv/bin/python -m loadtests.benchmarks.backups [--rounds 3] [--gigabytes 1] [--failovers 5]
+        [--part rpo|size|failovers|sources ...] [--scratch DIR]
 
 Each part builds a local cluster of its own (``cluster up --archive``, one replica, ports from
 ``--first-port`` or free ones), uploads through a ``replikit serve`` instance, and removes
@@ -432,13 +433,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--failovers", type=int, default=5)
     parser.add_argument("--first-port", type=int, default=None)
     parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--scratch", default=None, help="Where the clusters go (default: a new dir in /var/tmp)."
+    )
     options = parser.parse_args(argv)
     parts = options.part or ["rpo", "size", "failovers"]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = options.results / f"bench-backups-{stamp}"
     out.mkdir(parents=True)
     result: dict[str, Any] = {"started_at": stamp, "options": vars(options) | {"parts": parts}}
-    with scratch_dir("replikit-bench-backups-") as scratch:
+    with scratch_dir("replikit-bench-backups-", parent=options.scratch) as scratch:
         if "rpo" in parts:
             rounds = [
                 rpo_round(scratch, options.first_port, options.rpo_load_seconds)
