@@ -18,8 +18,8 @@ everything at the end, also on failure:
 * **sources**: ``--gigabytes`` of images loaded as for *size*, then per round, in an order that
   turns by one each round, the same uploads with no backup and during a full backup copied
   from the primary, from the replica, from the replica at low priority (``nice``/``ionice``),
-  and from the replica with ``compress-type=lz4``: uploads per second, each against the same
-  round's no-backup rate, and the CPU seconds the backup and each server used.
+  from the replica with ``compress-type=lz4``, and with both: uploads per second, each against
+  the same round's no-backup rate, and the CPU seconds the backup and each server used.
 
 Medians over the rounds go to ``results/bench-backups-<stamp>/backups.json`` and are printed.
 The machine is shared: figures are medians, and the spread is in the JSON.
@@ -272,6 +272,7 @@ class BackupCase:
     env: dict[str, str] = field(default_factory=dict)  # PGBACKREST_* options for this backup
 
 
+LZ4 = {"PGBACKREST_COMPRESS_TYPE": "lz4", "PGBACKREST_COMPRESS_LEVEL": "1"}
 SOURCE_CASES = (
     BackupCase("none", backup=False),
     BackupCase("primary", backup=True, source=BackupSource.PRIMARY),
@@ -279,17 +280,20 @@ SOURCE_CASES = (
     BackupCase(
         "replica, low priority", backup=True, source=BackupSource.REPLICA, low_priority=True
     ),
+    BackupCase("replica, lz4", backup=True, source=BackupSource.REPLICA, env=LZ4),
     BackupCase(
-        "replica, lz4",
+        "replica, low priority, lz4",
         backup=True,
         source=BackupSource.REPLICA,
-        env={"PGBACKREST_COMPRESS_TYPE": "lz4", "PGBACKREST_COMPRESS_LEVEL": "1"},
+        low_priority=True,
+        env=LZ4,
     ),
 )
 
 
 def server_cpu_seconds(cluster: Cluster, node: NodeSpec) -> float:
-    """User + system CPU seconds of a node's postmaster and its running children."""
+    """User + system CPU seconds of a node's server so far: its postmaster's own, that of the
+    children it has reaped (backends that ended), and that of the children running now."""
     pid_file = cluster.data_dir / node.name / "postmaster.pid"
     postmaster = int(pid_file.read_text().split()[0])
     children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
@@ -298,6 +302,8 @@ def server_cpu_seconds(cluster: Cluster, node: NodeSpec) -> float:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            if pid == postmaster:
+                ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
