@@ -17,7 +17,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from loadtests.benchmarks.backups import rpo_round
+from loadtests.benchmarks.backups import (
+    SOURCE_CASES,
+    archiving_cluster,
+    rpo_round,
+    service_on,
+    source_round,
+)
 from replication.backup.base import BackupType
 from replication.cluster import Cluster, cluster_down
 from replication.pgbin import find_pg_binaries
@@ -375,3 +381,30 @@ def test_a_backup_from_the_replica_after_a_failover_copies_its_files_and_restore
         assert listed.returncode == 0, listed.stderr
         sources = [backup["copied_from"] for backup in json.loads(listed.stdout)["backups"]]
         assert sources == ["pg0 (replica)", "pg1 (primary)"]
+
+
+def test_bench_sources_round_copies_each_backup_from_the_node_its_case_names() -> None:
+    """One round of the backups bench's *sources* part, CI-sized: every case once (turned by
+    one), each backup copied from the node its case names, with the options it names."""
+    scratch = reachable_temp_dir("replikit-bench-backups-")
+    with (
+        archiving_cluster(scratch, "sources", free_base_port(2)) as cluster,
+        service_on(cluster, scratch) as url,
+    ):
+        measured = source_round(cluster, url, 1)
+        primary, replica = cluster.state.primary, cluster.state.replicas[0].name
+    assert list(measured) == [case.name for case in (*SOURCE_CASES[1:], SOURCE_CASES[0])]
+    assert measured["none"]["upload_ratio"] == 1.0
+    assert "copied_from" not in measured["none"]
+    assert measured["primary"]["copied_from"] == primary
+    assert "--backup-standby" not in measured["primary"]["options"]
+    for case in SOURCE_CASES[2:]:
+        assert measured[case.name]["copied_from"] == replica, measured[case.name]
+        assert "--backup-standby" in measured[case.name]["options"]
+    assert "--compress-type=lz4" in measured["replica, lz4"]["options"]
+    assert "--compress-type=zst" in measured["replica"]["options"]
+    for result in measured.values():
+        assert result["uploads_per_second"] > 0, result
+        assert result["primary_cpu_seconds"] >= 0, result
+    assert all(measured[case.name]["backup_cpu_seconds"] > 0 for case in SOURCE_CASES[1:])
+    assert not list(scratch.glob("*/state.json")), "the bench left a cluster behind"
