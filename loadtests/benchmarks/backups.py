@@ -1,6 +1,7 @@
 """Backups and restore, measured side by side in one run (issue 22):
 
     .venv/bin/python -m loadtests.benchmarks.backups [--rounds 3] [--gigabytes 1] [--failovers 5]
+        [--part rpo|size|failovers|sources ...] [--scratch DIR]
 
 Each part builds a local cluster of its own (``cluster up --archive``, one replica, ports from
 ``--first-port`` or free ones), uploads through a ``replikit serve`` instance, and removes
@@ -14,6 +15,11 @@ everything at the end, also on failure:
   backup, the order alternating), and ``restore --latest`` of it all (seconds per GB of images).
 * **failovers**: ``--failovers`` crash failovers under uploads (the old primary rejoined each
   time), then ``backup verify``.
+* **sources**: ``--gigabytes`` of images loaded as for *size*, then per round, in an order that
+  turns by one each round, the same uploads with no backup and during a full backup copied
+  from the primary, from the replica, from the replica at low priority (``nice``/``ionice``),
+  from the replica with ``compress-type=lz4``, and with both: uploads per second, each against
+  the same round's no-backup rate, and the CPU seconds the backup and each server used.
 
 Medians over the rounds go to ``results/bench-backups-<stamp>/backups.json`` and are printed.
 The machine is shared: figures are medians, and the spread is in the JSON.
@@ -27,9 +33,11 @@ import contextlib
 import io
 import json
 import os
+import resource
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,7 +52,7 @@ from loadtests.experiments.failover import on_primary
 from loadtests.experiments.restore import acknowledged_digests, came_back, restored_cluster
 from loadtests.experiments.targets import LocalInstances
 from replication import cluster as clusters
-from replication.backup.base import BackupType, RestoreTarget, TargetKind
+from replication.backup.base import BackupSource, BackupType, RestoreTarget, TargetKind
 from replication.cluster import Cluster, cluster_down, cluster_up
 from replication.topology import NodeSpec
 from service import migrate
@@ -252,6 +260,154 @@ def size_part(scratch: Path, options: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class BackupCase:
+    """One way of running the uploads of the *sources* part: with no backup (``source`` None
+    and not ``backup``), or during a full backup from ``source``."""
+
+    name: str
+    backup: bool
+    source: BackupSource | None = None
+    low_priority: bool = False
+    env: dict[str, str] = field(default_factory=dict)  # PGBACKREST_* options for this backup
+
+
+LZ4 = {"PGBACKREST_COMPRESS_TYPE": "lz4", "PGBACKREST_COMPRESS_LEVEL": "1"}
+SOURCE_CASES = (
+    BackupCase("none", backup=False),
+    BackupCase("primary", backup=True, source=BackupSource.PRIMARY),
+    BackupCase("replica", backup=True, source=BackupSource.REPLICA),
+    BackupCase(
+        "replica, low priority", backup=True, source=BackupSource.REPLICA, low_priority=True
+    ),
+    BackupCase("replica, lz4", backup=True, source=BackupSource.REPLICA, env=LZ4),
+    BackupCase(
+        "replica, low priority, lz4",
+        backup=True,
+        source=BackupSource.REPLICA,
+        low_priority=True,
+        env=LZ4,
+    ),
+)
+
+
+def server_cpu_seconds(cluster: Cluster, node: NodeSpec) -> float:
+    """User + system CPU seconds of a node's server so far: its postmaster's own, that of the
+    children it has reaped (backends that ended), and that of the children running now."""
+    pid_file = cluster.data_dir / node.name / "postmaster.pid"
+    postmaster = int(pid_file.read_text().split()[0])
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    ticks = 0
+    for pid in [postmaster, *map(int, children)]:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            if pid == postmaster:
+                ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def backup_options(cluster: Cluster) -> list[str]:
+    """The compression and standby options pgBackRest says the newest backup ran with (its
+    log's "backup command begin" line names every option in effect, from any source)."""
+    log = (cluster.data_dir / "logs" / "replikit-backup.log").read_text()
+    begin = log.rsplit("backup command begin", 1)[1].splitlines()[0]
+    return [word for word in begin.split() if word.startswith(("--compress", "--backup-standby"))]
+
+
+def source_case(cluster: Cluster, url: str, case: BackupCase, seconds: float) -> dict[str, Any]:
+    """Uploads with ``case``'s backup running (or for ``seconds`` with none)."""
+    tool = cluster.manager.backups()
+    nodes = [cluster.state.primary_node, *cluster.state.replicas]
+    servers_before = [server_cpu_seconds(cluster, node) for node in nodes]
+    backup_before = children_cpu_seconds()
+    measured: dict[str, Any] = {"case": case.name, "load_average": os.getloadavg()[0]}
+    with uploading(url) as streams:
+        started = time.monotonic()
+        if case.backup:
+            saved = {key: os.environ.get(key) for key in case.env}
+            os.environ.update(case.env)  # pgBackRest reads PGBACKREST_* over its config file
+            try:
+                taken, copied = tool.backup(
+                    BackupType.FULL, source=case.source, low_priority=case.low_priority
+                )
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+            measured.update(
+                copied_from=copied,
+                options=backup_options(cluster),
+                backup_bytes=taken.size_bytes,
+                repository_bytes=taken.repository_bytes,
+            )
+        else:
+            time.sleep(seconds)
+        elapsed = time.monotonic() - started
+    measured["seconds"] = round(elapsed, 2)
+    measured["uploads_per_second"] = round(sum(len(s.receipts) for s in streams) / elapsed, 1)
+    measured["backup_cpu_seconds"] = round(children_cpu_seconds() - backup_before, 2)
+    for node, before in zip(nodes, servers_before, strict=True):
+        role = "primary" if node == cluster.state.primary_node else "replica"
+        measured[f"{role}_cpu_seconds"] = round(server_cpu_seconds(cluster, node) - before, 2)
+    if case.backup:
+        measured["backup_mb_per_second"] = round(measured["backup_bytes"] / elapsed / 2**20, 1)
+    return measured
+
+
+def source_round(cluster: Cluster, url: str, index: int) -> dict[str, dict[str, Any]]:
+    """Every case once, in an order turned by ``index``; each case's upload ratio is against
+    this round's no-backup rate (which lasts as long as the last backup did)."""
+    turned = SOURCE_CASES[index % len(SOURCE_CASES) :] + SOURCE_CASES[: index % len(SOURCE_CASES)]
+    results: dict[str, dict[str, Any]] = {}
+    seconds = 20.0
+    for case in turned:
+        results[case.name] = source_case(cluster, url, case, seconds)
+        if case.backup:
+            seconds = results[case.name]["seconds"]
+    without = results["none"]["uploads_per_second"]
+    for measured in results.values():
+        measured["upload_ratio"] = round(measured["uploads_per_second"] / without, 3)
+    return results
+
+
+def sources_part(scratch: Path, options: argparse.Namespace) -> dict[str, Any]:
+    with (
+        archiving_cluster(scratch, "sources", options.first_port) as cluster,
+        service_on(cluster, scratch) as url,
+    ):
+        loaded = load_images(url, int(options.gigabytes * GB), options.load_seconds)
+        rounds = [source_round(cluster, url, i) for i in range(options.rounds)]
+    keys = (
+        "uploads_per_second",
+        "upload_ratio",
+        "seconds",
+        "backup_mb_per_second",
+        "backup_cpu_seconds",
+        "primary_cpu_seconds",
+        "replica_cpu_seconds",
+        "load_average",
+    )
+    return {
+        "loaded": loaded,
+        "rounds": rounds,
+        "median": {
+            case.name: {
+                key: median([r[case.name][key] for r in rounds if key in r[case.name]])
+                for key in keys
+            }
+            for case in SOURCE_CASES
+        },
+    }
+
+
 def failover_part(scratch: Path, options: argparse.Namespace) -> dict[str, Any]:
     with archiving_cluster(scratch, "failovers", options.first_port) as cluster:
         data_dir = cluster.data_dir
@@ -275,7 +431,7 @@ def failover_part(scratch: Path, options: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", action="append", choices=["rpo", "size", "failovers"])
+    parser.add_argument("--part", action="append", choices=["rpo", "size", "failovers", "sources"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rpo-load-seconds", type=float, default=6.0)
     parser.add_argument("--gigabytes", type=float, default=1.0)
@@ -283,13 +439,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--failovers", type=int, default=5)
     parser.add_argument("--first-port", type=int, default=None)
     parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--scratch", default=None, help="Where the clusters go (default: a new dir in /var/tmp)."
+    )
     options = parser.parse_args(argv)
     parts = options.part or ["rpo", "size", "failovers"]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = options.results / f"bench-backups-{stamp}"
     out.mkdir(parents=True)
     result: dict[str, Any] = {"started_at": stamp, "options": vars(options) | {"parts": parts}}
-    with scratch_dir("replikit-bench-backups-") as scratch:
+    with scratch_dir("replikit-bench-backups-", parent=options.scratch) as scratch:
         if "rpo" in parts:
             rounds = [
                 rpo_round(scratch, options.first_port, options.rpo_load_seconds)
@@ -304,6 +463,9 @@ def main(argv: list[str] | None = None) -> None:
         if "size" in parts:
             result["size"] = size_part(scratch, options)
             print(json.dumps(result["size"]["median"], indent=2))
+        if "sources" in parts:
+            result["sources"] = sources_part(scratch, options)
+            print(json.dumps(result["sources"]["median"], indent=2))
         if "failovers" in parts:
             result["failovers"] = failover_part(scratch, options)
             print(json.dumps(result["failovers"], indent=2))

@@ -28,6 +28,20 @@ class BackupType(StrEnum):
     INCR = "incr"  # what changed since the last backup of any type
 
 
+class BackupSource(StrEnum):
+    """The node whose data directory a backup's files are copied from."""
+
+    REPLICA = "replica"  # a streaming replica; the primary only starts and stops the backup
+    PRIMARY = "primary"
+
+
+#: A backup taken at low priority runs under these: the lowest CPU share, then the idle I/O
+#: class (which only schedulers that honour classes, like BFQ, apply). The compose node image
+#: has no ``ionice``, so a compose stack's backup gets the first part alone.
+LOW_CPU_PRIORITY = ("nice", "-n", "19")
+LOW_PRIORITY = (*LOW_CPU_PRIORITY, "ionice", "-c", "3")
+
+
 class TargetKind(StrEnum):
     LATEST = "latest"
     TIME = "time"
@@ -64,6 +78,9 @@ class BackupInfo:
     size_bytes: int  # of the database it copied
     repository_bytes: int  # what it takes in the repository (compressed, only changed files)
     first_wal: str  # the first WAL segment a restore of it needs
+    #: The node its files were copied from and that node's role then ("pg1 (replica)"), as
+    #: recorded in the backup's annotations; None for a backup taken without them.
+    copied_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)
@@ -304,6 +321,18 @@ class RestoredCluster:
         )
 
 
+def source_annotations(node: NodeSpec, role: BackupSource) -> list[str]:
+    """pgBackRest arguments that record in the backup where its files came from."""
+    return [f"--annotation=replikit-node={node.name}", f"--annotation=replikit-role={role.value}"]
+
+
+def copied_from(annotations: dict[str, str] | None) -> str | None:
+    """ "pg1 (replica)" from a backup's annotations (see :func:`source_annotations`)."""
+    node = (annotations or {}).get("replikit-node")
+    role = (annotations or {}).get("replikit-role")
+    return None if node is None else f"{node} ({role})"
+
+
 def utc_from_epoch(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
@@ -340,9 +369,13 @@ class BackupTool(ABC):
         the archive lacks (see :func:`segments_to_rescue`); returns those WAL files."""
 
     @abstractmethod
-    def backup(self, kind: BackupType) -> tuple[BackupInfo, str]:
-        """Take a backup (from a streaming replica when there is one); returns it and the
-        node it was copied from."""
+    def backup(
+        self, kind: BackupType, *, source: BackupSource | None = None, low_priority: bool = False
+    ) -> tuple[BackupInfo, str]:
+        """Take a backup from ``source`` (by default a streaming replica when there is one,
+        else the primary; a ``source`` that cannot be honoured is refused in one sentence),
+        under ``nice``/``ionice`` when ``low_priority``; returns it and the node it was
+        copied from."""
 
     @abstractmethod
     def catalog(self) -> Catalog:

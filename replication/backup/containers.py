@@ -20,12 +20,15 @@ from pathlib import Path
 
 from replication.admin import fetchval
 from replication.backup.base import (
+    LOW_CPU_PRIORITY,
     BackupInfo,
+    BackupSource,
     BackupTool,
     BackupType,
     Catalog,
     RestoreTarget,
     segments_to_rescue,
+    source_annotations,
 )
 from replication.backup.pgbackrest import (
     BACKUP_TIMEOUT_SECONDS,
@@ -87,13 +90,26 @@ class ContainerPgBackRest(BackupTool):
         return self.state.nodes[0]
 
     # BackupTool --------------------------------------------------------------------------
-    def backup(self, kind: BackupType) -> tuple[BackupInfo, str]:
+    def backup(
+        self, kind: BackupType, *, source: BackupSource | None = None, low_priority: bool = False
+    ) -> tuple[BackupInfo, str]:
+        if source is BackupSource.REPLICA:
+            raise BadInputError(
+                "A compose stack's backups are copied from its primary only (its containers "
+                "share the repository, not each other's files); run 'replikit backup' without "
+                "--from, or with --from primary."
+            )
         primary = self._primary("taking a backup")
-        self._run(
+        self.driver.run_in(
             primary,
-            f"--type={kind.value}",
-            "backup",
-            what=f"{kind.value} backup",
+            [
+                *(LOW_CPU_PRIORITY if low_priority else ()),
+                "pgbackrest",
+                f"--type={kind.value}",
+                *source_annotations(primary, BackupSource.PRIMARY),
+                "backup",
+            ],
+            what=f"pgbackrest {kind.value} backup in {primary.name}",
             timeout=BACKUP_TIMEOUT_SECONDS,
         )
         return self.catalog().backups[-1], primary.name

@@ -12,9 +12,12 @@ Layout under the cluster's data directory::
 
 Every node archives with the same command (``archive-push`` naming its own data directory as
 the server's working directory), so a replica built by a base backup, rewound or re-cloned
-archives correctly the moment it is promoted. The configuration names the current primary
-(and a streaming replica to copy backups from); it is rewritten before each command from the
-state file, so it follows failovers without being told.
+archives correctly the moment it is promoted. The configuration lists every node but a fenced
+one: the recorded primary as ``pg1``, then the replicas (the one a backup copies from first,
+since pgBackRest's ``backup-standby`` takes the first standby it reaches). It is rewritten
+from the state file before each command, so it follows failovers without being told; and
+pgBackRest asks each server whether it is in recovery, so it finds the primary among them
+whatever the order.
 """
 
 from __future__ import annotations
@@ -30,18 +33,23 @@ from typing import Any, Protocol
 
 from replication.admin import fetchval
 from replication.backup.base import (
+    LOW_PRIORITY,
     ArchivedSegment,
     BackupInfo,
+    BackupSource,
     BackupTool,
     BackupType,
     Catalog,
     RestoreTarget,
     TargetKind,
+    copied_from,
     segments_to_rescue,
+    source_annotations,
     utc_from_epoch,
 )
 from replication.drivers.local.driver import LocalDriver
 from replication.errors import BadInputError
+from replication.probe import Readings
 from replication.topology import ArchiveSettings, ClusterState, NodeSpec
 from service.routing.lsn import format_lsn, parse_lsn
 
@@ -76,7 +84,8 @@ def render_config(
     backup_standby: bool,
 ) -> str:
     """pgbackrest.conf: the repository in [global], the cluster's servers in the stanza
-    (``hosts``: data directory and port of the primary first, then a standby to copy from)."""
+    (``hosts``: data directory and port of the primary first, then the standby to copy from,
+    then the other replicas). A backup logs each file it copies, with its path."""
     directory = Path(settings.directory)
     lines = [
         "# Written by replikit before each pgBackRest command; changes here are overwritten.",
@@ -95,6 +104,9 @@ def render_config(
         "start-fast=y",
         "process-max=1",
         "archive-timeout=60",
+        "",
+        "[global:backup]",
+        "log-level-file=detail",
         "",
         f"[{STANZA}]",
     ]
@@ -130,6 +142,7 @@ def parse_backups(info: list[dict[str, Any]]) -> list[BackupInfo]:
                     size_bytes=int(entry["info"]["size"]),
                     repository_bytes=int(entry["info"]["repository"]["delta"]),
                     first_wal=entry["archive"]["start"],
+                    copied_from=copied_from(entry.get("annotation")),
                 )
             )
     return sorted(backups, key=lambda backup: backup.stopped_at)
@@ -215,15 +228,24 @@ class PgBackRest(BackupTool):
         user.make_dir(self.directory, mode=0o750)
         for name in ("repo", "lock", "spool", "sockets"):
             user.make_dir(self.directory / name, mode=0o750)
-        self._write_config([self.state.primary_node])
+        self._write_config()
 
-    def _write_config(self, nodes: list[NodeSpec], *, backup_standby: bool = False) -> None:
+    def _write_config(self, *, standby: NodeSpec | None = None) -> None:
+        """The configuration naming every node but fenced ones, the recorded primary first,
+        then ``standby`` (copied from when given, with ``backup-standby``), then the rest."""
+        primary = self.state.primary_node
+        others = [
+            node
+            for node in self.state.replicas
+            if node.name not in self.state.fenced and node != standby
+        ]
+        nodes = [primary, *([standby] if standby else []), *others]
         text = render_config(
             settings=self.settings,
             log_dir=self.driver.data_dir / "logs",
             superuser=self.state.superuser,
             hosts=[(self.driver.pgdata(node), node.port) for node in nodes],
-            backup_standby=backup_standby,
+            backup_standby=standby is not None,
         )
         tmp = self.config_file.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -234,9 +256,20 @@ class PgBackRest(BackupTool):
             os.chown(tmp, user.uid, user.gid)
         os.replace(tmp, self.config_file)
 
-    def _run(self, *args: str, what: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> str:
+    def _run(
+        self,
+        *args: str,
+        what: str,
+        timeout: float = COMMAND_TIMEOUT_SECONDS,
+        low_priority: bool = False,
+    ) -> str:
         return self.driver.user.run(
-            [_binary(), f"--config={self.config_file}", *args],
+            [
+                *(LOW_PRIORITY if low_priority else ()),
+                _binary(),
+                f"--config={self.config_file}",
+                *args,
+            ],
             cwd=self.driver.data_dir,
             what=f"pgbackrest {what}",
             timeout=timeout,
@@ -244,7 +277,7 @@ class PgBackRest(BackupTool):
 
     # BackupTool --------------------------------------------------------------------------
     def primary_started(self, primary: NodeSpec) -> None:
-        self._write_config([primary])
+        self._write_config()
         self._run(f"--stanza={STANZA}", "stanza-create", what="stanza-create")
         self._run(f"--stanza={STANZA}", "check", what="check")
 
@@ -253,7 +286,7 @@ class PgBackRest(BackupTool):
         histories = sorted(wal.glob("*.history"))
         if not histories:
             return []
-        self._write_config([primary])
+        self._write_config()
         catalog = self.catalog()
         rescued = segments_to_rescue(
             wal_files=[path.name for path in wal.iterdir()],
@@ -272,11 +305,30 @@ class PgBackRest(BackupTool):
             )
         return rescued
 
-    def _standby(self) -> NodeSpec | None:
-        """A replica to copy a backup from: running and not fenced."""
-        for node in self.state.replicas:
-            if node.name not in self.state.fenced and self.driver.is_running(node):
-                return node
+    def _streaming_replicas(self) -> list[NodeSpec]:
+        """The replicas that run, are not fenced, and stream from the primary now."""
+        readings = Readings.take(self.state)
+        streaming = readings.replicas(self.state, exclude={self.state.primary, *self.state.fenced})
+        return [
+            node
+            for node in self.state.replicas
+            if (reading := streaming.get(node.name)) is not None
+            and reading.receiver_status == "streaming"
+        ]
+
+    def _standby(self, source: BackupSource | None) -> NodeSpec | None:
+        """The replica to copy a backup from, or None for the primary."""
+        if source is BackupSource.PRIMARY:
+            return None
+        streaming = self._streaming_replicas()
+        if streaming:
+            return streaming[0]
+        if source is BackupSource.REPLICA:
+            raise BadInputError(
+                "No replica of this cluster is streaming from the primary, so the backup "
+                "cannot be copied from one; start or rejoin a replica ('replikit cluster "
+                "status' shows them) or run 'replikit backup --from primary'."
+            )
         return None
 
     def _running_primary(self, doing: str) -> NodeSpec:
@@ -288,23 +340,28 @@ class PgBackRest(BackupTool):
             )
         return primary
 
-    def backup(self, kind: BackupType) -> tuple[BackupInfo, str]:
+    def backup(
+        self, kind: BackupType, *, source: BackupSource | None = None, low_priority: bool = False
+    ) -> tuple[BackupInfo, str]:
         primary = self._running_primary("taking a backup")
-        standby = self._standby()
-        nodes = [primary] if standby is None else [primary, standby]
-        self._write_config(nodes, backup_standby=standby is not None)
+        standby = self._standby(source)
+        copied = standby or primary
+        role = BackupSource.PRIMARY if standby is None else BackupSource.REPLICA
+        self._write_config(standby=standby)
         try:
             self._run(
                 f"--stanza={STANZA}",
                 f"--type={kind.value}",
+                *source_annotations(copied, role),
                 "backup",
-                what=f"{kind.value} backup",
+                what=f"{kind.value} backup from {copied.name}",
                 timeout=BACKUP_TIMEOUT_SECONDS,
+                low_priority=low_priority,
             )
         finally:
-            self._write_config([primary])
+            self._write_config()
         newest = self.catalog().backups[-1]
-        return newest, (standby or primary).name
+        return newest, copied.name
 
     def catalog(self) -> Catalog:
         return read_catalog(self._run)
@@ -314,7 +371,7 @@ class PgBackRest(BackupTool):
         # A transaction with an id writes a commit record: a restore to any moment before it
         # has a commit after its target to stop at.
         fetchval(self.state, primary, "SELECT txid_current()")
-        self._write_config([primary])
+        self._write_config()
         self._run(f"--stanza={STANZA}", "check", what="check")
 
     def restore_node(self, *, backup: BackupInfo, target: RestoreTarget, pgdata: Path) -> None:

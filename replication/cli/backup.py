@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from replication.backup.base import BackupType, RestoreTarget, TargetKind
+from replication.backup.base import BackupSource, BackupType, RestoreTarget, TargetKind
 from replication.backup.restore import restore_cluster
 from replication.cli.output import DataDirOption, JsonOption, console, report
 from replication.cluster import DEFAULT_DATA_DIR, Cluster
@@ -20,7 +20,8 @@ from replication.errors import BadInputError
 from service.routing.lsn import parse_lsn
 
 backup_app = typer.Typer(
-    help="Take a backup (from a replica when one runs), or list or verify them; for a cluster "
+    help="Take a backup (from a streaming replica when there is one), or list or verify them; "
+    "for a cluster "
     "built with 'replikit cluster up --archive'.",
     no_args_is_help=False,
     invoke_without_command=True,
@@ -45,19 +46,37 @@ def backup(
             help="full, diff (changes since the last full) or incr (since the last backup).",
         ),
     ] = BackupType.FULL,
+    source: Annotated[
+        BackupSource | None,
+        typer.Option(
+            "--from",
+            help="The node to copy the files from: replica (a streaming one; the primary "
+            "only starts and stops the backup) or primary. Default: a streaming replica when "
+            "there is one, else the primary.",
+        ),
+    ] = None,
+    low_priority: Annotated[
+        bool,
+        typer.Option(
+            "--low-priority",
+            help="Run pgBackRest under 'nice -n 19 ionice -c 3': slower, leaves the CPU to "
+            "the servers.",
+        ),
+    ] = False,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     as_json: JsonOption = False,
 ) -> None:
-    """Take a backup, from a streaming replica when one runs (else from the primary)."""
+    """Take a backup, from a streaming replica when there is one (else from the primary)."""
     if context.invoked_subcommand is not None:
         return
     tool = Cluster.open(data_dir).manager.backups()
-    taken, source = tool.backup(kind)
+    taken, node = tool.backup(kind, source=source, low_priority=low_priority)
     seconds = (taken.stopped_at - taken.started_at).total_seconds()
     report(
-        {**taken.to_json(), "source": source, "seconds": seconds},
+        {**taken.to_json(), "source": node, "seconds": seconds},
         as_json,
-        f"Backup {taken.label} ({taken.type.value}) copied from {source} in {seconds:.0f} s: "
+        f"Backup {taken.label} ({taken.type.value}) copied from {taken.copied_from or node} "
+        f"in {seconds:.0f} s: "
         f"{_size(taken.size_bytes)} of data, {_size(taken.repository_bytes)} in the repository.",
     )
 
@@ -70,12 +89,14 @@ def list_backups(data_dir: DataDirOption = DEFAULT_DATA_DIR, as_json: JsonOption
         print(json.dumps(catalog.to_json(), indent=2, default=str))
         return
     table = Table(title="replikit backups")
-    for column in ("label", "type", "started", "stopped", "stop_lsn", "data", "in repository"):
+    columns = ("label", "type", "from", "started", "stopped", "stop_lsn", "data", "in repository")
+    for column in columns:
         table.add_column(column)
     for item in catalog.backups:
         table.add_row(
             item.label,
             item.type.value,
+            item.copied_from or "?",
             item.started_at.isoformat(),
             item.stopped_at.isoformat(),
             item.to_json()["stop_lsn"],

@@ -17,7 +17,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from loadtests.benchmarks.backups import rpo_round
+from loadtests.benchmarks.backups import (
+    SOURCE_CASES,
+    archiving_cluster,
+    rpo_round,
+    service_on,
+    source_round,
+)
 from replication.backup.base import BackupType
 from replication.cluster import Cluster, cluster_down
 from replication.pgbin import find_pg_binaries
@@ -313,4 +319,92 @@ def test_bench_rpo_round_after_sigkill_of_every_node_restores_all_but_the_last_s
     assert measured["lost"] < measured["acknowledged"], measured
     assert measured["holes"] == [], measured
     assert 0 <= measured["rpo_seconds"] <= 5.0, measured
+    assert not list(scratch.glob("*/state.json")), "the bench left a cluster behind"
+
+
+def files_copied_by_the_last_backup(cluster: Cluster) -> list[str]:
+    """The paths pgBackRest's log says the newest backup command copied ("backup file ...")."""
+    log = (cluster.data_dir / "logs" / "replikit-backup.log").read_text()
+    last_run = log.rsplit("backup command begin", 1)[1]
+    return [
+        line.split("backup file ", 1)[1].split(" (", 1)[0]
+        for line in last_run.splitlines()
+        if "backup file " in line
+    ]
+
+
+def test_a_backup_from_the_replica_after_a_failover_copies_its_files_and_restores() -> None:
+    """After a failover and a rejoin the old primary pg0 is the replica: the backup is copied
+    from pg0's data directory (pgBackRest's own log of each file), the primary pg1 only starts
+    and stops it, and a restore --latest of it brings back every row. With no replica
+    streaming, --from replica is refused and the default falls back to the primary."""
+    with running_cluster(replicas=1, name="standby-backup", archive=True) as cluster:
+        sql(cluster, "CREATE TABLE marks (value int PRIMARY KEY)")
+        write(cluster, 1)
+        cluster.manager.kill("pg0")
+        cluster.manager.failover()
+        cluster.manager.rejoin("pg0")
+        cluster = Cluster.open(cluster.data_dir)
+        assert cluster.state.primary == "pg1"
+        write(cluster, 2)
+        pg0, pg1 = (str(cluster.data_dir / name) for name in ("pg0", "pg1"))
+        data_dir = str(cluster.data_dir)
+
+        taken = replikit("backup", "--from", "replica", "--data-dir", data_dir)
+        assert taken.returncode == 0, taken.stdout + taken.stderr
+        assert "(full) copied from pg0 (replica)" in taken.stdout, taken.stdout
+        copied = files_copied_by_the_last_backup(cluster)
+        from_replica = [path for path in copied if path.startswith(pg0 + "/base/")]
+        assert len(from_replica) > 100, copied[:5]  # the relations' files, from the replica
+        assert not [path for path in copied if path.startswith(pg1 + "/base/")]
+        config = (cluster.data_dir / "backup" / "pgbackrest.conf").read_text()
+        assert f"pg1-path={pg1}\n" in config  # the new primary first,
+        assert f"pg2-path={pg0}\n" in config  # every node listed
+
+        write(cluster, 3)
+        with restored(cluster, "--latest") as (new, output):
+            assert new is not None, output
+            assert rows(new) == [1, 2, 3]
+
+        cluster.manager.kill("pg0")  # no replica streams now
+        refused = replikit("backup", "--from", "replica", "--data-dir", data_dir)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.stderr.startswith("error: No replica of this cluster is streaming")
+        assert "--from primary" in refused.stderr
+        assert refused.stderr.count("\n") == 1, refused.stderr
+        fallback = replikit("backup", "--type", "incr", "--data-dir", data_dir)
+        assert fallback.returncode == 0, fallback.stdout + fallback.stderr
+        assert "(incr) copied from pg1 (primary)" in fallback.stdout, fallback.stdout
+        assert [p for p in files_copied_by_the_last_backup(cluster) if p.startswith(pg1)]
+
+        listed = replikit("backup", "list", "--json", "--data-dir", data_dir)
+        assert listed.returncode == 0, listed.stderr
+        sources = [backup["copied_from"] for backup in json.loads(listed.stdout)["backups"]]
+        assert sources == ["pg0 (replica)", "pg1 (primary)"]
+
+
+def test_bench_sources_round_copies_each_backup_from_the_node_its_case_names() -> None:
+    """One round of the backups bench's *sources* part, CI-sized: every case once (turned by
+    one), each backup copied from the node its case names, with the options it names."""
+    scratch = reachable_temp_dir("replikit-bench-backups-")
+    with (
+        archiving_cluster(scratch, "sources", free_base_port(2)) as cluster,
+        service_on(cluster, scratch) as url,
+    ):
+        measured = source_round(cluster, url, 1)
+        primary, replica = cluster.state.primary, cluster.state.replicas[0].name
+    assert list(measured) == [case.name for case in (*SOURCE_CASES[1:], SOURCE_CASES[0])]
+    assert measured["none"]["upload_ratio"] == 1.0
+    assert "copied_from" not in measured["none"]
+    assert measured["primary"]["copied_from"] == primary
+    assert "--backup-standby" not in measured["primary"]["options"]
+    for case in SOURCE_CASES[2:]:
+        assert measured[case.name]["copied_from"] == replica, measured[case.name]
+        assert "--backup-standby" in measured[case.name]["options"]
+    assert "--compress-type=lz4" in measured["replica, lz4"]["options"]
+    assert "--compress-type=zst" in measured["replica"]["options"]
+    for result in measured.values():
+        assert result["uploads_per_second"] > 0, result
+        assert result["primary_cpu_seconds"] >= 0, result
+    assert all(measured[case.name]["backup_cpu_seconds"] > 0 for case in SOURCE_CASES[1:])
     assert not list(scratch.glob("*/state.json")), "the bench left a cluster behind"

@@ -108,9 +108,12 @@ def test_pgbackrest_info_and_listing_are_read_into_backups_and_segments() -> Non
             ]
         }
     ]
+    info[0]["backup"][0]["annotation"] = {"replikit-node": "pg1", "replikit-role": "replica"}
     found = parse_backups(info)
     assert [b.type for b in found] == [BackupType.FULL, BackupType.INCR]  # oldest first
     assert found[0].stop_lsn == 0x3000100
+    # Where the files came from, as replikit annotated the backup (none on the older one).
+    assert [b.copied_from for b in found] == [None, "pg1 (replica)"]
     listing: dict[str, dict[str, Any]] = {
         "15-1": {"type": "path"},
         "15-1/0000000100000000/000000010000000000000003-" + "a" * 40 + ".zst": {

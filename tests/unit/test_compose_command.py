@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from replication.backup.base import BackupSource, BackupType
+from replication.backup.containers import ContainerPgBackRest
 from replication.compose.attach import published_port, service_endpoints
 from replication.compose.command import OVERRIDE_VARIABLE, ComposeProgram, compose_program
 from replication.compose.stack import ComposeStack, Variant
@@ -161,3 +163,9 @@ def test_the_ha_variant_merges_its_file_under_a_project_of_its_own() -> None:
     assert argv[argv.index("-p") + 1] == "mystack-ha"
     default = ComposeStack(root=Path("/srv/My Stack"), env_file=Path("/srv/.env"), program=program)
     assert "-p" not in default.argv("ps")
+
+
+def test_a_compose_stack_refuses_a_backup_from_a_replica_naming_what_it_does_instead() -> None:
+    driver = ComposeDriver(state=compose_state(), program=ComposeProgram(("false",), 2))
+    with pytest.raises(BadInputError, match=r"from its primary only.*--from primary\.$"):
+        ContainerPgBackRest(driver).backup(BackupType.FULL, source=BackupSource.REPLICA)
