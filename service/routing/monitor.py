@@ -39,17 +39,20 @@ logger = logging.getLogger("replikit.router")
 
 # A node's name is its replikit.node_name setting when it has one (Patroni forces every
 # member's cluster_name to the cluster's scope, so its nodes declare their name there), else
-# its cluster_name (the native nodes: pg0, pg1, ...).
+# its cluster_name (the native nodes: pg0, pg1, ...). The replay position is read before the
+# receive position (a target list is evaluated in order): on a node that streams, replay never
+# passes what was received, so a replay above the receive position read after it is never a
+# race, only WAL that did not come from an upstream (Probe.has_streamed).
 PROBE_QUERY = """
 SELECT pg_is_in_recovery() AS in_recovery,
        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END
            AS current_lsn,
        pg_last_wal_replay_lsn()::text AS replay_lsn,
+       pg_last_wal_receive_lsn()::text AS receive_lsn,
        CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
        END AS timeline,
        CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS paused,
-       pg_last_wal_receive_lsn() IS NOT NULL AS has_streamed,
        COALESCE(NULLIF(current_setting('replikit.node_name', true), ''),
                 current_setting('cluster_name')) AS cluster_name
 """
@@ -156,7 +159,7 @@ class NodeMonitor:
             current_lsn=parse_lsn(row["current_lsn"]) if row["current_lsn"] else None,
             replay_lsn=parse_lsn(row["replay_lsn"]) if row["replay_lsn"] else None,
             replay_paused=bool(row["paused"]),
-            has_streamed=bool(row["has_streamed"]),
+            receive_lsn=parse_lsn(row["receive_lsn"]) if row["receive_lsn"] else None,
             cluster_name=row["cluster_name"] or "",
         )
 

@@ -17,9 +17,10 @@ class Role(StrEnum):
     PRIMARY = "primary"  # the writer
     REPLICA = "replica"
     STALE_PRIMARY = "stale_primary"  # out of recovery but not the writer: never used
-    # In recovery but has streamed nothing since it started (a fenced former primary started
-    # by hand, or a node following a primary that no longer exists): never used, since what
-    # it replays may be stale or even a history the cluster has left.
+    # In recovery but has not streamed what it replays (a fenced former primary started by
+    # hand, a node following a primary that no longer exists, a crashed former primary that
+    # Patroni starts following the new leader before rewinding it): never used, since what it
+    # replays may be stale or even a history the cluster has left (Probe.has_streamed).
     DETACHED = "detached"
     DOWN = "down"
 
@@ -34,9 +35,30 @@ class Probe:
     replay_lsn: int | None
     replay_paused: bool
     cluster_name: str
-    # pg_last_wal_receive_lsn() is set by the first streamed WAL and kept while the server
-    # runs, so a replica whose upstream just died still counts as streaming.
-    has_streamed: bool = True
+    # pg_last_wal_receive_lsn(): None for a node that never asked an upstream for WAL. Kept
+    # while the server runs, so a replica whose upstream just died still counts as streaming.
+    receive_lsn: int | None = None
+
+    @property
+    def has_streamed(self) -> bool:
+        """Whether this node in recovery has received WAL from an upstream since it started,
+        up to what it replayed.
+
+        The receive position is *not* proof of that on its own: PostgreSQL sets it to the
+        start of the WAL segment it asks for as soon as the startup process requests streaming
+        (``RequestXLogStreaming``), before any byte arrives and whether or not the upstream
+        agrees. A former primary that Patroni starts in recovery after a crash, following the
+        new leader before rewinding it, replays its own WAL to its end (past the fork, on a
+        timeline the cluster left), asks the new leader for the next segment and is refused;
+        its receive position stays at that segment's start, *below* its replay position. A
+        node that streams replays only what it received, so its replay position never passes
+        its receive position; one that replayed more than it received replayed WAL of its own
+        (or from an archive) since it asked: what it shows may be a history the cluster has
+        left, and its positions cannot be compared with the writer's.
+        """
+        if self.receive_lsn is None:
+            return False
+        return self.replay_lsn is None or self.replay_lsn <= self.receive_lsn
 
 
 @dataclass(eq=False)

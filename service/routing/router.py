@@ -477,7 +477,7 @@ class Router:
                 why_not = {
                     Role.PRIMARY: "writer",
                     Role.STALE_PRIMARY: "stale primary (lower timeline): never used",
-                    Role.DETACHED: "in recovery but has streamed nothing since it started",
+                    Role.DETACHED: "in recovery but replays WAL it did not stream: never used",
                 }.get(node.role, node.last_error or node.role.value)
             nodes.append(node.describe(in_rotation=node in eligible, why_not=why_not))
         writer = self.writer

@@ -11,6 +11,7 @@ import pytest
 from replication.drivers.base import StopMode
 from replication.topology import SyncMode
 from service import migrate
+from service.routing.lsn import parse_lsn
 from tests.integration.clusters import running_cluster_async
 from tests.integration.conftest import connect, wait_until
 from tests.integration.service_fixtures import (
@@ -203,3 +204,68 @@ async def test_a_node_in_recovery_that_follows_no_primary_gets_no_reads() -> Non
                 return any(n["name"] == "pg2" and n["in_rotation"] for n in nodes)
 
             await wait_until(back_in_rotation, within=20, what="pg2 back in the rotation")
+
+
+async def test_a_diverged_former_primary_restarted_as_a_standby_gets_no_reads() -> None:
+    """What Patroni does with a crashed leader once another node took over: it starts it in
+    recovery, following the new leader, before it rewinds it. Its WAL forked from the new
+    timeline and runs past it (here: two segment switches, as a clean shutdown with archiving
+    makes one), so the new leader refuses to stream to it, yet ``pg_last_wal_receive_lsn()``
+    is set as soon as it asks. Its replay position is beyond every token the new leader hands
+    out, so it would pass any read-your-writes check while it lacks every later write
+    (issue 25: the HA soak's 535 broken read promises)."""
+    async with running_cluster_async(replicas=1, name="diverged") as cluster:
+        state = cluster.state
+        await asyncio.to_thread(migrate.upgrade, state.owner_url(state.primary_node))
+        pg0, pg1 = state.node("pg0"), state.node("pg1")
+        new_leader = await connect(cluster, pg1, superuser=True)
+        old_leader = await connect(cluster, pg0, superuser=True)
+        try:
+            conninfo = str(await new_leader.fetchval("SHOW primary_conninfo"))
+            assert f"port={pg0.port}" in conninfo, conninfo
+            assert await new_leader.fetchval("SELECT pg_promote(wait => true)") is True
+            for _ in range(2):  # the old leader writes on: its history leaves the new one's
+                await old_leader.execute("SELECT pg_logical_emit_message(false, 'rk', 'x')")
+                await old_leader.execute("SELECT pg_switch_wal()")
+            follow = conninfo.replace(f"port={pg0.port}", f"port={pg1.port}").replace("'", "''")
+            await old_leader.execute(f"ALTER SYSTEM SET primary_conninfo = '{follow}'")
+        finally:
+            await old_leader.close()
+            await new_leader.close()
+        await asyncio.to_thread(cluster.driver.stop, pg0)
+        await asyncio.to_thread(cluster.driver.fence, pg0)  # standby.signal
+        await asyncio.to_thread(cluster.driver.start, pg0)
+
+        old_leader = await connect(cluster, pg0, superuser=True)
+        try:
+
+            async def asked_to_stream() -> bool:
+                return await old_leader.fetchval("SELECT pg_last_wal_receive_lsn()") is not None
+
+            await wait_until(asked_to_stream, within=10, what="pg0 asking pg1 for WAL")
+            assert await old_leader.fetchval("SELECT pg_is_in_recovery()") is True
+            diverged_at = parse_lsn(
+                await old_leader.fetchval("SELECT pg_last_wal_replay_lsn()::text")
+            )
+        finally:
+            await old_leader.close()
+
+        settings = service_settings(cluster, replicas=True, health_interval=INTERVAL)
+        async with service_client(settings) as client:
+            view = {n["name"]: n for n in (await client.get("/cluster")).json()["nodes"]}
+            assert view["pg1"]["role"] == "primary"
+            assert view["pg0"]["role"] == "detached", view["pg0"]
+            assert view["pg0"]["in_rotation"] is False
+            served: Counter[str] = Counter()
+            for _ in range(10):
+                created = await upload(client, image_bytes("PNG"))
+                assert created.status_code == 201, created.text
+                token = created.headers["X-Replikit-LSN"]
+                assert parse_lsn(token) < diverged_at  # the stale node would pass the check
+                read = await client.get(
+                    f"/api/v1/images/{created.json()['id']}",
+                    headers={"X-Replikit-Consistency": "read_your_writes", "X-Replikit-LSN": token},
+                )
+                served[read.headers.get("X-Replikit-Node", "?")] += 1
+                assert read.status_code == 200, (read.headers.get("X-Replikit-Node"), read.text)
+            assert served["pg0"] == 0, served

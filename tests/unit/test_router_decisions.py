@@ -36,6 +36,7 @@ def make_router(**overrides: Any) -> Router:
             replay_lsn=1000,
             replay_paused=False,
             cluster_name=f"pg{index}",
+            receive_lsn=None if index == 0 else 1000,
         )
         node.role = Role.PRIMARY if index == 0 else Role.REPLICA
         node.lag_bytes, node.lag_seconds = (None, None) if index == 0 else (0, 0.0)
@@ -141,6 +142,45 @@ async def test_a_role_change_forgets_measured_positions() -> None:
     await router.monitor.stop()
     assert replica.observed_replay_lsn is None
     assert replica.known_replayed == 1000
+
+
+def test_a_node_in_recovery_streams_only_when_it_received_what_it_replayed() -> None:
+    def probe(receive: int | None, replay: int | None) -> Probe:
+        return Probe(True, 1, None, replay, False, "pg1", receive_lsn=receive)
+
+    assert not probe(None, 5000).has_streamed  # never asked an upstream for WAL
+    # Asked for the segment after its own WAL (0/5000000) and was refused: the receive
+    # position is that segment's start, below what it replayed of its own.
+    assert not probe(0x5000000, 0x50000A0).has_streamed
+    assert probe(0x50000A0, 0x50000A0).has_streamed  # caught up
+    assert probe(0x5100000, 0x50000A0).has_streamed  # replay behind what it received
+    assert probe(0x5000000, None).has_streamed
+
+
+async def test_a_diverged_former_primary_is_detached_and_never_passes_a_token() -> None:
+    """Issue 25: after a Patroni failover the crashed leader comes back in recovery, replays
+    its own WAL past the fork (0/50000A0, on the timeline the cluster left) and asks the new
+    leader for more, which refuses. Its replay position is above every token the new leader
+    hands out (0/44FBA78), so as a replica it served read-your-writes and monotonic reads at
+    once, without the rows written since the failover."""
+    router = make_router(ryw_wait=0.2)
+    writer, former, follower = router.nodes
+    for node, (receive, replay) in (
+        (former, (0x5000000, 0x50000A0)),
+        (follower, (0x44FBA78, 0x44FBA78)),
+    ):
+        node.probe.receive_lsn, node.probe.replay_lsn = receive, replay  # type: ignore[union-attr]
+    writer.probe.timeline = 2  # type: ignore[union-attr]
+    writer.probe.current_lsn = 0x44FBA78  # type: ignore[union-attr]
+    router.monitor._assign_roles(0.0)
+    await router.monitor.stop()
+    assert [n.role for n in router.nodes] == [Role.PRIMARY, Role.DETACHED, Role.REPLICA]
+    for mode in (Consistency.READ_YOUR_WRITES, Consistency.MONOTONIC):
+        assert names(router, routing(mode, token=0x44FBA78)) == {"pg2": 100}
+    # With the follower gone too, a read goes to the writer, never to the former primary.
+    follower.suspect = True
+    request = routing(Consistency.READ_YOUR_WRITES, token=0x44FBA78)
+    assert router.choose_reader(request, set()) == (None, "no_healthy_replica")
 
 
 def test_strong_after_write_and_policy_primary_need_the_writer() -> None:
