@@ -42,13 +42,16 @@ logger = logging.getLogger("replikit.router")
 # its cluster_name (the native nodes: pg0, pg1, ...). The replay position is read before the
 # receive position (a target list is evaluated in order): on a node that streams, replay never
 # passes what was received, so a replay above the receive position read after it is never a
-# race, only WAL that did not come from an upstream (Probe.has_streamed).
+# race, only WAL that did not come from an upstream (Probe.has_streamed, which also explains
+# the one exception: the unsent rest of a switched segment).
 PROBE_QUERY = """
 SELECT pg_is_in_recovery() AS in_recovery,
        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END
            AS current_lsn,
        pg_last_wal_replay_lsn()::text AS replay_lsn,
        pg_last_wal_receive_lsn()::text AS receive_lsn,
+       (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')
+           AS wal_segment_size,
        CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
        END AS timeline,
@@ -160,6 +163,7 @@ class NodeMonitor:
             replay_lsn=parse_lsn(row["replay_lsn"]) if row["replay_lsn"] else None,
             replay_paused=bool(row["paused"]),
             receive_lsn=parse_lsn(row["receive_lsn"]) if row["receive_lsn"] else None,
+            wal_segment_size=int(row["wal_segment_size"]),
             cluster_name=row["cluster_name"] or "",
         )
 

@@ -38,6 +38,8 @@ class Probe:
     # pg_last_wal_receive_lsn(): None for a node that never asked an upstream for WAL. Kept
     # while the server runs, so a replica whose upstream just died still counts as streaming.
     receive_lsn: int | None = None
+    # The node's WAL segment size (wal_segment_size, 16 MB unless initdb chose otherwise).
+    wal_segment_size: int = 16 * 1024 * 1024
 
     @property
     def has_streamed(self) -> bool:
@@ -55,10 +57,22 @@ class Probe:
         its receive position; one that replayed more than it received replayed WAL of its own
         (or from an archive) since it asked: what it shows may be a history the cluster has
         left, and its positions cannot be compared with the writer's.
+
+        One exception, up to the end of the received segment: replaying a segment switch
+        (``pg_switch_wal``, ``archive_timeout``) moves the replay position to the next
+        segment's start, and when the upstream dies before it sends the rest of that segment
+        (a primary that PANICs because it cannot create the next one on a full disk) the
+        receive position stays at the switch record's end. Such a replica holds everything
+        it replayed from its upstream; a diverged node's receive position is the start of the
+        segment it asked for, so its own WAL past that start still shows.
         """
         if self.receive_lsn is None:
             return False
-        return self.replay_lsn is None or self.replay_lsn <= self.receive_lsn
+        if self.replay_lsn is None:
+            return True
+        segment = self.wal_segment_size
+        received_segment_end = -(-self.receive_lsn // segment) * segment
+        return self.replay_lsn <= received_segment_end
 
 
 @dataclass(eq=False)

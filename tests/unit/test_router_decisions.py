@@ -155,6 +155,15 @@ def test_a_node_in_recovery_streams_only_when_it_received_what_it_replayed() -> 
     assert probe(0x50000A0, 0x50000A0).has_streamed  # caught up
     assert probe(0x5100000, 0x50000A0).has_streamed  # replay behind what it received
     assert probe(0x5000000, None).has_streamed
+    # A segment switch replayed whose rest the upstream never sent (a primary that PANICked,
+    # unable to create the next segment on a full disk): replay at the next segment's start,
+    # receive at the switch record's end. Everything replayed came from the upstream.
+    assert probe(0x60000C8, 0x7000000).has_streamed
+    # ...but not one byte further than that segment's end, nor with another segment size.
+    assert not probe(0x60000C8, 0x70000A0).has_streamed
+    small = Probe(True, 1, None, 0x7000000, False, "pg1", receive_lsn=0x60000C8)
+    small.wal_segment_size = 1024 * 1024
+    assert not small.has_streamed
 
 
 async def test_a_diverged_former_primary_is_detached_and_never_passes_a_token() -> None:
