@@ -216,9 +216,16 @@ async def test_leader_node_loss_three_times_in_sync_mode_loses_no_acknowledged_u
                         "--json",
                     )  # fmt: skip
                     assert rejoined.returncode == 0, rejoined.stderr
-                    rows = {row.name: row for row in await asyncio.to_thread(cluster.status)}
-                    assert rows[old].role == "replica"
-                    assert rows[old].patroni_state == "streaming"
+
+                    # Patroni reports a member it restarted as "running" until its WAL
+                    # receiver connects, then "streaming": wait for that, briefly.
+                    async def streaming(old: str = old) -> bool:
+                        status = await asyncio.to_thread(cluster.status)
+                        rows = {row.name: row for row in status}
+                        assert rows[old].role == "replica"
+                        return rows[old].patroni_state == "streaming"
+
+                    await wait_until(streaming, within=20, what=f"{old} streaming again")
             finally:
                 stop.set()
                 await writer
