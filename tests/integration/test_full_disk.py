@@ -205,6 +205,8 @@ async def test_a_full_primary_refuses_uploads_with_storage_full_and_resumes_by_i
         assert resumed_in <= HOLD + 5.0  # the hold, and an upload on a loaded machine
         for _ in range(3):
             assert (await uploads.send()).status_code == 201
+        # Reads are eventual and go to the replica: wait for it to replay the new uploads.
+        await replicas_have(cluster, uploads)
         await uploads.all_readable()
         images, blobs = await uploads.stored_on(cluster)
         assert images == blobs == set(uploads.acknowledged)
@@ -242,6 +244,7 @@ async def test_a_primary_that_cannot_write_wal_stops_and_reads_go_on_from_replic
             return (await uploads.send()).status_code == 201
 
         await wait_until(accepted, within=20, what="an upload accepted")
+        await replicas_have(cluster, uploads)
         await uploads.all_readable()
         images, blobs = await uploads.stored_on(cluster)
         assert images == blobs == set(uploads.acknowledged)
